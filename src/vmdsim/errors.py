@@ -1,0 +1,36 @@
+"""Errors a person can act on.
+
+Every error names where it happened: the file, line and field of bad topology
+input, or the device, register and offset of a bad register access.
+"""
+
+from __future__ import annotations
+
+
+class VmdsimError(Exception):
+    """Base of every error vmdsim raises on purpose."""
+
+
+class ConfigAccessError(VmdsimError):
+    """A configuration access the hardware cannot perform (size, alignment, range)."""
+
+    def __init__(self, device: str, offset: int, size: int, what: str) -> None:
+        self.device, self.offset, self.size = device, offset, size
+        super().__init__(f"{device}: config {what} at offset {offset:#05x} (size {size})")
+
+
+class MmioAccessError(VmdsimError):
+    """A memory access a device model cannot perform (size, alignment)."""
+
+    def __init__(self, device: str, register: str, offset: int, size: int, what: str) -> None:
+        self.device, self.register, self.offset, self.size = device, register, offset, size
+        super().__init__(f"{device}: {register} {what} at offset {offset:#x} (size {size})")
+
+
+class TopologyError(VmdsimError):
+    """Bad topology input; names the file, line and field."""
+
+    def __init__(self, file: str, line: int | None, field: str, message: str) -> None:
+        self.file, self.line, self.field = file, line, field
+        where = f"{file}:{line}" if line is not None else file
+        super().__init__(f"{where}: {field}: {message}")
