@@ -141,7 +141,10 @@ class PciBridge(PciFunction):
             self.secondary.aborts.record("upstream-write-blocked", addr)
             return False
         if self._windows and self._in_windows(addr):
-            return self.secondary.mem_write(addr, size, value)
+            if self.secondary.mem_write(addr, size, value):
+                return True
+            self.secondary.aborts.record("peer-write", addr)
+            return False
         return self.upstream.upstream_write(addr, size, value, requester)
 
     def upstream_read(self, addr: int, size: int, requester: PciFunction) -> int | None:
