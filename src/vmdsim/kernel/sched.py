@@ -1,0 +1,457 @@
+"""CPUs, the code that runs on them, and the two schedulers.
+
+A :class:`Cpu` runs one *task* at a time (``cpu.curr``) and, on top of it, a
+stack of hard-interrupt contexts. Interrupts arrive through ``raise_irq``
+(the interrupt controller's sink); a CPU takes one only while its interrupt
+flag is set, otherwise the vector waits in the CPU's request register
+(``pending``, one bit per vector as in the local APIC's IRR, so a vector
+raised twice while masked is delivered once). A handler runs with
+interrupts off; returning restores the flag, and a pending vector is
+delivered then.
+
+Two schedulers share that model:
+
+* :class:`Scheduler`, *free-running*: code runs directly on the Python stack.
+  ``k.run_on(cpu, fn)`` runs ``fn`` as a task on ``cpu``; an interrupt for a
+  CPU whose flag is set is handled at once, nested. Scheduling points cost
+  nothing (the hook is unset). A wait whose condition is false can never be
+  satisfied here (nothing else runs), so it is reported as a deadlock.
+* :class:`ControlledScheduler`: tasks are greenlets; every scheduling point
+  stops the running context and hands a list of :class:`Choice` to a
+  *chooser* (run this context one step, or deliver that pending vector on
+  that CPU). Replaying the same choices reproduces the same execution.
+
+Tasks are not preempted by other tasks (a non-preemptible kernel): a CPU's
+task runs until it finishes or sleeps; interrupts preempt anything running
+with the flag set. Code called from outside any task (a test, the
+simulation harness) runs in the *harness* context on a pseudo-CPU of its
+own, numbered -1, that no interrupt targets.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from vmdsim.errors import VmdsimError
+from vmdsim.kernel.shared import hook
+
+
+class SchedError(VmdsimError):
+    """Misuse of the CPU model (a bug Linux would BUG() or WARN() on)."""
+
+
+class Deadlock(VmdsimError):
+    """No context can make progress, yet some have not finished."""
+
+    kind = "deadlock"
+
+
+class Cpu:
+    """One logical CPU: its interrupt flag, current task, interrupt stack and IRR."""
+
+    def __init__(self, cpu_id: int, sched: Scheduler | None = None) -> None:
+        self.id = cpu_id
+        self.sched = sched
+        self.irqs_enabled = True
+        self.curr: Context | None = None
+        self.irq_stack: list[Context] = []
+        self.pending: list[int] = []  # vectors requested while the flag was clear
+        self.tasks: list[Context] = []  # tasks pinned here (controlled mode)
+
+    @property
+    def top(self) -> Context | None:
+        """What this CPU is executing now: the innermost interrupt, else the task."""
+        return self.irq_stack[-1] if self.irq_stack else self.curr
+
+    def __repr__(self) -> str:
+        return f"<CPU{self.id}>"
+
+
+class Context:
+    """A task or a hard-interrupt handler invocation, bound to one CPU."""
+
+    def __init__(self, name: str, cpu: Cpu, fn: Callable[..., Any] | None, args: tuple,
+                 kind: str = "task") -> None:
+        self.name = name
+        self.cpu = cpu
+        self.fn = fn
+        self.args = args
+        self.kind = kind  # "task" or "irq"
+        self.state = "new"  # new, running, done
+        self.glet: Any = None
+        self.wait: Callable[[], bool] | None = None
+        self.waiting_for = ""
+        self.sleeping = False
+        self.next: tuple[Any, str, str] | None = None  # the access it stopped before
+        self.where = ""  # the kernel function that made that access
+        self.result: Any = None
+        self.error: BaseException | None = None
+        self.locks_held: list[Any] = []
+        self.steps = 0
+
+    @property
+    def in_irq(self) -> bool:
+        return self.kind == "irq"
+
+    def __repr__(self) -> str:
+        return f"<{self.kind} {self.name} on CPU{self.cpu.id}>"
+
+
+class _State:
+    __slots__ = ("cur",)
+
+    def __init__(self) -> None:
+        self.cur: Context | None = None
+
+
+state = _State()
+
+
+def current() -> Context:
+    """The running context (``current`` in Linux; interrupts count too)."""
+    return state.cur or HARNESS
+
+
+def this_cpu() -> Cpu:
+    return current().cpu
+
+
+def in_interrupt() -> bool:
+    return current().kind == "irq"
+
+
+# Modules whose frames are machinery, not the kernel code a report should name.
+_MACHINERY = {"vmdsim.kernel.shared", "vmdsim.kernel.sched", "vmdsim.kernel.mem",
+              "vmdsim.kernel.locking", "vmdsim.kernel.rcu", "vmdsim.kernel.srcu"}
+
+
+def kernel_function(depth: int = 1) -> str:
+    """The innermost caller that is kernel code rather than the scheduling machinery."""
+    f = sys._getframe(depth)
+    while f is not None and f.f_globals.get("__name__") in _MACHINERY:
+        f = f.f_back
+    return f.f_code.co_name if f is not None else "?"
+
+
+class Scheduler:
+    """The free-running scheduler (``k.sched``)."""
+
+    controlled = False
+
+    def __init__(self, ncpus: int) -> None:
+        if ncpus < 1:
+            raise SchedError(f"a kernel needs at least one CPU, not {ncpus}")
+        self.cpus = [Cpu(i, self) for i in range(ncpus)]
+        # Set by the IRQ core: x86 common_interrupt(vector) on the current CPU.
+        self.handle_irq: Callable[[int], None] = self._no_handler
+        self.spurious: dict[int, int] = {}
+        # Run after every outermost interrupt or task exit (softirq: RCU callbacks).
+        self.quiescent_hooks: list[Callable[[], None]] = []
+        self.rcu: Any = None  # the kernel's RCU state, for rcu_read_lock() and friends
+
+    def _no_handler(self, vector: int) -> None:
+        cpu = this_cpu().id
+        self.spurious[cpu] = self.spurious.get(cpu, 0) + 1
+
+    def cpu(self, n: int) -> Cpu:
+        if not 0 <= n < len(self.cpus):
+            raise SchedError(f"no CPU{n}: this kernel has CPUs 0-{len(self.cpus) - 1}")
+        return self.cpus[n]
+
+    # -- tasks -------------------------------------------------------------------
+    @contextmanager
+    def task(self, cpu_id: int, name: str = "task") -> Iterator[Context]:
+        """The body of the ``with`` runs as a task on ``cpu_id``."""
+        cpu = self.cpu(cpu_id)
+        if cpu.curr is not None or cpu.irq_stack:
+            raise SchedError(f"CPU{cpu_id} is busy running {cpu.top!r}")
+        ctx = Context(name, cpu, None, ())
+        prev, state.cur, cpu.curr = state.cur, ctx, ctx
+        ctx.state = "running"
+        try:
+            yield ctx
+            self.check_task_exit(ctx)
+        finally:
+            state.cur, cpu.curr = prev, None
+            ctx.state = "done"
+        self.quiesce()
+
+    def run_on(self, cpu_id: int, fn: Callable[..., Any], *args: Any,
+               name: str | None = None) -> Any:
+        """Run ``fn(*args)`` as a task on ``cpu_id`` now, and return its result."""
+        with self.task(cpu_id, name or getattr(fn, "__name__", "task")):
+            return fn(*args)
+
+    def check_task_exit(self, ctx: Context) -> None:
+        if ctx.locks_held:
+            raise SchedError(f"{ctx!r} returned holding {ctx.locks_held}")
+        if not ctx.cpu.irqs_enabled:
+            raise SchedError(f"{ctx!r} returned with interrupts disabled")
+        if self.rcu is not None:
+            self.rcu.check_exit(ctx)
+
+    # -- interrupts --------------------------------------------------------------
+    def raise_irq(self, cpu_id: int, vector: int) -> None:
+        """The interrupt controller requests ``vector`` on ``cpu_id``."""
+        cpu = self.cpus[cpu_id]
+        if vector not in cpu.pending:
+            cpu.pending.append(vector)
+        if cpu.irqs_enabled:
+            self.deliver_pending(cpu)
+
+    def deliver_pending(self, cpu: Cpu) -> None:
+        while cpu.pending and cpu.irqs_enabled:
+            self._interrupt(cpu, cpu.pending.pop(0))
+
+    def _interrupt(self, cpu: Cpu, vector: int) -> None:
+        ctx = Context(f"irq{vector}", cpu, None, (vector,), kind="irq")
+        ctx.state = "running"
+        prev = state.cur
+        cpu.irq_stack.append(ctx)
+        cpu.irqs_enabled = False
+        state.cur = ctx
+        try:
+            self.handle_irq(vector)
+        finally:
+            state.cur = prev
+            cpu.irq_stack.pop()
+            cpu.irqs_enabled = True
+            ctx.state = "done"
+        if not cpu.irq_stack:
+            self.quiesce()
+
+    def quiesce(self) -> None:
+        for fn in self.quiescent_hooks:
+            fn()
+
+    def irqs_changed(self, cpu: Cpu) -> None:
+        """The interrupt flag was set again: take what is pending."""
+        if cpu.pending and cpu.irqs_enabled and cpu.id >= 0:
+            self.deliver_pending(cpu)
+
+    # -- waiting -----------------------------------------------------------------
+    def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool) -> None:
+        """Wait (spin, or sleep if ``sleep``) until ``cond()`` holds."""
+        if cond():
+            return
+        ctx = current()
+        raise Deadlock(f"{ctx.name} on CPU{ctx.cpu.id} would wait forever for {what}: "
+                       "nothing else runs while it waits")
+
+
+HARNESS = Context("harness", Cpu(-1, Scheduler(1)), None, ())
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One thing the controlled scheduler may do next."""
+
+    kind: str  # "run" or "irq"
+    ctx: Context | None = None
+    cpu: Cpu | None = None
+    vector: int = 0
+
+    @property
+    def label(self) -> str:
+        if self.kind == "run":
+            return self.ctx.name
+        return f"irq{self.vector}@cpu{self.cpu.id}"
+
+
+Chooser = Callable[["ControlledScheduler", list[Choice]], int]
+
+
+@dataclass
+class Step:
+    """One step of an execution: who ran, on which CPU, and the access it then made."""
+
+    ctx: str
+    cpu: int
+    kind: str  # "run" or "irq"
+    access: tuple[str, str, str] | None  # (object, field, access kind) it stopped before
+    where: str
+    vector: int = 0
+
+
+class ControlledScheduler(Scheduler):
+    """Every scheduling point is a choice made by ``chooser``.
+
+    Build the state with free-running calls first, then ``spawn`` tasks and
+    ``run()``. ``run`` returns when every context has finished, a context
+    raised (the exception is in ``self.failure``), or nothing can run
+    (``Deadlock`` in ``self.failure``).
+    """
+
+    controlled = True
+
+    def __init__(self, ncpus: int, chooser: Chooser | None = None) -> None:
+        super().__init__(ncpus)
+        self.chooser: Chooser = chooser or (lambda s, choices: 0)
+        self.root: Any = None
+        self.trace: list[Step] = []
+        self.failure: BaseException | None = None
+        self.failed_ctx: Context | None = None
+        self.contexts: list[Context] = []
+        self.unpinned = Cpu(-2, self)  # housekeeping kthreads (rcuop): a CPU of their own
+
+    def adopt(self, sched: Scheduler) -> None:
+        """Take over a free-running scheduler's CPU state (the state after boot)."""
+        self.cpus = sched.cpus
+        for cpu in self.cpus:
+            cpu.sched = self
+        self.handle_irq = sched.handle_irq
+        self.spurious = sched.spurious
+        self.quiescent_hooks = sched.quiescent_hooks
+        self.rcu = sched.rcu
+
+    def quiesce(self) -> None:
+        """Callbacks are contexts of their own here (see ``Rcu.call``)."""
+
+    def spawn(self, cpu_id: int | None, fn: Callable[..., Any], *args: Any,
+              name: str | None = None) -> Context:
+        """A task that runs ``fn(*args)`` on ``cpu_id`` (None: the housekeeping CPU)."""
+        cpu = self.unpinned if cpu_id is None else self.cpu(cpu_id)
+        ctx = Context(name or getattr(fn, "__name__", "task"), cpu, fn, args)
+        cpu.tasks.append(ctx)
+        self.contexts.append(ctx)
+        return ctx
+
+    # -- the hooks, seen from inside a context ----------------------------------------
+    def _point(self, obj: Any, field: str, kind: str) -> None:
+        ctx = state.cur
+        if ctx is None or ctx.glet is None:
+            return  # setup code in the root greenlet
+        kname = obj.kname() if hasattr(obj, "kname") else str(obj)
+        ctx.next = (kname, field, kind)
+        ctx.where = kernel_function(2)
+        self.root.switch()
+
+    def raise_irq(self, cpu_id: int, vector: int) -> None:
+        cpu = self.cpus[cpu_id]
+        if vector not in cpu.pending:
+            cpu.pending.append(vector)
+
+    def irqs_changed(self, cpu: Cpu) -> None:
+        """Delivery is the chooser's decision, made at the next point."""
+
+    def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool) -> None:
+        if cond():
+            return
+        ctx = state.cur
+        if ctx is None or ctx.glet is None:
+            super().block_until(cond, what, sleep=sleep)
+            return
+        if sleep and ctx.in_irq:
+            raise SchedError(f"BUG: scheduling while atomic: {ctx!r} sleeps waiting for {what}")
+        ctx.wait, ctx.waiting_for, ctx.sleeping = cond, what, sleep
+        ctx.next = (what, "", "wait")
+        ctx.where = kernel_function(2)
+        if sleep:
+            ctx.cpu.curr = None
+        self.root.switch()
+        ctx.wait, ctx.sleeping = None, False
+
+    # -- the loop -------------------------------------------------------------------
+    def choices(self) -> list[Choice]:
+        out: list[Choice] = []
+        for cpu in [*self.cpus, self.unpinned]:
+            top = cpu.top
+            if top is not None:
+                if top.wait is None or top.wait():
+                    out.append(Choice("run", ctx=top))
+            else:
+                for t in cpu.tasks:
+                    if t.state == "new" and (t.wait is None or t.wait()):
+                        out.append(Choice("run", ctx=t))
+                    elif t.sleeping and t.wait is not None and t.wait():
+                        out.append(Choice("run", ctx=t))
+            if cpu.pending and cpu.irqs_enabled:
+                for v in cpu.pending:
+                    out.append(Choice("irq", cpu=cpu, vector=v))
+        return out
+
+    def unfinished(self) -> list[Context]:
+        return [c for c in self.contexts if c.state != "done"]
+
+    def run(self) -> bool:
+        """Run to the end; True if every context finished without failure."""
+        from greenlet import getcurrent
+
+        self.root = getcurrent()
+        if self.rcu is not None:
+            self.rcu.adopt_callbacks(self)
+        hook.fn = self._point
+        try:
+            while self.failure is None:
+                choices = self.choices()
+                if not choices:
+                    stuck = self.unfinished()
+                    if stuck:
+                        self.failure = Deadlock("no context can run: " + "; ".join(
+                            f"{c.name} on CPU{c.cpu.id} waits for {c.waiting_for}"
+                            for c in stuck))
+                    break
+                i = self.chooser(self, choices)
+                self.step(choices[i])
+        finally:
+            hook.fn = None
+            state.cur = None
+        return self.failure is None
+
+    def step(self, choice: Choice) -> None:
+        if choice.kind == "irq":
+            cpu = choice.cpu
+            cpu.pending.remove(choice.vector)
+            ctx = Context(f"irq{choice.vector}@cpu{cpu.id}", cpu, self._irq_body,
+                          (cpu, choice.vector), kind="irq")
+            self.contexts.append(ctx)
+            ctx.saved_flag = cpu.irqs_enabled  # type: ignore[attr-defined]
+            cpu.irq_stack.append(ctx)
+            cpu.irqs_enabled = False
+            self.trace.append(Step(ctx.name, cpu.id, "irq", None, "", choice.vector))
+            return
+        ctx = choice.ctx
+        if ctx.kind == "task" and ctx.cpu.curr is None:
+            ctx.cpu.curr = ctx
+        self._resume(ctx)
+
+    def _irq_body(self, cpu: Cpu, vector: int) -> None:
+        self.handle_irq(vector)
+
+    def _resume(self, ctx: Context) -> None:
+        from greenlet import greenlet
+
+        if ctx.glet is None:
+            ctx.glet = greenlet(self._body, parent=self.root)
+            ctx.state = "running"
+        performed, where = ctx.next, ctx.where
+        state.cur = ctx
+        ctx.next = None
+        ctx.glet.switch(ctx)
+        state.cur = None
+        ctx.steps += 1
+        self.trace.append(Step(ctx.name, ctx.cpu.id, "run", performed, where))
+
+    def _body(self, ctx: Context) -> None:
+        try:
+            ctx.result = ctx.fn(*ctx.args)
+            if ctx.kind == "task":
+                self.check_task_exit(ctx)
+        except BaseException as e:  # noqa: BLE001 - every failure is a verdict
+            if self.failure is None:
+                self.failure, self.failed_ctx = e, ctx
+            ctx.error = e
+        ctx.state = "done"
+        ctx.next = None
+        cpu = ctx.cpu
+        if ctx.kind == "irq":
+            cpu.irq_stack.remove(ctx)
+            cpu.irqs_enabled = ctx.saved_flag  # type: ignore[attr-defined]
+            if not cpu.irq_stack:
+                self.quiesce()
+        elif cpu.curr is ctx:
+            cpu.curr = None

@@ -1,0 +1,148 @@
+"""Declared shared state and the one scheduling point.
+
+Kernel objects derive from :class:`KObject`. A field that more than one CPU
+touches is declared on the class with :class:`shared`::
+
+    class vmd_irq(KObject):
+        virq = shared()
+        enabled = shared()
+
+Every read or write of such a field passes :func:`sched_point` — the single
+hook the controlled scheduler turns into a choice (run on, switch CPU,
+deliver an interrupt). Locks, RCU/SRCU read sections, grace-period waits,
+allocation and free call the same hook with their own access kind.
+
+Free-running, the hook costs one global load and a test: ``sched_point`` is
+None unless a controlled scheduler is driving the kernel, and the descriptor
+checks that before doing anything else.
+
+Every KObject carries ``_kid``, a serial number taken at construction. It
+names the object in reports and is stable across re-executions of the same
+schedule from the same snapshot, which is what the explorer needs to compare
+accesses of different executions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from typing import Any
+
+# Access kinds a scheduling point reports.
+READ = "read"
+WRITE = "write"
+ACQUIRE = "acquire"  # lock taken (a read-modify-write of the lock word)
+RELEASE = "release"
+RCU_LOCK = "rcu_read_lock"  # read-section entry/exit: writes of the reader state
+RCU_UNLOCK = "rcu_read_unlock"
+WAIT = "wait"  # a grace-period/completion wait: reads the state it waits on
+ALLOC = "alloc"
+FREE = "free"  # kfree: a write of the whole object
+
+PointHook = Callable[[Any, str, str], None]
+
+
+class _Hook:
+    """Where the controlled scheduler plugs in; ``fn`` is None when free-running."""
+
+    __slots__ = ("fn",)
+
+    def __init__(self) -> None:
+        self.fn: PointHook | None = None
+
+
+hook = _Hook()
+_serials = itertools.count(1)
+
+
+def sched_point(obj: Any, field: str, kind: str) -> None:
+    """Report an access to shared state; a choice point under a controlled scheduler."""
+    fn = hook.fn
+    if fn is not None:
+        fn(obj, field, kind)
+
+
+def next_serial() -> int:
+    return next(_serials)
+
+
+def reset_serials(start: int) -> None:
+    """Restart object numbering (the explorer does this when it restores a snapshot)."""
+    global _serials
+    _serials = itertools.count(start)
+
+
+def peek_serial() -> int:
+    """The serial the next object will get, without taking it."""
+    global _serials
+    n = next(_serials)
+    _serials = itertools.count(n)
+    return n
+
+
+class KObject:
+    """Base of every kernel object: a serial number, plain attributes, declared shared fields.
+
+    The allocator (``k.mem``) poisons a freed object by switching its class to
+    a poisoned twin, so the normal path pays nothing for use-after-free
+    detection.
+    """
+
+    def __new__(cls, *args: Any, **kw: Any) -> KObject:
+        obj = object.__new__(cls)
+        obj.__dict__["_kid"] = next(_serials)
+        return obj
+
+    @staticmethod
+    def _kasan_check(obj: Any, field: str, access: str) -> None:
+        """Called through the class after a scheduling point: the poisoned twin raises."""
+
+    def kname(self) -> str:
+        """``type#serial``: how reports name this object."""
+        return f"{type(self).__name__}#{self.__dict__['_kid']}"
+
+
+class shared:
+    """A data descriptor for a field more than one CPU touches.
+
+    ``obj.f`` reports (obj, "f", READ) and ``obj.f = v`` (obj, "f", WRITE) to
+    the scheduling point before the access happens, then reads or writes the
+    instance dictionary as a plain attribute would.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self) -> None:
+        self.name = ""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: Any, objtype: type | None = None) -> Any:
+        if obj is None:
+            return self
+        fn = hook.fn
+        if fn is not None:
+            fn(obj, self.name, READ)
+            type(obj)._kasan_check(obj, self.name, "read")  # freed while we were stopped?
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(f"{type(obj).__name__}.{self.name} was never set") from None
+
+    def __set__(self, obj: Any, value: Any) -> None:
+        fn = hook.fn
+        if fn is not None:
+            fn(obj, self.name, WRITE)
+            type(obj)._kasan_check(obj, self.name, "write")
+        obj.__dict__[self.name] = value
+
+
+def shared_fields(cls: type) -> list[str]:
+    """The names of ``cls``'s declared shared fields, base classes included."""
+    names: list[str] = []
+    for klass in reversed(cls.__mro__):
+        for name, attr in vars(klass).items():
+            if isinstance(attr, shared) and name not in names:
+                names.append(name)
+    return names
