@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vmdsim.kernel.sched import ControlledScheduler
+from vmdsim.kernel.controlled import ControlledScheduler
 
 
 def every_schedule(run_one: Callable[[Callable], Any]) -> list[Any]:

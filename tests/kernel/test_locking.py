@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from explore_all import every_schedule
 
+from vmdsim.kernel.controlled import ControlledScheduler
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.locking import (
     LockError,
@@ -17,7 +18,7 @@ from vmdsim.kernel.locking import (
     spin_lock,
     spin_unlock,
 )
-from vmdsim.kernel.sched import ControlledScheduler, Deadlock
+from vmdsim.kernel.sched import Deadlock
 from vmdsim.kernel.shared import KObject, shared
 
 

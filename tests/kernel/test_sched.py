@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from explore_all import every_schedule
 
+from vmdsim.kernel.controlled import ControlledScheduler
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.locking import local_irq_restore, local_irq_save
-from vmdsim.kernel.sched import ControlledScheduler, Deadlock, SchedError, current, this_cpu
+from vmdsim.kernel.sched import Deadlock, SchedError, current, this_cpu
 from vmdsim.kernel.shared import KObject, hook, shared
 
 

@@ -92,14 +92,15 @@ class Rcu(KObject):
         if ctx in self.nesting:
             raise RcuError(f"{ctx.name}: synchronize_rcu() inside an RCU read-side section "
                            "would wait for itself")
-        snap = self._snapshot()
         sched_point(self, "readers", WAIT)
+        snap = self._snapshot()
         ctx.cpu.sched.block_until(lambda: self._elapsed(snap), "an RCU grace period",
                                   sleep=True)
         self.gp_completed += 1
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` after a grace period."""
+        sched_point(self, "readers", WAIT)
         snap = self._snapshot()
         sched = current().cpu.sched
         if sched.controlled and getattr(sched, "root", None) is not None:
@@ -119,6 +120,7 @@ class Rcu(KObject):
                           name=f"rcu_cb:{getattr(fn, '__name__', 'cb')}")
         ctx.wait = lambda: self._elapsed(snap)
         ctx.waiting_for = "an RCU grace period"
+        ctx.next = (self.kname(), "readers", WAIT)  # its start reads the reader state
 
     def _invoke(self, fn: Callable[..., Any], args: tuple) -> None:
         current().wait = None

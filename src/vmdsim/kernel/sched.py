@@ -16,8 +16,8 @@ Two schedulers share that model:
   CPU whose flag is set is handled at once, nested. Scheduling points cost
   nothing (the hook is unset). A wait whose condition is false can never be
   satisfied here (nothing else runs), so it is reported as a deadlock.
-* :class:`ControlledScheduler`: tasks are greenlets; every scheduling point
-  stops the running context and hands a list of :class:`Choice` to a
+* ``ControlledScheduler`` (``vmdsim.kernel.controlled``): tasks are greenlets;
+  every scheduling point stops the running context and hands a list of :class:`Choice` to a
   *chooser* (run this context one step, or deliver that pending vector on
   that CPU). Replaying the same choices reproduces the same execution.
 
@@ -33,11 +33,9 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any
 
 from vmdsim.errors import VmdsimError
-from vmdsim.kernel.shared import hook
 
 
 class SchedError(VmdsimError):
@@ -88,6 +86,7 @@ class Context:
         self.sleeping = False
         self.next: tuple[Any, str, str] | None = None  # the access it stopped before
         self.where = ""  # the kernel function that made that access
+        self.performing: tuple[Any, str, str] | None = None  # the access of the current step
         self.result: Any = None
         self.error: BaseException | None = None
         self.locks_held: list[Any] = []
@@ -126,7 +125,8 @@ def in_interrupt() -> bool:
 
 # Modules whose frames are machinery, not the kernel code a report should name.
 _MACHINERY = {"vmdsim.kernel.shared", "vmdsim.kernel.sched", "vmdsim.kernel.mem",
-              "vmdsim.kernel.locking", "vmdsim.kernel.rcu", "vmdsim.kernel.srcu"}
+              "vmdsim.kernel.locking", "vmdsim.kernel.rcu", "vmdsim.kernel.srcu",
+              "vmdsim.kernel.controlled"}
 
 
 def kernel_function(depth: int = 1) -> str:
@@ -244,214 +244,3 @@ class Scheduler:
 
 
 HARNESS = Context("harness", Cpu(-1, Scheduler(1)), None, ())
-
-
-@dataclass(frozen=True)
-class Choice:
-    """One thing the controlled scheduler may do next."""
-
-    kind: str  # "run" or "irq"
-    ctx: Context | None = None
-    cpu: Cpu | None = None
-    vector: int = 0
-
-    @property
-    def label(self) -> str:
-        if self.kind == "run":
-            return self.ctx.name
-        return f"irq{self.vector}@cpu{self.cpu.id}"
-
-
-Chooser = Callable[["ControlledScheduler", list[Choice]], int]
-
-
-@dataclass
-class Step:
-    """One step of an execution: who ran, on which CPU, and the access it then made."""
-
-    ctx: str
-    cpu: int
-    kind: str  # "run" or "irq"
-    access: tuple[str, str, str] | None  # (object, field, access kind) it stopped before
-    where: str
-    vector: int = 0
-
-
-class ControlledScheduler(Scheduler):
-    """Every scheduling point is a choice made by ``chooser``.
-
-    Build the state with free-running calls first, then ``spawn`` tasks and
-    ``run()``. ``run`` returns when every context has finished, a context
-    raised (the exception is in ``self.failure``), or nothing can run
-    (``Deadlock`` in ``self.failure``).
-    """
-
-    controlled = True
-
-    def __init__(self, ncpus: int, chooser: Chooser | None = None) -> None:
-        super().__init__(ncpus)
-        self.chooser: Chooser = chooser or (lambda s, choices: 0)
-        self.root: Any = None
-        self.trace: list[Step] = []
-        self.failure: BaseException | None = None
-        self.failed_ctx: Context | None = None
-        self.contexts: list[Context] = []
-        self.unpinned = Cpu(-2, self)  # housekeeping kthreads (rcuop): a CPU of their own
-
-    def adopt(self, sched: Scheduler) -> None:
-        """Take over a free-running scheduler's CPU state (the state after boot)."""
-        self.cpus = sched.cpus
-        for cpu in self.cpus:
-            cpu.sched = self
-        self.handle_irq = sched.handle_irq
-        self.spurious = sched.spurious
-        self.quiescent_hooks = sched.quiescent_hooks
-        self.rcu = sched.rcu
-
-    def quiesce(self) -> None:
-        """Callbacks are contexts of their own here (see ``Rcu.call``)."""
-
-    def spawn(self, cpu_id: int | None, fn: Callable[..., Any], *args: Any,
-              name: str | None = None) -> Context:
-        """A task that runs ``fn(*args)`` on ``cpu_id`` (None: the housekeeping CPU)."""
-        cpu = self.unpinned if cpu_id is None else self.cpu(cpu_id)
-        ctx = Context(name or getattr(fn, "__name__", "task"), cpu, fn, args)
-        cpu.tasks.append(ctx)
-        self.contexts.append(ctx)
-        return ctx
-
-    # -- the hooks, seen from inside a context ----------------------------------------
-    def _point(self, obj: Any, field: str, kind: str) -> None:
-        ctx = state.cur
-        if ctx is None or ctx.glet is None:
-            return  # setup code in the root greenlet
-        kname = obj.kname() if hasattr(obj, "kname") else str(obj)
-        ctx.next = (kname, field, kind)
-        ctx.where = kernel_function(2)
-        self.root.switch()
-
-    def raise_irq(self, cpu_id: int, vector: int) -> None:
-        cpu = self.cpus[cpu_id]
-        if vector not in cpu.pending:
-            cpu.pending.append(vector)
-
-    def irqs_changed(self, cpu: Cpu) -> None:
-        """Delivery is the chooser's decision, made at the next point."""
-
-    def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool) -> None:
-        if cond():
-            return
-        ctx = state.cur
-        if ctx is None or ctx.glet is None:
-            super().block_until(cond, what, sleep=sleep)
-            return
-        if sleep and ctx.in_irq:
-            raise SchedError(f"BUG: scheduling while atomic: {ctx!r} sleeps waiting for {what}")
-        ctx.wait, ctx.waiting_for, ctx.sleeping = cond, what, sleep
-        ctx.next = (what, "", "wait")
-        ctx.where = kernel_function(2)
-        if sleep:
-            ctx.cpu.curr = None
-        self.root.switch()
-        ctx.wait, ctx.sleeping = None, False
-
-    # -- the loop -------------------------------------------------------------------
-    def choices(self) -> list[Choice]:
-        out: list[Choice] = []
-        for cpu in [*self.cpus, self.unpinned]:
-            top = cpu.top
-            if top is not None:
-                if top.wait is None or top.wait():
-                    out.append(Choice("run", ctx=top))
-            else:
-                for t in cpu.tasks:
-                    if t.state == "new" and (t.wait is None or t.wait()):
-                        out.append(Choice("run", ctx=t))
-                    elif t.sleeping and t.wait is not None and t.wait():
-                        out.append(Choice("run", ctx=t))
-            if cpu.pending and cpu.irqs_enabled:
-                for v in cpu.pending:
-                    out.append(Choice("irq", cpu=cpu, vector=v))
-        return out
-
-    def unfinished(self) -> list[Context]:
-        return [c for c in self.contexts if c.state != "done"]
-
-    def run(self) -> bool:
-        """Run to the end; True if every context finished without failure."""
-        from greenlet import getcurrent
-
-        self.root = getcurrent()
-        if self.rcu is not None:
-            self.rcu.adopt_callbacks(self)
-        hook.fn = self._point
-        try:
-            while self.failure is None:
-                choices = self.choices()
-                if not choices:
-                    stuck = self.unfinished()
-                    if stuck:
-                        self.failure = Deadlock("no context can run: " + "; ".join(
-                            f"{c.name} on CPU{c.cpu.id} waits for {c.waiting_for}"
-                            for c in stuck))
-                    break
-                i = self.chooser(self, choices)
-                self.step(choices[i])
-        finally:
-            hook.fn = None
-            state.cur = None
-        return self.failure is None
-
-    def step(self, choice: Choice) -> None:
-        if choice.kind == "irq":
-            cpu = choice.cpu
-            cpu.pending.remove(choice.vector)
-            ctx = Context(f"irq{choice.vector}@cpu{cpu.id}", cpu, self._irq_body,
-                          (cpu, choice.vector), kind="irq")
-            self.contexts.append(ctx)
-            ctx.saved_flag = cpu.irqs_enabled  # type: ignore[attr-defined]
-            cpu.irq_stack.append(ctx)
-            cpu.irqs_enabled = False
-            self.trace.append(Step(ctx.name, cpu.id, "irq", None, "", choice.vector))
-            return
-        ctx = choice.ctx
-        if ctx.kind == "task" and ctx.cpu.curr is None:
-            ctx.cpu.curr = ctx
-        self._resume(ctx)
-
-    def _irq_body(self, cpu: Cpu, vector: int) -> None:
-        self.handle_irq(vector)
-
-    def _resume(self, ctx: Context) -> None:
-        from greenlet import greenlet
-
-        if ctx.glet is None:
-            ctx.glet = greenlet(self._body, parent=self.root)
-            ctx.state = "running"
-        performed, where = ctx.next, ctx.where
-        state.cur = ctx
-        ctx.next = None
-        ctx.glet.switch(ctx)
-        state.cur = None
-        ctx.steps += 1
-        self.trace.append(Step(ctx.name, ctx.cpu.id, "run", performed, where))
-
-    def _body(self, ctx: Context) -> None:
-        try:
-            ctx.result = ctx.fn(*ctx.args)
-            if ctx.kind == "task":
-                self.check_task_exit(ctx)
-        except BaseException as e:  # noqa: BLE001 - every failure is a verdict
-            if self.failure is None:
-                self.failure, self.failed_ctx = e, ctx
-            ctx.error = e
-        ctx.state = "done"
-        ctx.next = None
-        cpu = ctx.cpu
-        if ctx.kind == "irq":
-            cpu.irq_stack.remove(ctx)
-            cpu.irqs_enabled = ctx.saved_flag  # type: ignore[attr-defined]
-            if not cpu.irq_stack:
-                self.quiesce()
-        elif cpu.curr is ctx:
-            cpu.curr = None

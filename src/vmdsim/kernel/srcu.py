@@ -78,8 +78,8 @@ def synchronize_srcu(ssp: srcu_struct) -> None:
     if ctx in ssp.readers.values():
         raise RcuError(f"{ctx.name}: synchronize_srcu({ssp.name}) inside its own read-side "
                        "section would wait for itself")
-    snap = frozenset(ssp.readers)
     sched_point(ssp, "readers", WAIT)
+    snap = frozenset(ssp.readers)
     ctx.cpu.sched.block_until(lambda: snap.isdisjoint(ssp.readers),
                               f"an SRCU grace period of {ssp.name}", sleep=True)
     ssp.gp_completed += 1
