@@ -1,0 +1,140 @@
+"""The slice of the driver core the PCI model needs: ``struct device`` and devres.
+
+``struct device`` is embedded in ``pci_dev``, ``pci_bus`` and
+``pci_host_bridge`` (``dev.dev`` here). It carries the driver's private data
+(``dev_get_drvdata``), the MSI domain the IRQ code attaches, and the list of
+managed resources (devres): ``devm_*`` allocations and actions a driver
+registers during probe, released in reverse order when probe fails or after
+the driver's ``remove`` (``devres_release_all``), exactly as
+``drivers/base/devres.c`` does.
+
+Simplifications: no kobjects, sysfs or reference counting; a device lives
+until the PCI core frees its owner. devres nodes are kept in a Python list,
+not allocated (only what a devres action allocates goes through ``k.mem``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from vmdsim.errors import VmdsimError
+
+
+class DevresError(VmdsimError):
+    """A devres misuse Linux WARNs about (e.g. removing an action never added)."""
+
+
+class device:
+    """``struct device`` (embedded; not separately allocated)."""
+
+    __slots__ = ("k", "init_name", "parent", "driver_data", "devres_head", "msi_domain",
+                 "links", "dma_mask", "coherent_dma_mask")
+
+    def __init__(self, k: Any, name: str, parent: device | None) -> None:
+        self.k = k
+        self.init_name = name
+        self.parent = parent
+        self.driver_data: Any = None
+        self.devres_head: list[tuple[Callable[[Any], None], Any, str]] = []
+        self.msi_domain: Any = None
+        self.links: dict[str, Any] = {}  # sysfs_create_link targets, by name
+        self.dma_mask = 0xFFFFFFFF
+        self.coherent_dma_mask = 0xFFFFFFFF
+
+    def __repr__(self) -> str:
+        return f"<device {self.init_name}>"
+
+
+def dev_name(dev: device) -> str:
+    return dev.init_name
+
+
+def dev_get_drvdata(dev: device) -> Any:
+    return dev.driver_data
+
+
+def dev_set_drvdata(dev: device, data: Any) -> None:
+    dev.driver_data = data
+
+
+def dev_set_msi_domain(dev: device, domain: Any) -> None:
+    dev.msi_domain = domain
+
+
+def dev_get_msi_domain(dev: device) -> Any:
+    return dev.msi_domain
+
+
+def sysfs_create_link(dev: device, target: Any, name: str) -> int:
+    """Record a named link from ``dev`` to ``target`` (the VMD's ``domain`` link)."""
+    if name in dev.links:
+        return -17  # -EEXIST
+    dev.links[name] = target
+    return 0
+
+
+def sysfs_remove_link(dev: device, name: str) -> None:
+    dev.links.pop(name, None)
+
+
+# -- devres -------------------------------------------------------------------------
+def devm_add_action(dev: device, action: Callable[[Any], None], data: Any = None,
+                    name: str | None = None) -> int:
+    """Run ``action(data)`` when the driver is unbound (or its probe fails); 0."""
+    dev.devres_head.append((action, data, name or getattr(action, "__name__", "action")))
+    return 0
+
+
+def devm_add_action_or_reset(dev: device, action: Callable[[Any], None],
+                             data: Any = None) -> int:
+    return devm_add_action(dev, action, data)
+
+
+def devm_remove_action(dev: device, action: Callable[[Any], None], data: Any = None) -> None:
+    """Forget a registered action without running it."""
+    for i in range(len(dev.devres_head) - 1, -1, -1):
+        a, d, _ = dev.devres_head[i]
+        if a is action and d is data:
+            del dev.devres_head[i]
+            return
+    raise DevresError(f"{dev!r}: devm_remove_action of {action!r}, which was never added")
+
+
+def devm_release_action(dev: device, action: Callable[[Any], None], data: Any = None) -> None:
+    """Forget a registered action and run it now."""
+    devm_remove_action(dev, action, data)
+    action(data)
+
+
+def devm_kzalloc(dev: device, cls: type, *args: Any, owner: str = "driver", **kw: Any) -> Any:
+    """``kzalloc`` freed automatically on unbind; None when allocation fails."""
+    k = dev.k
+    obj = k.mem.kzalloc(cls, *args, owner=owner, **kw)
+    if obj is not None:
+        devm_add_action(dev, k.mem.kfree, obj, "devm_kzalloc")
+    return obj
+
+
+def devm_kfree(dev: device, obj: Any) -> None:
+    devm_release_action(dev, dev.k.mem.kfree, obj)
+
+
+def devres_release_all(dev: device) -> int:
+    """Run every managed release, newest first; how many there were."""
+    n = 0
+    while dev.devres_head:
+        action, data, _ = dev.devres_head.pop()
+        action(data)
+        n += 1
+    return n
+
+
+def DMA_BIT_MASK(n: int) -> int:
+    return (1 << n) - 1
+
+
+def dma_set_mask_and_coherent(dev: device, mask: int) -> int:
+    """Record the DMA addressing limit; 0 (the model's RAM sits below 3 GiB: any mask fits)."""
+    dev.dma_mask = dev.coherent_dma_mask = mask
+    return 0

@@ -1,0 +1,261 @@
+"""The PCI driver model (``drivers/pci/pci-driver.c`` with the parts of
+``drivers/base/dd.c`` it relies on).
+
+A ``pci_driver`` names the devices it handles in an ``id_table`` of
+``pci_device_id`` entries (vendor/device/subsystem IDs, ``PCI_ANY_ID``
+wildcards, and a class with a mask). Registering a driver binds it to every
+matching device already added, in the order the devices were added (scan
+order); adding a device binds the first registered driver that matches and
+whose ``probe`` succeeds. ``probe(dev, id)`` returns 0 or a negative errno; on
+failure the device stays unbound, its driver data is cleared and every
+managed (devm/pcim) resource is released, and the next matching driver gets
+its turn, as ``really_probe`` does. Unbinding calls ``remove`` and then
+releases the managed resources.
+
+``suspend``/``resume`` stand in for the driver's ``dev_pm_ops`` system-sleep
+callbacks and take the ``pci_dev``.
+
+Simplifications: no dynamic IDs, ``driver_override``, deferred or
+asynchronous probing, device locks or runtime PM.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from vmdsim.kernel.pci.device import devres_release_all
+from vmdsim.kernel.pci.pci_h import (
+    PCI_ANY_ID,
+    PCI_D0,
+    PCI_UNKNOWN,
+    PciError,
+    pci_name,
+)
+from vmdsim.kernel.pci.resource import EBUSY, ENODEV, ENXIO
+from vmdsim.kernel.pci.subsys import pci_info, pci_subsys, pci_warn
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.pci.pci_h import pci_dev
+
+
+@dataclass(frozen=True)
+class pci_device_id:
+    """``struct pci_device_id``. Unlike a zero-filled C initializer, omitted IDs default
+    to ``PCI_ANY_ID`` (what ``PCI_DEVICE()`` gives), and class matching is off unless a
+    ``class_mask`` is set."""
+
+    vendor: int = PCI_ANY_ID
+    device: int = PCI_ANY_ID
+    subvendor: int = PCI_ANY_ID
+    subdevice: int = PCI_ANY_ID
+    class_: int = 0
+    class_mask: int = 0
+    driver_data: Any = 0
+
+
+def PCI_DEVICE(vendor: int, device: int, driver_data: Any = 0) -> pci_device_id:
+    return pci_device_id(vendor, device, driver_data=driver_data)
+
+
+PCI_VDEVICE = PCI_DEVICE
+
+
+def PCI_DEVICE_CLASS(dev_class: int, dev_class_mask: int, driver_data: Any = 0) -> pci_device_id:
+    return pci_device_id(class_=dev_class, class_mask=dev_class_mask, driver_data=driver_data)
+
+
+ProbeFn = Callable[["pci_dev", pci_device_id], int]
+DevFn = Callable[["pci_dev"], Any]
+
+
+class pci_driver:
+    """``struct pci_driver``."""
+
+    def __init__(self, name: str, id_table: Sequence[pci_device_id], *,
+                 probe: ProbeFn | None = None, remove: DevFn | None = None,
+                 shutdown: DevFn | None = None, suspend: DevFn | None = None,
+                 resume: DevFn | None = None, err_handler: Any = None) -> None:
+        self.name = name
+        self.id_table = list(id_table)
+        self.probe = probe
+        self.remove = remove
+        self.shutdown = shutdown
+        self.suspend = suspend
+        self.resume = resume
+        self.err_handler = err_handler
+        self.devices: list[pci_dev] = []  # bound devices, in binding order
+        self.k: Any = None  # the kernel it is registered with
+
+    def __repr__(self) -> str:
+        return f"<pci_driver {self.name}>"
+
+
+# -- matching ----------------------------------------------------------------------------
+def pci_match_one_device(id: pci_device_id, dev: pci_dev) -> pci_device_id | None:
+    if ((id.vendor == PCI_ANY_ID or id.vendor == dev.vendor)
+            and (id.device == PCI_ANY_ID or id.device == dev.device)
+            and (id.subvendor == PCI_ANY_ID or id.subvendor == dev.subsystem_vendor)
+            and (id.subdevice == PCI_ANY_ID or id.subdevice == dev.subsystem_device)
+            and not (id.class_ ^ dev.class_) & id.class_mask):
+        return id
+    return None
+
+
+def _is_terminator(id: pci_device_id) -> bool:
+    return id.vendor == 0 and id.subvendor == 0 and id.class_mask == 0
+
+
+def pci_match_id(ids: Sequence[pci_device_id], dev: pci_dev) -> pci_device_id | None:
+    """The first entry of ``ids`` matching ``dev`` (an all-zero entry ends the table)."""
+    for id in ids:
+        if _is_terminator(id):
+            break
+        if pci_match_one_device(id, dev) is not None:
+            return id
+    return None
+
+
+def pci_match_device(drv: pci_driver, dev: pci_dev) -> pci_device_id | None:
+    if not dev.match_driver:
+        return None
+    return pci_match_id(drv.id_table, dev)
+
+
+# -- binding -----------------------------------------------------------------------------
+def really_probe(dev: pci_dev, drv: pci_driver, id: pci_device_id) -> int:
+    """Run ``drv.probe``; 1 when bound, 0 when the probe failed (the next driver may try)."""
+    dev.driver = drv
+    try:
+        rc = drv.probe(dev, id) if drv.probe is not None else 0
+    except BaseException:
+        dev.driver = None  # the exception (a model bug or a KASAN report) goes on up
+        raise
+    if rc is None:
+        _unbind_after_failed_probe(dev)
+        raise PciError(f"{drv.name}: probe of {pci_name(dev)} returned None; a probe returns "
+                       "0 or a negative errno")
+    if rc > 0:
+        pci_warn(dev, f"Driver probe function unexpectedly returned {rc}")
+        rc = 0
+    if rc == 0:
+        drv.devices.append(dev)
+        pci_info(dev, f"bound to driver {drv.name}")
+        return 1
+    _unbind_after_failed_probe(dev)
+    if rc in (-ENODEV, -ENXIO):
+        pci_info(dev, f"{drv.name}: probe rejects match {rc}")
+    else:
+        pci_warn(dev, f"{drv.name}: probe failed with error {rc}")
+    return 0
+
+
+def _unbind_after_failed_probe(dev: pci_dev) -> None:
+    """Undo what the core set up and release what the driver managed."""
+    dev.driver = None
+    devres_release_all(dev.dev)
+    dev.dev.driver_data = None
+
+
+def device_attach(dev: pci_dev) -> int:
+    """Bind the first registered driver that matches and probes successfully; 1 if bound."""
+    if dev.driver is not None:
+        return 1
+    for drv in list(dev.k.pci.drivers):
+        id = pci_match_device(drv, dev)
+        if id is not None and really_probe(dev, drv, id):
+            return 1
+    return 0
+
+
+def driver_attach(drv: pci_driver) -> None:
+    """Bind ``drv`` to every unbound matching device, in the order they were added."""
+    for dev in list(drv.k.pci.devices):
+        if dev.driver is not None:
+            continue
+        id = pci_match_device(drv, dev)
+        if id is not None:
+            really_probe(dev, drv, id)
+
+
+def device_release_driver(dev: pci_dev) -> None:
+    """Unbind: the driver's ``remove``, then its managed resources are released."""
+    drv = dev.driver
+    if drv is None:
+        return
+    if drv.remove is not None:
+        drv.remove(dev)
+    dev.driver = None
+    if dev.current_state == PCI_D0:
+        dev.current_state = PCI_UNKNOWN
+    devres_release_all(dev.dev)
+    dev.dev.driver_data = None
+    drv.devices.remove(dev)
+    pci_info(dev, f"unbound from driver {drv.name}")
+
+
+def pci_register_driver(k: Any, drv: pci_driver) -> int:
+    """Register ``drv`` with kernel ``k`` and bind it to matching devices; 0 or -EBUSY."""
+    sub = pci_subsys(k)
+    if drv in sub.drivers:
+        sub.printk(f"Error: Driver '{drv.name}' is already registered, aborting...")
+        return -EBUSY
+    if drv.k is not None and drv.k is not k:
+        raise PciError(f"pci_register_driver: driver {drv.name!r} is registered with another "
+                       "kernel")
+    drv.k = k
+    sub.drivers.append(drv)
+    driver_attach(drv)
+    return 0
+
+
+def pci_unregister_driver(k: Any, drv: pci_driver) -> None:
+    """Unbind ``drv`` from its devices (last bound first) and forget it."""
+    sub = pci_subsys(k)
+    if drv not in sub.drivers:
+        raise PciError(f"pci_unregister_driver: driver {drv.name!r} is not registered")
+    while drv.devices:
+        device_release_driver(drv.devices[-1])
+    sub.drivers.remove(drv)
+    drv.k = None
+
+
+# -- the bus type's device list -------------------------------------------------------
+def device_add(dev: pci_dev) -> None:
+    dev.k.pci.devices.append(dev)
+
+
+def device_del(dev: pci_dev) -> None:
+    device_release_driver(dev)
+    dev.k.pci.devices.remove(dev)
+
+
+def device_shutdown(k: Any) -> None:
+    """Call every bound driver's ``shutdown``, last-added device first."""
+    for dev in reversed(list(pci_subsys(k).devices)):
+        drv = dev.driver
+        if drv is not None and drv.shutdown is not None:
+            drv.shutdown(dev)
+
+
+def dpm_suspend(k: Any) -> int:
+    """System sleep: ``suspend`` for every bound device, children (added later) first."""
+    for dev in reversed(list(pci_subsys(k).devices)):
+        drv = dev.driver
+        if drv is not None and drv.suspend is not None:
+            err = drv.suspend(dev)
+            if err:
+                return err
+    return 0
+
+
+def dpm_resume(k: Any) -> int:
+    """Resume from sleep: ``resume`` for every bound device, parents first."""
+    for dev in list(pci_subsys(k).devices):
+        drv = dev.driver
+        if drv is not None and drv.resume is not None:
+            err = drv.resume(dev)
+            if err:
+                return err
+    return 0

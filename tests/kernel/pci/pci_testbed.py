@@ -1,0 +1,108 @@
+"""Small hardware for the PCI-core tests: a root complex, bridges and test endpoints.
+
+Building hardware is a hardware act (cards into slots), so these helpers
+touch hw objects; the tests then drive everything through the kernel, and
+check results through config cycles, MMIO and counters.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from vmdsim.hw.bridge import PciBridge
+from vmdsim.hw.fabric import RootComplex
+from vmdsim.hw.firmware import bios_assign_resources
+from vmdsim.hw.function import Bar, PciFunction
+from vmdsim.hw.msix import MsixCapability
+from vmdsim.hw.regs import (
+    PCI_BASE_ADDRESS_0,
+    PCI_COMMAND,
+    PCI_COMMAND_MEMORY,
+    PCI_EXP_FLAGS,
+    PCI_EXP_FLAGS_SLOT,
+    PCI_EXP_SLTCAP,
+    PCI_EXP_SLTCAP_HPC,
+    PCI_EXP_TYPE_ENDPOINT,
+    PCI_EXP_TYPE_ROOT_PORT,
+    PCI_EXT_CAP_ID_ERR,
+)
+from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.shared import KObject
+
+NVME_VS = 0x00010400  # NVMe 1.4, at BAR0 + 0x8
+REG_VS = 0x08
+
+
+class TestEndpoint(PciFunction):
+    """A PCIe endpoint (class NVMe unless told) with MSI-X in BAR0 and a VS register.
+
+    It records every BAR write that happened while memory decode was on and the
+    value was all-ones (sizing with decode enabled: a bug in the OS).
+    """
+
+    __test__ = False  # not a pytest class
+
+    def __init__(self, name: str, *, vendor: int = 0x1234, device: int = 0x5678,
+                 class_code: int = 0x010802, bars: tuple[Bar, ...] | None = None,
+                 subsystem: tuple[int, int] = (0, 0), aer: bool = True) -> None:
+        bars = bars if bars is not None else (Bar(0, 0x4000),)
+        super().__init__(name, vendor, device, class_code, bars=bars, subsystem=subsystem,
+                         interrupt_pin=1)
+        self.add_pcie_capability(PCI_EXP_TYPE_ENDPOINT, ltr=True)
+        if 0 in self.bars and self.bars[0].size >= 0x4000:
+            self.msix = MsixCapability(self, 4, 0, 0x2000)
+        if aer:
+            self.cfg.add_ext_capability(PCI_EXT_CAP_ID_ERR, 2, 0x48)
+        self.sized_while_decoding = 0
+        self.cfg.on_write(PCI_BASE_ADDRESS_0, PCI_BASE_ADDRESS_0 + 24, self._bar_written)
+        self.finalize()
+
+    def _bar_written(self, off: int, size: int, value: int) -> None:
+        if value == 0xFFFFFFFF and self.cfg.data[PCI_COMMAND] & PCI_COMMAND_MEMORY:
+            self.sized_while_decoding += 1
+
+    def mmio_read(self, bar: int, off: int, size: int) -> int:
+        if self.msix is not None and self.msix.claims(bar, off):
+            return self.msix.mmio_read(bar, off, size)
+        if bar == 0 and off == REG_VS and size == 4:
+            return NVME_VS
+        return 0
+
+    def mmio_write(self, bar: int, off: int, size: int, value: int) -> None:
+        if self.msix is not None and self.msix.claims(bar, off):
+            self.msix.mmio_write(bar, off, size, value)
+
+
+class driver_priv(KObject):
+    """A test driver's private data: what a real probe kzallocs is a struct (a KObject
+    here), never a bare container."""
+
+    def __init__(self) -> None:
+        self.name = ""
+
+
+def root_port(rc: RootComplex, name: str, *, hotplug: bool = False,
+              link: bool = True) -> PciBridge:
+    """A PCIe root port (type-1 header, PCIe capability; hot-plug capable slot if asked)."""
+    br = PciBridge(name, 0x8086, 0x2030, aborts=rc.aborts, link=link)
+    pos = br.add_pcie_capability(PCI_EXP_TYPE_ROOT_PORT)
+    if hotplug:
+        flags = br.cfg.hw_read(pos + PCI_EXP_FLAGS, 2)
+        br.cfg.init(pos + PCI_EXP_FLAGS, 2, flags | PCI_EXP_FLAGS_SLOT)
+        br.cfg.init(pos + PCI_EXP_SLTCAP, 4, PCI_EXP_SLTCAP_HPC | (1 << 19))
+    br.finalize()
+    return br
+
+
+def machine(rc: RootComplex, ncpus: int = 4) -> SimpleNamespace:
+    """What boot needs of a machine: its root complex and CPU count."""
+    return SimpleNamespace(rc=rc, ncpus=ncpus)
+
+
+def new_kernel(ncpus: int = 4) -> Kernel:
+    return Kernel(ncpus=ncpus)
+
+
+def firmware(rc: RootComplex) -> RootComplex:
+    bios_assign_resources(rc)
+    return rc

@@ -1,0 +1,120 @@
+"""A second PCI domain with its own pci_ops and sysdata, the way the VMD driver makes one.
+
+The ops here go through the VMD's CFGBAR (``pci_generic_config_read`` over
+``map_bus``); the windows are MEMBAR1 and MEMBAR2 past the MSI-X table, as
+``vmd_enable_domain`` sets them up. This exercises the core's side of that
+contract (the VMD driver itself is tested elsewhere).
+"""
+
+from __future__ import annotations
+
+from pci_testbed import NVME_VS, REG_VS, TestEndpoint, machine, new_kernel, root_port
+
+from vmdsim.hw.fabric import RootComplex
+from vmdsim.hw.vmd import Vmd
+from vmdsim.kernel.boot import boot
+from vmdsim.kernel.io import readl
+from vmdsim.kernel.pci import (
+    IORESOURCE_BUS,
+    IORESOURCE_MEM_64,
+    IORESOURCE_PCI_FIXED,
+    PCI_DEVFN,
+    pci_add_resource,
+    pci_add_resource_offset,
+    pci_assign_unassigned_bus_resources,
+    pci_bus_add_devices,
+    pci_create_root_bus,
+    pci_enable_device,
+    pci_generic_config_read,
+    pci_generic_config_write,
+    pci_iomap,
+    pci_name,
+    pci_ops,
+    pci_read_config_dword,
+    pci_real_dma_dev,
+    pci_remove_root_bus,
+    pci_resource_len,
+    pci_resource_start,
+    pci_scan_child_bus,
+    pci_stop_root_bus,
+    pci_sysdata,
+)
+from vmdsim.kernel.pci.resource import IORESOURCE_SIZEALIGN, resource
+
+DOMAIN = 0x10000
+
+
+def make_domain(k, vmd_dev):
+    """What vmd_enable_domain does with the core's API (no MSI, no reset, no quirks)."""
+    assert pci_enable_device(vmd_dev) == 0
+    cfgbar = pci_iomap(vmd_dev, 0)
+
+    def map_bus(bus, devfn, where):
+        off = (bus.number << 20) | (devfn << 12) | where
+        if off + 4 > pci_resource_len(vmd_dev, 0):
+            return None
+        return cfgbar + off
+
+    ops = pci_ops(pci_generic_config_read, pci_generic_config_write, map_bus=map_bus,
+                  name="test-vmd")
+    nbus = pci_resource_len(vmd_dev, 0) >> 20
+    res = [
+        resource("VMD CFGBAR", 0, nbus - 1, IORESOURCE_BUS | IORESOURCE_PCI_FIXED),
+        resource("VMD MEMBAR1", pci_resource_start(vmd_dev, 2),
+                 vmd_dev.resource[2].end, vmd_dev.resource[2].flags
+                 & ~(IORESOURCE_SIZEALIGN | IORESOURCE_MEM_64), vmd_dev.resource[2]),
+        resource("VMD MEMBAR2", pci_resource_start(vmd_dev, 4) + 0x2000,
+                 vmd_dev.resource[4].end, vmd_dev.resource[4].flags
+                 & ~(IORESOURCE_SIZEALIGN | IORESOURCE_MEM_64), vmd_dev.resource[4]),
+    ]
+    resources = []
+    pci_add_resource(resources, res[0])
+    pci_add_resource_offset(resources, res[1], 0)
+    pci_add_resource_offset(resources, res[2], 0)
+    sd = pci_sysdata(domain=DOMAIN, vmd_dev=vmd_dev)
+    bus = pci_create_root_bus(k, vmd_dev.dev, 0, ops, sd, resources)
+    assert bus is not None
+    pci_scan_child_bus(bus)
+    pci_assign_unassigned_bus_resources(bus)
+    pci_bus_add_devices(bus)
+    return bus, cfgbar
+
+
+def test_a_vmd_domain_scans_through_its_own_ops_and_dma_comes_from_the_vmd():
+    rc = RootComplex()
+    vmd = rc.root_bus.attach(Vmd("vmd0", aborts=rc.aborts, cfgbar_size=4 << 20,
+                                 membar2_size=4 << 20), 0x0E)
+    for slot in range(2):
+        vmd.hidden_bus.attach(root_port(rc, f"vrp{slot}"), slot).secondary.attach(
+            TestEndpoint(f"vnvme{slot}"))
+    from vmdsim.hw.firmware import bios_assign_resources
+
+    bios_assign_resources(rc)
+    k = new_kernel()
+    boot(k, machine(rc))
+    assert [pci_name(d) for d in k.pci.lspci()] == ["0000:00:0e.0"]  # the domain is hidden
+    vmd_dev = k.pci.devices[0]
+    before = {id(o) for o in k.mem.leaks(owner="pci")}
+
+    bus, cfgbar = make_domain(k, vmd_dev)
+    assert k.pci.domains() == [0, DOMAIN]
+    names = [pci_name(d) for d in k.pci.lspci(DOMAIN)]
+    assert names == ["10000:00:00.0", "10000:00:01.0", "10000:01:00.0", "10000:02:00.0"]
+    assert bus.busn_res.end == 3  # 4 MiB of CFGBAR: buses 0-3
+    child = k.pci.pci_get_domain_bus_and_slot(DOMAIN, 1, PCI_DEVFN(0, 0))
+    assert pci_real_dma_dev(child) is vmd_dev
+    assert pci_real_dma_dev(vmd_dev) is vmd_dev
+    # config space reached through CFGBAR: the same dword the hardware holds
+    assert pci_read_config_dword(child, 0) == (0, 0x56781234)
+    assert readl(cfgbar + ((1 << 20) | 0)) == 0x56781234
+    # the drive's BAR sits in MEMBAR2 past the MSI-X table, and MMIO reaches it through the VMD
+    mb2 = vmd_dev.resource[4]
+    start = pci_resource_start(child, 0)
+    assert mb2.start + 0x2000 <= start and start + 0x3FFF <= mb2.end
+    assert pci_enable_device(child) == 0
+    assert readl(pci_iomap(child, 0) + REG_VS) == NVME_VS
+
+    pci_stop_root_bus(bus)
+    pci_remove_root_bus(bus)
+    assert k.pci.domains() == [0]
+    assert {id(o) for o in k.mem.leaks(owner="pci")} == before
