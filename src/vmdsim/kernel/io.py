@@ -14,6 +14,14 @@ and nothing else. ``ioremap`` allocates a ``vm_struct`` (the mapping, as
 use-after-free report. A cookie is an :class:`iomem` (mapping + offset);
 ``base + off`` makes a new cookie, as pointer arithmetic does in C.
 
+Device registers are shared state: two CPUs that touch one register race
+exactly as two CPUs that touch one field of a kernel object do. Every access
+is therefore a scheduling point, ``(MMIO, "0x<physical address>", read|write)``;
+the key is the physical address, so two mappings of one register are one
+location to the explorer. Free-running, the point costs one
+global load and a test; the key is only formatted when a controlled
+scheduler listens.
+
 Where the model is stricter than the hardware: an access that leaves the
 mapped range raises :class:`IoAccessError` (real code would touch whatever
 happens to be mapped next, or fault).
@@ -24,11 +32,30 @@ from __future__ import annotations
 from typing import Protocol
 
 from vmdsim.errors import VmdsimError
-from vmdsim.kernel.shared import KObject
+from vmdsim.kernel.shared import READ, WRITE, KObject, hook
 
 
 class IoAccessError(VmdsimError):
     """An MMIO access outside the range that ``ioremap`` mapped."""
+
+
+class _Mmio:
+    """The object every MMIO scheduling point names: device memory as one shared thing.
+
+    Not a :class:`KObject`: it is not allocated, and taking a serial number at
+    import time would shift every object's serial.
+    """
+
+    __slots__ = ()
+
+    def kname(self) -> str:
+        return "mmio"
+
+    def __repr__(self) -> str:
+        return "<mmio>"
+
+
+MMIO = _Mmio()
 
 
 class CpuMemoryBus(Protocol):
@@ -127,7 +154,11 @@ def _read(addr: iomem, size: int, what: str) -> int:
     off = addr.off
     if off < 0 or off + size > vm.size:
         raise _bad(addr, size, what)
-    return vm.bus.mem_read(vm.phys_addr + off, size)
+    phys = vm.phys_addr + off
+    fn = hook.fn  # sched_point(MMIO, ..., READ), without formatting the key when free-running
+    if fn is not None:
+        fn(MMIO, f"{phys:#x}", READ)
+    return vm.bus.mem_read(phys, size)
 
 
 def _write(value: int, addr: iomem, size: int, what: str) -> None:
@@ -135,7 +166,11 @@ def _write(value: int, addr: iomem, size: int, what: str) -> None:
     off = addr.off
     if off < 0 or off + size > vm.size:
         raise _bad(addr, size, what)
-    vm.bus.mem_write(vm.phys_addr + off, size, value & ((1 << (8 * size)) - 1))
+    phys = vm.phys_addr + off
+    fn = hook.fn
+    if fn is not None:
+        fn(MMIO, f"{phys:#x}", WRITE)
+    vm.bus.mem_write(phys, size, value & ((1 << (8 * size)) - 1))
 
 
 def readb(addr: iomem) -> int:
