@@ -28,7 +28,7 @@ from vmdsim.kernel.sched import (
     kernel_function,
     state,
 )
-from vmdsim.kernel.shared import WRITE, hook
+from vmdsim.kernel.shared import ACQUIRE, WRITE, hook
 
 Access = tuple[str, str, str]  # (object name, field, access kind)
 
@@ -125,6 +125,7 @@ class ControlledScheduler(Scheduler):
             return  # setup code in the root greenlet
         kname = obj.kname() if hasattr(obj, "kname") else str(obj)
         ctx.next = (kname, fld, kind)
+        ctx.next_obj = obj
         ctx.where = kernel_function(2)
         self.root.switch()
 
@@ -155,12 +156,26 @@ class ControlledScheduler(Scheduler):
         ctx.wait, ctx.sleeping = None, False
 
     # -- the loop -------------------------------------------------------------------
+    @staticmethod
+    def _ready(ctx: Context) -> bool:
+        """A context may run unless it waits, or is about to take a lock someone holds
+        (spinning changes nothing, so the attempt is not a step of its own)."""
+        if ctx.wait is not None and not ctx.wait():
+            return False
+        nxt = ctx.next
+        if nxt is not None and nxt[2] == ACQUIRE:
+            owner = ctx.next_obj.owner
+            if owner is not None and owner is not ctx:
+                ctx.waiting_for = f"{nxt[1]} (held by {owner.name})"
+                return False
+        return True
+
     def choices(self) -> list[Choice]:
         out: list[Choice] = []
         for cpu in [*self.cpus, self.unpinned]:
             top = cpu.top
             if top is not None:
-                if top.wait is None or top.wait():
+                if self._ready(top):
                     out.append(Choice("run", top.name, ctx=top))
             else:
                 for t in cpu.tasks:

@@ -86,6 +86,7 @@ class Context:
         self.sleeping = False
         self.next: tuple[Any, str, str] | None = None  # the access it stopped before
         self.where = ""  # the kernel function that made that access
+        self.next_obj: Any = None  # the object of that access
         self.performing: tuple[Any, str, str] | None = None  # the access of the current step
         self.result: Any = None
         self.error: BaseException | None = None

@@ -1,0 +1,1 @@
+"""The concurrency explorer: strategies over the controlled scheduler, properties, reports."""

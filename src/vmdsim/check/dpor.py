@@ -1,0 +1,134 @@
+"""Exhaustive search with source-DPOR and sleep sets (Abdulla et al., POPL 2014).
+
+Stateless: every execution re-runs the program from its post-setup state,
+following a prefix of labels and then choosing freely. After each execution
+the races in its trace are found (dependent steps of different threads,
+ordered by nothing but each other); for each race (i, j) the explorer makes
+sure that some thread able to start ``notdep(i).j`` is in the backtrack set
+of the state before step i, so the reversed order is tried. Sleep sets stop
+it from re-exploring, after a sibling, what that sibling already covered.
+
+With sleep sets, no two complete executions explored are equivalent
+(the same Mazurkiewicz trace); executions that end because every enabled
+choice is asleep are counted as ``blocked`` — the waste optimal DPOR would
+avoid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from vmdsim.check.dependence import dependent, happens_before, initials, races
+from vmdsim.check.program import Execution, Program, World, run_once
+from vmdsim.kernel.controlled import Access, ControlledScheduler
+
+
+@dataclass
+class Node:
+    """The state before one step of the current execution."""
+
+    enabled: list[str]
+    sleep: dict[str, frozenset[Access]]  # inherited: asleep on arrival
+    chosen: str = ""
+    backtrack: set[str] = field(default_factory=set)
+    done: dict[str, frozenset[Access]] = field(default_factory=dict)  # explored siblings
+    step: frozenset[Access] = frozenset()  # what the chosen step touched
+
+
+@dataclass
+class Stats:
+    executions: int = 0  # complete executions
+    blocked: int = 0  # ended because every enabled choice was asleep
+    steps: int = 0
+    races: int = 0
+
+
+def dpor(program: Program, *, on_execution: Callable[[Execution], bool] | None = None,
+         max_executions: int | None = None, reduce: bool = True) -> Stats:
+    """Explore every trace of ``program``; ``on_execution`` returns False to stop early.
+
+    ``reduce=False`` turns the reduction off (every schedule), for comparison.
+    """
+    world = World(program)
+    stats = Stats()
+    nodes: list[Node] = []
+    prefix: list[str] = []
+    while True:
+        ex = _execute(program, world, nodes, prefix, reduce)
+        stats.steps += len(ex.trace)
+        for d in range(len(prefix) - 1 if prefix else 0, len(ex.trace)):
+            nodes[d].step = ex.trace[d].accesses
+        if ex.complete:
+            stats.executions += 1
+        else:
+            stats.blocked += 1
+        if reduce:
+            stats.races += _add_backtracks(ex, nodes)
+        else:
+            for node in nodes[len(prefix):]:
+                node.backtrack = set(node.enabled)
+        if on_execution is not None and on_execution(ex) is False:
+            return stats
+        if max_executions is not None and stats.executions >= max_executions:
+            return stats
+        prefix = _next_prefix(nodes)
+        if prefix is None:
+            return stats
+
+
+def _execute(program: Program, world: World, nodes: list[Node], prefix: list[str],
+             reduce: bool) -> Execution:
+    def chooser(s: ControlledScheduler, choices: list) -> int | None:
+        d = len(s.trace)
+        labels = [c.label for c in choices]
+        if d < len(prefix):
+            return labels.index(prefix[d])
+        sleep: dict[str, frozenset[Access]] = {}
+        if reduce and d > 0:
+            parent, last = nodes[d - 1], s.trace[d - 1].accesses
+            for lab, acc in (*parent.sleep.items(), *parent.done.items()):
+                if lab != parent.chosen and not dependent(acc, last):
+                    sleep[lab] = acc
+        awake = [lab for lab in labels if lab not in sleep]
+        node = Node(labels, sleep)
+        del nodes[d:]
+        nodes.append(node)
+        if not awake:
+            return None
+        node.chosen = awake[0]
+        node.backtrack = {awake[0]}
+        return labels.index(awake[0])
+
+    return run_once(program, world, chooser)
+
+
+def _add_backtracks(ex: Execution, nodes: list[Node]) -> int:
+    trace = ex.trace
+    hb, preds = happens_before(trace)
+    found = races(trace, hb, preds)
+    for i, j in found:
+        node = nodes[i]
+        starts = initials(trace, hb, i, j)
+        if node.backtrack.intersection(starts):
+            continue
+        for q in starts:
+            if q in node.enabled:
+                node.backtrack.add(q)
+                break
+    return len(found)
+
+
+def _next_prefix(nodes: list[Node]) -> list[str] | None:
+    """Mark the deepest choice explored and move to the next one still to try."""
+    while nodes:
+        node = nodes[-1]
+        if node.chosen:
+            node.done[node.chosen] = node.step
+        todo = [lab for lab in node.enabled
+                if lab in node.backtrack and lab not in node.done and lab not in node.sleep]
+        if todo:
+            node.chosen = todo[0]
+            return [n.chosen for n in nodes]
+        nodes.pop()
+    return None

@@ -1,0 +1,127 @@
+"""What the explorer runs: a *program* (set-up, threads, end checks) and one execution of it.
+
+A :class:`Program` builds its world free-running (boot a machine, bind
+drivers, start load), then names the threads that race: ``(cpu, fn, name)``.
+Every execution starts from the same post-setup state: the world is set up
+once and deep-copied per execution (object serial numbers are restored too,
+so an object has the same name in every execution). A world that cannot be
+copied is set up again each time instead.
+
+An execution ends when every thread has finished, one has failed, or none
+can run. Its verdict is ``safe`` or the kind of the violation: the
+allocator's reports (``use-after-free``, ``double-free``, ``leak``),
+``deadlock``, lock and RCU misuse, ``assertion`` for a failed user check, or
+a property a scenario states (``lost-interrupt``, ``handler-after-free_irq``)
+by raising :class:`Violation`.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmdsim.errors import VmdsimError
+from vmdsim.kernel.controlled import Chooser, ControlledScheduler, Step
+from vmdsim.kernel.shared import peek_serial, reset_serials
+
+Thread = tuple[int | None, Callable[[], Any], str]
+
+
+class Violation(VmdsimError):
+    """A property of a scenario does not hold; ``kind`` names it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)
+
+
+@dataclass
+class Program:
+    """``setup() -> world`` (with ``world.k``), ``threads(world)``, ``check(world)`` at the end."""
+
+    name: str
+    setup: Callable[[], Any]
+    threads: Callable[[Any], list[Thread]]
+    check: Callable[[Any], None] | None = None
+    description: str = ""
+
+
+def verdict_of(exc: BaseException | None) -> str:
+    if exc is None:
+        return "safe"
+    if isinstance(exc, AssertionError):
+        return "assertion"
+    kind = getattr(exc, "kind", None)
+    return kind if isinstance(kind, str) else "crash"
+
+
+@dataclass
+class Execution:
+    """One run: the steps, the labels chosen, and how it ended."""
+
+    trace: list[Step]
+    labels: list[str]
+    verdict: str
+    failure: BaseException | None = None
+    failed_thread: str = ""
+    complete: bool = True  # False: abandoned by the chooser (sleep-set blocked, bound hit)
+    world: Any = field(default=None, repr=False)
+
+
+class World:
+    """Copies of one post-setup state, one per execution."""
+
+    def __init__(self, program: Program) -> None:
+        self.program = program
+        start = peek_serial()
+        self._start = start
+        self._template = program.setup()
+        self._after = peek_serial()
+        try:
+            self._copy = copy.deepcopy(self._template)
+        except Exception:  # noqa: BLE001 - some worlds hold things deepcopy refuses
+            self._copy = None
+        self.copies = self._copy is not None
+
+    def fresh(self) -> Any:
+        if self._copy is not None:
+            world, self._copy = self._copy, None
+        elif self.copies:
+            world = copy.deepcopy(self._template)
+        else:
+            reset_serials(self._start)
+            world = self.program.setup()
+        reset_serials(self._after)
+        return world
+
+
+def run_once(program: Program, world_source: World, chooser: Chooser) -> Execution:
+    """Run ``program`` once from a fresh post-setup state, choices made by ``chooser``."""
+    world = world_source.fresh()
+    k = world.k
+    sched = ControlledScheduler(k.ncpus, chooser)
+    k.install_scheduler(sched)
+    for cpu, fn, name in program.threads(world):
+        sched.spawn(cpu, fn, name=name)
+    labels: list[str] = []
+    inner = sched.chooser
+
+    def recording(s: ControlledScheduler, choices: list) -> int | None:
+        i = inner(s, choices)
+        if i is not None:
+            labels.append(choices[i].label)
+        return i
+
+    sched.chooser = recording
+    sched.run()
+    complete = sched.failure is not None or not sched.unfinished()
+    failure = sched.failure
+    failed = sched.failed_ctx.name if sched.failed_ctx is not None else ""
+    if complete and failure is None and program.check is not None:
+        try:
+            program.check(world)
+        except BaseException as e:  # noqa: BLE001 - the check's failure is the verdict
+            failure, failed = e, "end of execution"
+    return Execution(sched.trace, labels, verdict_of(failure), failure, failed, complete, world)
