@@ -16,11 +16,13 @@ from pci_testbed import (
 from vmdsim.hw.fabric import RootComplex
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.io import readl
+from vmdsim.kernel.mem import UseAfterFree
 from vmdsim.kernel.pci import (
     PCI_DEVICE,
     PCI_DEVICE_CLASS,
     PciError,
     devm_add_action,
+    devm_add_action_or_reset,
     devm_kzalloc,
     pci_device_id,
     pci_driver,
@@ -33,8 +35,9 @@ from vmdsim.kernel.pci import (
     pci_unregister_driver,
     pcim_enable_device,
     pcim_iomap,
+    pcim_iounmap,
 )
-from vmdsim.kernel.pci.resource import EBUSY, EIO
+from vmdsim.kernel.pci.resource import EBUSY, EIO, ENOMEM
 
 
 def build_rc():
@@ -171,3 +174,22 @@ def test_probe_must_return_an_errno():
     drv = pci_driver("sloppy", [PCI_DEVICE(0x1234, 0x5678)], probe=lambda dev, id: None)
     with pytest.raises(PciError, match="returned None"):
         pci_register_driver(k, drv)
+
+
+def test_managed_resources_are_allocated_and_can_fail_like_devres_alloc():
+    k = new_kernel()
+    boot(k, machine(build_rc()))
+    dev = k.pci.pci_get_domain_bus_and_slot(0, 1, 0)
+    ran = []
+    k.mem.fail_nth(1)  # the devres node
+    assert devm_add_action_or_reset(dev.dev, ran.append, "undo") == -ENOMEM
+    assert ran == ["undo"] and dev.dev.devres_head == []
+    k.mem.fail_nth(1)
+    assert pcim_enable_device(dev) == -ENOMEM and not pci_is_enabled(dev)
+    assert pcim_enable_device(dev) == 0
+    regs = pcim_iomap(dev, 0)
+    assert len(k.mem.leaks(owner="devres")) == 2
+    pcim_iounmap(dev, regs)  # finds its node although each k.io.iounmap is a new method
+    assert len(k.mem.leaks(owner="devres")) == 1
+    with pytest.raises(UseAfterFree):
+        readl(regs)

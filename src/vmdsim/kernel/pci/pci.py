@@ -58,7 +58,13 @@ from vmdsim.kernel.pci.access import (
     pcie_capability_read_word,
     pcie_capability_write_word,
 )
-from vmdsim.kernel.pci.device import devm_add_action, devm_remove_action
+from vmdsim.kernel.pci.device import (
+    devm_add_action,
+    devm_remove_action,
+    devres_add,
+    devres_alloc,
+    devres_free,
+)
 from vmdsim.kernel.pci.pci_h import (
     PCI_BRIDGE_RESOURCES,
     PCI_D0,
@@ -321,17 +327,25 @@ def pci_clear_master(dev: pci_dev) -> None:
     __pci_set_master(dev, False)
 
 
-def _pcim_disable_device(dev: pci_dev) -> None:
-    if pci_is_enabled(dev):
-        pci_disable_device(dev)
+def pcim_disable_device(dev: pci_dev) -> None:
+    """The managed release of ``pcim_enable_device``."""
+    pci_disable_device(dev)
+    dev.is_managed = False
 
 
 def pcim_enable_device(dev: pci_dev) -> int:
-    """``pci_enable_device`` undone automatically when the driver is unbound."""
-    ret = pci_enable_device(dev)
+    """``pci_enable_device`` undone automatically when the driver is unbound.
+
+    As Linux does it: the release is registered first (that can fail with
+    -ENOMEM), then the device enabled; if enabling fails, the release is taken
+    back unrun."""
+    ret = devm_add_action(dev.dev, pcim_disable_device, dev, "pcim_enable_device")
     if ret:
         return ret
-    devm_add_action(dev.dev, _pcim_disable_device, dev, "pcim_enable_device")
+    ret = pci_enable_device(dev)
+    if ret:
+        devm_remove_action(dev.dev, pcim_disable_device, dev)
+        return ret
     dev.is_managed = True
     return 0
 
@@ -436,10 +450,17 @@ def pci_iounmap(dev: pci_dev, addr: iomem) -> None:
 
 
 def pcim_iomap(dev: pci_dev, bar: int, maxlen: int = 0) -> iomem | None:
-    """``pci_iomap`` undone automatically when the driver is unbound."""
+    """``pci_iomap`` undone automatically when the driver is unbound; None on failure
+    (the devres node is allocated first, then the mapping, as Linux does)."""
+    dr = devres_alloc(dev.dev, dev.k.io.iounmap, None, "pcim_iomap")
+    if dr is None:
+        return None
     addr = pci_iomap(dev, bar, maxlen)
-    if addr is not None:
-        devm_add_action(dev.dev, dev.k.io.iounmap, addr, "pcim_iomap")
+    if addr is None:
+        devres_free(dr)
+        return None
+    dr.data = addr
+    devres_add(dev.dev, dr)
     return addr
 
 
