@@ -27,8 +27,31 @@ from vmdsim.hw.regs import (
     PCI_EXT_CAP_ID_ERR,
 )
 from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.pci import (
+    IORESOURCE_BUS,
+    IORESOURCE_MEM_64,
+    IORESOURCE_PCI_FIXED,
+    pci_add_resource,
+    pci_add_resource_offset,
+    pci_assign_unassigned_bus_resources,
+    pci_bus_add_devices,
+    pci_create_root_bus,
+    pci_disable_device,
+    pci_enable_device,
+    pci_generic_config_read,
+    pci_generic_config_write,
+    pci_iomap,
+    pci_iounmap,
+    pci_ops,
+    pci_resource_len,
+    pci_resource_start,
+    pci_scan_child_bus,
+    pci_sysdata,
+)
+from vmdsim.kernel.pci.resource import IORESOURCE_SIZEALIGN, resource
 from vmdsim.kernel.shared import KObject
 
+DOMAIN = 0x10000  # the first domain a VMD takes
 NVME_VS = 0x00010400  # NVMe 1.4, at BAR0 + 0x8
 REG_VS = 0x08
 
@@ -106,3 +129,50 @@ def new_kernel(ncpus: int = 4) -> Kernel:
 def firmware(rc: RootComplex) -> RootComplex:
     bios_assign_resources(rc)
     return rc
+
+
+def make_domain_or_none(k: Kernel, vmd_dev):
+    """What ``vmd_enable_domain`` does with the core's API (no MSI, no reset, no quirks):
+    a root bus in domain 0x10000 whose config cycles go through the VMD's CFGBAR, with
+    MEMBAR1 and MEMBAR2 (past the MSI-X table) as its windows; scanned, assigned, added.
+    Returns (root bus, CFGBAR mapping), or None when memory runs out (nothing kept)."""
+    if pci_enable_device(vmd_dev):
+        return None
+    cfgbar = pci_iomap(vmd_dev, 0)
+    if cfgbar is None:
+        pci_disable_device(vmd_dev)
+        return None
+
+    def map_bus(bus, devfn, where):
+        off = (bus.number << 20) | (devfn << 12) | where
+        if off + 4 > pci_resource_len(vmd_dev, 0):
+            return None
+        return cfgbar + off
+
+    ops = pci_ops(pci_generic_config_read, pci_generic_config_write, map_bus=map_bus,
+                  name="test-vmd")
+    nbus = pci_resource_len(vmd_dev, 0) >> 20
+    # Embedded in struct vmd_dev in Linux: not separately allocated.
+    keep = ~(IORESOURCE_SIZEALIGN | IORESOURCE_MEM_64)
+    res = [
+        resource("VMD CFGBAR", 0, nbus - 1, IORESOURCE_BUS | IORESOURCE_PCI_FIXED),
+        resource("VMD MEMBAR1", pci_resource_start(vmd_dev, 2), vmd_dev.resource[2].end,
+                 vmd_dev.resource[2].flags & keep, vmd_dev.resource[2]),
+        resource("VMD MEMBAR2", pci_resource_start(vmd_dev, 4) + 0x2000,
+                 vmd_dev.resource[4].end, vmd_dev.resource[4].flags & keep,
+                 vmd_dev.resource[4]),
+    ]
+    resources = []
+    pci_add_resource(resources, res[0])
+    pci_add_resource_offset(resources, res[1], 0)
+    pci_add_resource_offset(resources, res[2], 0)
+    sd = pci_sysdata(domain=DOMAIN, vmd_dev=vmd_dev)
+    bus = pci_create_root_bus(k, vmd_dev.dev, 0, ops, sd, resources)
+    if bus is None:
+        pci_iounmap(vmd_dev, cfgbar)
+        pci_disable_device(vmd_dev)
+        return None
+    pci_scan_child_bus(bus)
+    pci_assign_unassigned_bus_resources(bus)
+    pci_bus_add_devices(bus)
+    return bus, cfgbar

@@ -8,76 +8,38 @@ contract (the VMD driver itself is tested elsewhere).
 
 from __future__ import annotations
 
-from pci_testbed import NVME_VS, REG_VS, TestEndpoint, machine, new_kernel, root_port
+from pci_testbed import (
+    DOMAIN,
+    NVME_VS,
+    REG_VS,
+    TestEndpoint,
+    machine,
+    make_domain_or_none,
+    new_kernel,
+    root_port,
+)
 
 from vmdsim.hw.fabric import RootComplex
 from vmdsim.hw.vmd import Vmd
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.io import readl
 from vmdsim.kernel.pci import (
-    IORESOURCE_BUS,
-    IORESOURCE_MEM_64,
-    IORESOURCE_PCI_FIXED,
     PCI_DEVFN,
-    pci_add_resource,
-    pci_add_resource_offset,
-    pci_assign_unassigned_bus_resources,
-    pci_bus_add_devices,
-    pci_create_root_bus,
     pci_enable_device,
-    pci_generic_config_read,
-    pci_generic_config_write,
     pci_iomap,
     pci_name,
-    pci_ops,
     pci_read_config_dword,
     pci_real_dma_dev,
     pci_remove_root_bus,
-    pci_resource_len,
     pci_resource_start,
-    pci_scan_child_bus,
     pci_stop_root_bus,
-    pci_sysdata,
 )
-from vmdsim.kernel.pci.resource import IORESOURCE_SIZEALIGN, resource
-
-DOMAIN = 0x10000
 
 
 def make_domain(k, vmd_dev):
-    """What vmd_enable_domain does with the core's API (no MSI, no reset, no quirks)."""
-    assert pci_enable_device(vmd_dev) == 0
-    cfgbar = pci_iomap(vmd_dev, 0)
-
-    def map_bus(bus, devfn, where):
-        off = (bus.number << 20) | (devfn << 12) | where
-        if off + 4 > pci_resource_len(vmd_dev, 0):
-            return None
-        return cfgbar + off
-
-    ops = pci_ops(pci_generic_config_read, pci_generic_config_write, map_bus=map_bus,
-                  name="test-vmd")
-    nbus = pci_resource_len(vmd_dev, 0) >> 20
-    res = [
-        resource("VMD CFGBAR", 0, nbus - 1, IORESOURCE_BUS | IORESOURCE_PCI_FIXED),
-        resource("VMD MEMBAR1", pci_resource_start(vmd_dev, 2),
-                 vmd_dev.resource[2].end, vmd_dev.resource[2].flags
-                 & ~(IORESOURCE_SIZEALIGN | IORESOURCE_MEM_64), vmd_dev.resource[2]),
-        resource("VMD MEMBAR2", pci_resource_start(vmd_dev, 4) + 0x2000,
-                 vmd_dev.resource[4].end, vmd_dev.resource[4].flags
-                 & ~(IORESOURCE_SIZEALIGN | IORESOURCE_MEM_64), vmd_dev.resource[4]),
-    ]
-    resources = []
-    pci_add_resource(resources, res[0])
-    pci_add_resource_offset(resources, res[1], 0)
-    pci_add_resource_offset(resources, res[2], 0)
-    sd = pci_sysdata(domain=DOMAIN, vmd_dev=vmd_dev)
-    bus = pci_create_root_bus(k, vmd_dev.dev, 0, ops, sd, resources)
-    assert bus is not None
-    pci_scan_child_bus(bus)
-    pci_assign_unassigned_bus_resources(bus)
-    pci_bus_add_devices(bus)
-    return bus, cfgbar
+    got = make_domain_or_none(k, vmd_dev)
+    assert got is not None
+    return got
 
 
 def test_a_vmd_domain_scans_through_its_own_ops_and_dma_comes_from_the_vmd():
