@@ -102,7 +102,8 @@ def test_config_write_masks_ro_rw_rw1c(host):
 
 def test_bad_config_access_names_device_and_offset(host):
     ep = Endpoint("nvme-test")
-    with pytest.raises(ConfigAccessError, match=r"nvme-test: config misaligned read at offset 0x002"):
+    with pytest.raises(ConfigAccessError,
+                       match=r"nvme-test: config misaligned read at offset 0x002"):
         ep.cfg_read(2, 4)
     with pytest.raises(ConfigAccessError, match="outside config space"):
         ep.cfg_write(0x1000, 4, 0)
