@@ -1,0 +1,74 @@
+"""The ``vmdsim`` command."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vmdsim.errors import VmdsimError
+
+
+class _Group(click.Group):
+    """Turns vmdsim's own errors into one line on stderr and exit status 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except VmdsimError as e:
+            click.echo(f"vmdsim: error: {e}", err=True)
+            sys.exit(2)
+
+
+@click.group(cls=_Group)
+def main() -> None:
+    """A register-level model of the Intel VMD and the Linux machinery that drives it."""
+
+
+@main.command()
+@click.argument("topology", required=False, type=click.Path(dir_okay=False))
+def run(topology: str | None) -> None:
+    """Build the machine (default: the built-in one) and show it."""
+    from vmdsim.hw.describe import describe_machine
+    from vmdsim.hw.machine import Machine
+
+    machine = Machine.load(topology)
+    click.echo(describe_machine(machine))
+
+
+@main.group()
+def topology() -> None:
+    """Topology files."""
+
+
+@topology.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+def validate(file: str) -> None:
+    """Check FILE and build the machine it describes."""
+    from vmdsim.hw.machine import Machine
+    from vmdsim.hw.regs import PCI_DEVICE_ID
+
+    m = Machine.load(file)
+    empty = sum(1 for rp in m.root_ports if rp.card is None)
+    click.echo(f"{file}: ok: {m.ncpus} CPUs, {len(m.vmds)} VMD(s), "
+               f"{len(m.root_ports)} root port(s) ({empty} empty slot(s)), "
+               f"{len(m.nvmes)} NVMe drive(s)")
+    for vmd in m.vmds:
+        ports = [rp for rp in m.root_ports if rp.bus is vmd.hidden_bus]
+        click.echo(f"  {vmd.name}: device {vmd.cfg.hw_read(PCI_DEVICE_ID, 2):#06x}, "
+                   f"{vmd.msix.nvec} MSI-X vectors, {len(ports)} root port(s)")
+
+
+@topology.command()
+def default() -> None:
+    """Print the built-in default topology (a starting point for your own)."""
+    from importlib import resources
+
+    from vmdsim.topology import DEFAULT_TOPOLOGY
+
+    click.echo(resources.files("vmdsim.topologies").joinpath(DEFAULT_TOPOLOGY).read_text(),
+               nl=False)
+
+
+if __name__ == "__main__":
+    main()
