@@ -80,7 +80,7 @@ def test_config_accessors_reach_the_device_through_ecam():
     # capabilities, standard and extended, and the fields filled from them
     assert pci_find_capability(dev, PCI_CAP_ID_MSIX) == ep.msix.pos == dev.msix_cap
     assert dev.msi_cap == 0 and dev.pcie_cap == pci_find_capability(dev, PCI_CAP_ID_EXP)
-    assert pci_find_ext_capability(dev, PCI_EXT_CAP_ID_ERR) == 0x100
+    assert pci_find_ext_capability(dev, PCI_EXT_CAP_ID_ERR) == 0x100 == dev.aer_cap
     assert not dev.msix_enabled and dev.irq == 0 and dev.pin == 1
     assert pcie_capability_read_word(dev, PCI_EXP_SLTSTA) == (0, 0)  # no slot on an endpoint
 

@@ -167,6 +167,8 @@ class pci_dev(KObject):
         self.devcap = 0
         self.msi_cap = 0
         self.msix_cap = 0
+        self.no_64bit_msi = False
+        self.aer_cap = 0
         self.msi_enabled = False
         self.msix_enabled = False
         self.pin = 0
