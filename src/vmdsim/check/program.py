@@ -3,8 +3,9 @@
 A :class:`Program` builds its world free-running (boot a machine, bind
 drivers, start load), then names the threads that race: ``(cpu, fn, name)``.
 Every execution starts from the same post-setup state: the world is set up
-once and deep-copied per execution (object serial numbers are restored too,
-so an object has the same name in every execution). A world that cannot be
+once and deep-copied per execution. Object serial numbers start from 1 for
+every program and are restored for every execution, so an object has the
+same name in every execution and in a replay in another process. A world that cannot be
 copied is set up again each time instead.
 
 An execution ends when every thread has finished, one has failed, or none
@@ -75,8 +76,8 @@ class World:
 
     def __init__(self, program: Program) -> None:
         self.program = program
-        start = peek_serial()
-        self._start = start
+        self._start = 1
+        reset_serials(self._start)
         self._template = program.setup()
         self._after = peek_serial()
         try:

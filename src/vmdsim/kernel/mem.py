@@ -157,7 +157,8 @@ class Allocator:
 
     def __init__(self, k: Any) -> None:
         self.k = k
-        self.live: dict[int, Any] = {}
+        self.live: dict[int, Any] = {}  # by allocation number (survives a deep copy)
+        self._slot = 0
         self.allocations = 0
         self.frees = 0
         self._fail_at: int | None = None
@@ -178,7 +179,9 @@ class Allocator:
             raise TypeError(f"kmalloc: {cls.__name__} is not a KObject")
         d = obj.__dict__
         d["_kmem"] = AllocInfo(obj.kname(), owner, call_site(1))
-        self.live[d["_kid"]] = obj
+        self._slot += 1
+        d["_slot"] = self._slot
+        self.live[self._slot] = obj
         sched_point(obj, "*", ALLOC)
         return obj
 
@@ -204,7 +207,7 @@ class Allocator:
         if info.free_site:
             raise DoubleFree(obj, call_site(1))
         info.free_site = call_site(1)
-        self.live.pop(d["_kid"], None)
+        self.live.pop(d["_slot"], None)
         self.frees += 1
         obj.__class__ = _poisoned_class(type(obj))
 

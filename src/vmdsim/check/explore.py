@@ -1,0 +1,113 @@
+"""``explore(program)``: a verdict, statistics, and a minimal counterexample.
+
+Strategies: ``dpor`` (exhaustive: ``safe`` is a proof for every schedule of
+the program, which is bounded by construction — finite threads, no loops
+without progress), ``bounded`` (every schedule with at most ``bound``
+preemptions: ``safe`` holds up to that bound), ``pct`` (``runs`` random
+PCT schedules: ``safe`` means none of them failed).
+
+A counterexample is minimised: the same violation is searched for again
+with preemption bounds 0, 1, 2, ... and the first schedule found is kept, so
+it has as few preemptions as any schedule showing that violation.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from vmdsim.check.dpor import Stats, dpor
+from vmdsim.check.program import Execution, Program
+from vmdsim.check.render import render
+from vmdsim.check.schedule import encode
+from vmdsim.check.strategies import bounded, pct
+from vmdsim.errors import VmdsimError
+
+STRATEGIES = ("dpor", "bounded", "pct")
+
+
+@dataclass
+class Report:
+    program: str
+    strategy: str
+    verdict: str
+    stats: Stats
+    seconds: float
+    counterexample: Execution | None = None
+    schedule: str = ""
+    bound: str = ""  # what "safe" covers
+    notes: list[str] = field(default_factory=list)
+
+    def drawing(self) -> str:
+        return render(self.counterexample) if self.counterexample is not None else ""
+
+    def as_dict(self) -> dict:
+        ce = self.counterexample
+        return {
+            "program": self.program, "strategy": self.strategy, "verdict": self.verdict,
+            "bound": self.bound, "seconds": round(self.seconds, 3),
+            "executions": self.stats.executions, "blocked": self.stats.blocked,
+            "steps": self.stats.steps, "races": self.stats.races,
+            "schedule": self.schedule,
+            "message": str(ce.failure) if ce is not None and ce.failure else "",
+            "failed_thread": ce.failed_thread if ce is not None else "",
+            "context_switches": context_switches(ce) if ce is not None else 0,
+        }
+
+
+def context_switches(ex: Execution) -> int:
+    return sum(1 for a, b in zip(ex.trace, ex.trace[1:], strict=False) if a.thread != b.thread)
+
+
+def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: int = 500,
+            seed: int = 0, depth: int = 2, reduce: bool = True, minimize: bool = True,
+            max_executions: int | None = None) -> Report:
+    if strategy not in STRATEGIES:
+        raise VmdsimError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    found: list[Execution] = []
+
+    def stop_at_violation(ex: Execution) -> bool:
+        if ex.complete and ex.verdict != "safe":
+            found.append(ex)
+            return False
+        return True
+
+    t0 = time.perf_counter()
+    if strategy == "dpor":
+        stats = dpor(program, on_execution=stop_at_violation, reduce=reduce,
+                     max_executions=max_executions)
+        covered = "every schedule" + ("" if max_executions is None else
+                                      f" (stopped after {max_executions} executions)")
+    elif strategy == "bounded":
+        stats = bounded(program, bound, on_execution=stop_at_violation,
+                        max_executions=max_executions)
+        covered = f"every schedule with at most {bound} preemptions"
+    else:
+        stats = pct(program, runs, depth, seed, on_execution=stop_at_violation)
+        covered = f"{runs} PCT schedules of depth {depth}, seed {seed}"
+    seconds = time.perf_counter() - t0
+    if not found:
+        return Report(program.name, strategy, "safe", stats, seconds, bound=covered)
+    ex = found[0]
+    if minimize:
+        ex = minimal(program, ex)
+    return Report(program.name, strategy, ex.verdict, stats, seconds, ex, encode(ex.labels),
+                  covered)
+
+
+def minimal(program: Program, ex: Execution, max_bound: int = 4) -> Execution:
+    """The same violation with the fewest preemptions that bounded search finds."""
+    for b in range(max_bound + 1):
+        hit: list[Execution] = []
+
+        def same(e: Execution, hit: list[Execution] = hit) -> bool:
+            if e.complete and e.verdict == ex.verdict:
+                hit.append(e)
+                return False
+            return True
+
+        bounded(program, b, on_execution=same, max_executions=20000)
+        if hit:
+            best = hit[0]
+            return best if context_switches(best) <= context_switches(ex) else ex
+    return ex
