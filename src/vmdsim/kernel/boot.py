@@ -42,6 +42,7 @@ from vmdsim.errors import VmdsimError
 from vmdsim.kernel.io import IoSpace
 from vmdsim.kernel.pci.bus import pci_bus_add_devices
 from vmdsim.kernel.pci.pci_h import pci_bus
+from vmdsim.kernel.pci.probe import pci_lock_rescan_remove, pci_unlock_rescan_remove
 from vmdsim.kernel.pci.setup_bus import pci_assign_unassigned_resources
 from vmdsim.kernel.pci.subsys import pci_subsys
 from vmdsim.kernel.pci.x86 import (
@@ -96,7 +97,9 @@ def _boot_on_bsp(k: Any, rc: Any, native: dict[str, bool] | None) -> pci_bus:
         raise BootError("boot: could not create PCI domain 0's root bus (out of memory)")
     pcibios_resource_survey(k)
     pci_assign_unassigned_resources(k)
+    pci_lock_rescan_remove(k)
     pci_bus_add_devices(root)
+    pci_unlock_rescan_remove(k)
     sub.printk("PCI: boot complete")
     return root
 

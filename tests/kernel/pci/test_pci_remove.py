@@ -13,12 +13,15 @@ from vmdsim.kernel.pci import (
     devm_kzalloc,
     format_iomem,
     pci_driver,
+    pci_lock_rescan_remove,
     pci_name,
     pci_register_driver,
     pci_remove_root_bus,
     pci_rescan_bus,
     pci_stop_and_remove_bus_device,
+    pci_stop_and_remove_bus_device_locked,
     pci_stop_root_bus,
+    pci_unlock_rescan_remove,
     pcim_enable_device,
     pcim_iomap,
 )
@@ -77,9 +80,12 @@ def test_removing_a_port_unbinds_and_frees_everything_below_it():
 def test_rescan_finds_the_port_again_and_the_driver_rebinds():
     k, root, drv, events = setup()
     rp = k.pci.pci_get_domain_bus_and_slot(0, 0, 0x1C << 3)
-    pci_stop_and_remove_bus_device(rp)
+    pci_stop_and_remove_bus_device_locked(rp)
+    assert k.pci.pci_rescan_remove_lock.owner is None  # taken and released
     events.clear()
+    pci_lock_rescan_remove(k)
     pci_rescan_bus(root)
+    pci_unlock_rescan_remove(k)
     assert events == [("probe", "0000:01:00.0")]
     assert sorted(pci_name(d) for d in drv.devices) == ["0000:01:00.0", "0000:02:00.0"]
 

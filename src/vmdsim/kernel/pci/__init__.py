@@ -172,6 +172,7 @@ from vmdsim.kernel.pci.probe import (
     pci_create_root_bus,
     pci_free_host_bridge,
     pci_host_probe,
+    pci_lock_rescan_remove,
     pci_rescan_bus,
     pci_scan_bridge,
     pci_scan_child_bus,
@@ -179,6 +180,7 @@ from vmdsim.kernel.pci.probe import (
     pci_scan_root_bus_bridge,
     pci_scan_single_device,
     pci_scan_slot,
+    pci_unlock_rescan_remove,
     pcie_bus_configure_settings,
 )
 from vmdsim.kernel.pci.remove import (
@@ -332,6 +334,7 @@ __all__ = [
     "pci_is_enabled",
     "pci_is_pcie",
     "pci_is_root_bus",
+    "pci_lock_rescan_remove",
     "pci_match_id",
     "pci_name",
     "pci_ops",
@@ -375,6 +378,7 @@ __all__ = [
     "pci_stop_root_bus",
     "pci_subsys",
     "pci_sysdata",
+    "pci_unlock_rescan_remove",
     "pci_unregister_driver",
     "pci_upstream_bridge",
     "pci_walk_bus",

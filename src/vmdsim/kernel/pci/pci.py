@@ -424,7 +424,10 @@ def pci_release_regions(dev: pci_dev) -> None:
 
 # -- iomap ---------------------------------------------------------------------------
 def pci_iomap_range(dev: pci_dev, bar: int, offset: int = 0, maxlen: int = 0) -> iomem | None:
-    """Map BAR ``bar`` (from ``offset``, at most ``maxlen`` bytes; 0: all); None on failure."""
+    """Map BAR ``bar`` (from ``offset``, at most ``maxlen`` bytes; 0: all); None on failure
+    (no such BAR, an unimplemented or unassigned one, an I/O BAR, or no memory)."""
+    if not 0 <= bar <= PCI_STD_RESOURCE_END:
+        return None
     start = pci_resource_start(dev, bar)
     length = pci_resource_len(dev, bar)
     flags = dev.resource[bar].flags

@@ -36,6 +36,7 @@ from vmdsim.hw.regs import (
     PCI_SUBORDINATE_BUS,
     PCI_VENDOR_ID,
 )
+from vmdsim.kernel.locking import mutex_lock, mutex_unlock
 from vmdsim.kernel.pci.access import (
     PCI_POSSIBLE_ERROR,
     pci_bus_read_config_dword,
@@ -490,8 +491,18 @@ def pci_scan_child_bus(bus: pci_bus) -> int:
     return pci_scan_child_bus_extend(bus, 0)
 
 
+def pci_lock_rescan_remove(k: Any) -> None:
+    """Take the mutex that serialises hotplug, rescans and removals (sleeps if contended)."""
+    mutex_lock(pci_subsys(k).pci_rescan_remove_lock)
+
+
+def pci_unlock_rescan_remove(k: Any) -> None:
+    mutex_unlock(pci_subsys(k).pci_rescan_remove_lock)
+
+
 def pci_rescan_bus(bus: pci_bus) -> int:
-    """Scan again below ``bus``, assign what is new and add it (drivers bind)."""
+    """Scan again below ``bus``, assign what is new and add it (drivers bind). The caller
+    holds ``pci_lock_rescan_remove``, as in Linux."""
     from vmdsim.kernel.pci.setup_bus import pci_assign_unassigned_bus_resources
 
     mx = pci_scan_child_bus(bus)

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from vmdsim.kernel.pci.driver import device_del, device_release_driver
 from vmdsim.kernel.pci.pci_h import PciError, pci_bus, pci_dev, pci_is_root_bus
-from vmdsim.kernel.pci.probe import pci_bus_release_busn_res, pci_release_bus, pci_release_dev
+from vmdsim.kernel.pci.probe import (
+    pci_bus_release_busn_res,
+    pci_lock_rescan_remove,
+    pci_release_bus,
+    pci_release_dev,
+    pci_unlock_rescan_remove,
+)
 from vmdsim.kernel.pci.resource import release_resource
 
 
@@ -73,7 +79,12 @@ def pci_stop_and_remove_bus_device(dev: pci_dev) -> None:
     pci_remove_bus_device(dev)
 
 
-pci_stop_and_remove_bus_device_locked = pci_stop_and_remove_bus_device
+def pci_stop_and_remove_bus_device_locked(dev: pci_dev) -> None:
+    """``pci_stop_and_remove_bus_device`` under ``pci_lock_rescan_remove``."""
+    k = dev.k
+    pci_lock_rescan_remove(k)
+    pci_stop_and_remove_bus_device(dev)
+    pci_unlock_rescan_remove(k)
 
 
 def pci_stop_root_bus(bus: pci_bus) -> None:

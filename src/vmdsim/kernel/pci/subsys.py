@@ -5,7 +5,8 @@ the devices on the PCI bus type in the order they were added (the bus
 ``klist``, which is also the order drivers bind in), the registered drivers,
 the per-domain bus-number trees (``pci_domain_busn_res_list``), the root of
 the physical address map (``iomem_resource``), the hotplug window sizes
-(``pci=hpmmiosize=`` and friends), and the kernel log lines the core prints
+(``pci=hpmmiosize=`` and friends), the mutex that serialises rescans and
+removals (``pci_rescan_remove_lock``), and the kernel log lines the core prints
 (``dmesg``).
 
 ``pci_subsys(k)`` creates it on first use (Linux: ``pci_driver_init`` at
@@ -18,6 +19,7 @@ from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.locking import mutex
 from vmdsim.kernel.pci.resource import (
     IORESOURCE_BUS,
     IORESOURCE_IO,
@@ -70,6 +72,8 @@ class PciSubsystem:
         # Set by the MSI code: called by pci_restore_state(dev) (Linux: pci_restore_msi_state).
         self.restore_msi_state: Any = None
         self.dmesg: deque[str] = deque(maxlen=DMESG_LINES)  # a ring, like the log buffer
+        # Serialises scanning and removal after boot (hotplug, rescan, driver removal).
+        self.pci_rescan_remove_lock = mutex("pci_rescan_remove_lock")
 
     # -- the kernel log ---------------------------------------------------------
     def printk(self, line: str) -> None:

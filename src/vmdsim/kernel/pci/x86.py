@@ -35,7 +35,11 @@ from vmdsim.kernel.pci.pci_h import (
     pci_sysdata,
     resource_entry,
 )
-from vmdsim.kernel.pci.probe import pci_create_root_bus, pci_scan_child_bus
+from vmdsim.kernel.pci.probe import (
+    pci_create_root_bus,
+    pci_scan_child_bus,
+    pcie_bus_configure_settings,
+)
 from vmdsim.kernel.pci.resource import (
     EINVAL,
     IORESOURCE_BUS,
@@ -316,4 +320,6 @@ def pci_acpi_scan_root(k: Any, domain: int, bus_range: tuple[int, int],
     sub.printk(f"ACPI: PCI Root Bridge [PCI{domain}] (domain {domain:04x} "
                f"[bus {bus_range[0]:02x}-{bus_range[1]:02x}])")
     pci_scan_child_bus(bus)
+    for child in bus.children:
+        pcie_bus_configure_settings(child)
     return bus
