@@ -8,6 +8,7 @@ contract (the VMD driver itself is tested elsewhere).
 
 from __future__ import annotations
 
+import pytest
 from pci_testbed import (
     DOMAIN,
     NVME_VS,
@@ -25,14 +26,19 @@ from vmdsim.kernel.boot import boot
 from vmdsim.kernel.io import readl
 from vmdsim.kernel.pci import (
     PCI_DEVFN,
+    PciError,
+    pci_bus_read_config_dword,
+    pci_create_root_bus,
     pci_enable_device,
     pci_iomap,
     pci_name,
+    pci_ops,
     pci_read_config_dword,
     pci_real_dma_dev,
     pci_remove_root_bus,
     pci_resource_start,
     pci_stop_root_bus,
+    pci_sysdata,
 )
 
 
@@ -80,3 +86,18 @@ def test_a_vmd_domain_scans_through_its_own_ops_and_dma_comes_from_the_vmd():
     pci_remove_root_bus(bus)
     assert k.pci.domains() == [0]
     assert {id(o) for o in k.mem.leaks(owner="pci")} == before
+
+
+def test_a_broken_pci_ops_is_named_with_the_access_it_failed():
+    k = new_kernel()
+    boot(k, machine(RootComplex()))
+    before = k.mem.leaks(owner="pci")
+    with pytest.raises(PciError, match="needs a pci_ops"):
+        pci_create_root_bus(k, None, 0, None, pci_sysdata(domain=DOMAIN), [])
+    sloppy = pci_ops(lambda bus, devfn, where, size: 0xFFFF, lambda *a: 0, name="sloppy")
+    bus = pci_create_root_bus(k, None, 0, sloppy, pci_sysdata(domain=DOMAIN), [])
+    with pytest.raises(PciError, match=r"config read of 4 byte\(s\) at 10000:00:03\.1 "
+                                       r"offset 0x10 through <pci_ops sloppy>"):
+        pci_bus_read_config_dword(bus, PCI_DEVFN(3, 1), 0x10)
+    pci_remove_root_bus(bus)
+    assert k.mem.leaks(owner="pci") == before

@@ -53,6 +53,9 @@ from vmdsim.hw.regs import (
 )
 from vmdsim.kernel.io import iomem, readb, readl, readw, writeb, writel, writew
 from vmdsim.kernel.pci.pci_h import (
+    PCI_FUNC,
+    PCI_SLOT,
+    PciError,
     pci_dev_is_disconnected,
     pci_is_pcie,
     pci_pcie_type,
@@ -155,10 +158,21 @@ def pci_generic_config_write(bus: pci_bus, devfn: int, where: int, size: int, va
 def _bus_read(bus: pci_bus, devfn: int, pos: int, size: int) -> tuple[int, int]:
     if pos & (size - 1):
         return PCIBIOS_BAD_REGISTER_NUMBER, _ONES[size]
-    ret, data = bus.ops.read(bus, devfn, pos, size)
+    try:
+        ret, data = bus.ops.read(bus, devfn, pos, size)
+    except (TypeError, ValueError) as e:
+        raise _bad_ops(bus, devfn, pos, size, "read", e) from e
     if ret:
         return ret, _ONES[size]
     return ret, data & _ONES[size]
+
+
+def _bad_ops(bus: pci_bus, devfn: int, pos: int, size: int, what: str,
+             e: Exception) -> PciError:
+    return PciError(
+        f"config {what} of {size} byte(s) at {bus.domain_nr:04x}:{bus.number:02x}:"
+        f"{PCI_SLOT(devfn):02x}.{PCI_FUNC(devfn)} offset {pos:#x} through {bus.ops!r}: "
+        f"ops.read must return (PCIBIOS code, value) ({type(e).__name__}: {e})")
 
 
 def _bus_write(bus: pci_bus, devfn: int, pos: int, size: int, value: int) -> int:

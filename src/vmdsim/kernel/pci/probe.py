@@ -40,6 +40,7 @@ from vmdsim.kernel.locking import mutex_lock, mutex_unlock
 from vmdsim.kernel.pci.access import (
     PCI_POSSIBLE_ERROR,
     pci_bus_read_config_dword,
+    pci_ops,
     pci_read_config_dword,
     pci_read_config_word,
     pci_write_config_byte,
@@ -56,6 +57,7 @@ from vmdsim.kernel.pci.pci_h import (
     PCI_BRIDGE_RESOURCE_NUM,
     PCI_BRIDGE_RESOURCES,
     PCI_NUM_RESOURCES,
+    PciError,
     for_each_pci_bridge,
     pci_bus,
     pci_dev,
@@ -244,6 +246,9 @@ def pci_create_root_bus(k: Any, parent: Any, bus: int, ops: Any, sysdata: Any,
     entries of ``resources`` (``pci_add_resource[_offset]``) move to the host
     bridge, leaving the caller's list empty. None on failure.
     """
+    if not isinstance(ops, pci_ops):
+        raise PciError(f"pci_create_root_bus: bus {bus:02x} needs a pci_ops for its config "
+                       f"cycles, not {ops!r}")
     bridge = pci_alloc_host_bridge(k)
     if bridge is None:
         return None
