@@ -99,3 +99,12 @@ def test_schedule_strings():
         decode("a*x")
     with pytest.raises(ScheduleError, match="'nobody' cannot run here"):
         replay(miniature(False), "nobody")
+
+
+@pytest.mark.parametrize("strategy", ["dpor", "bounded", "pct"])
+@pytest.mark.parametrize("wait", [False, True])
+def test_several_processes_give_the_same_verdict_and_counts(strategy, wait):
+    one = explore(miniature(wait), strategy, runs=40, seed=3, minimize=False)
+    two = explore(miniature(wait), strategy, runs=40, seed=3, minimize=False, jobs=2)
+    assert (two.verdict, two.stats) == (one.verdict, one.stats)
+    assert two.schedule == one.schedule

@@ -45,22 +45,65 @@ class Stats:
 
 
 def dpor(program: Program, *, on_execution: Callable[[Execution], bool] | None = None,
-         max_executions: int | None = None, reduce: bool = True) -> Stats:
+         max_executions: int | None = None, reduce: bool = True,
+         only_root: int | None = None, world: World | None = None) -> Stats:
     """Explore every trace of ``program``; ``on_execution`` returns False to stop early.
 
+    The first step is always expanded in full: the subtree under each enabled
+    first choice is explored in turn, with the earlier first choices asleep.
+    That makes the subtrees independent, so they can be explored by separate
+    processes (``only_root`` picks one) with the same counts as one process.
     ``reduce=False`` turns the reduction off (every schedule), for comparison.
     """
-    world = World(program)
+    world = world or World(program)
+    roots = root_steps(program, world)
     stats = Stats()
-    nodes: list[Node] = []
-    prefix: list[str] = []
+    for k, (label, _) in enumerate(roots):
+        if only_root is not None and k != only_root:
+            continue
+        asleep = dict(roots[:k]) if reduce else {}
+        root = Node([lab for lab, _ in roots], {}, label, {label}, asleep)
+        budget = None if max_executions is None else max_executions - stats.executions
+        if _subtree(program, world, root, stats, on_execution, budget, reduce):
+            break
+    return stats
+
+
+def root_steps(program: Program, world: World) -> list[tuple[str, frozenset[Access]]]:
+    """Each enabled first choice, with what its step touches."""
+    labels: list[str] = []
+
+    def first(s: ControlledScheduler, choices: list) -> int | None:
+        if s.trace:
+            return None
+        labels[:] = [c.label for c in choices]
+        return 0
+
+    run_once(program, world, first)
+    out = []
+    for lab in labels:
+        def only(s: ControlledScheduler, choices: list, lab: str = lab) -> int | None:
+            return None if s.trace else [c.label for c in choices].index(lab)
+
+        out.append((lab, run_once(program, world, only).trace[0].accesses))
+    return out
+
+
+def _subtree(program: Program, world: World, root: Node, stats: Stats,
+             on_execution: Callable[[Execution], bool] | None, budget: int | None,
+             reduce: bool) -> bool:
+    """Explore below ``root``; True if told to stop."""
+    nodes: list[Node] = [root]
+    prefix: list[str] = [root.chosen]
+    done = 0
     while True:
         ex = _execute(program, world, nodes, prefix, reduce)
         stats.steps += len(ex.trace)
-        for d in range(len(prefix) - 1 if prefix else 0, len(ex.trace)):
+        for d in range(len(prefix) - 1, len(ex.trace)):
             nodes[d].step = ex.trace[d].accesses
         if ex.complete:
             stats.executions += 1
+            done += 1
         else:
             stats.blocked += 1
         if reduce:
@@ -69,12 +112,13 @@ def dpor(program: Program, *, on_execution: Callable[[Execution], bool] | None =
             for node in nodes[len(prefix):]:
                 node.backtrack = set(node.enabled)
         if on_execution is not None and on_execution(ex) is False:
-            return stats
-        if max_executions is not None and stats.executions >= max_executions:
-            return stats
-        prefix = _next_prefix(nodes)
-        if prefix is None:
-            return stats
+            return True
+        if budget is not None and done >= budget:
+            return True
+        nxt = _next_prefix(nodes)
+        if nxt is None:
+            return False
+        prefix = nxt
 
 
 def _execute(program: Program, world: World, nodes: list[Node], prefix: list[str],
@@ -121,7 +165,7 @@ def _add_backtracks(ex: Execution, nodes: list[Node]) -> int:
 
 def _next_prefix(nodes: list[Node]) -> list[str] | None:
     """Mark the deepest choice explored and move to the next one still to try."""
-    while nodes:
+    while len(nodes) > 1:  # the root's choices are the caller's
         node = nodes[-1]
         if node.chosen:
             node.done[node.chosen] = node.step

@@ -14,9 +14,11 @@ it has as few preemptions as any schedule showing that violation.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vmdsim.check.dpor import Stats, dpor
+from vmdsim.check.parallel import explore_parallel
 from vmdsim.check.program import Execution, Program
 from vmdsim.check.render import render
 from vmdsim.check.schedule import encode
@@ -61,30 +63,36 @@ def context_switches(ex: Execution) -> int:
 
 def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: int = 500,
             seed: int = 0, depth: int = 2, reduce: bool = True, minimize: bool = True,
-            max_executions: int | None = None) -> Report:
+            max_executions: int | None = None, jobs: int = 1,
+            progress: Callable[[Execution], None] | None = None) -> Report:
     if strategy not in STRATEGIES:
         raise VmdsimError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
     found: list[Execution] = []
 
     def stop_at_violation(ex: Execution) -> bool:
+        if progress is not None:
+            progress(ex)
         if ex.complete and ex.verdict != "safe":
             found.append(ex)
             return False
         return True
 
     t0 = time.perf_counter()
-    if strategy == "dpor":
+    covered = _coverage(strategy, bound, runs, depth, seed, max_executions)
+    if jobs > 1:
+        if max_executions is not None:
+            raise VmdsimError("--jobs and a cap on executions do not go together")
+        stats, hit = explore_parallel(program, strategy, jobs, reduce=reduce, bound=bound,
+                                      runs=runs, depth=depth, seed=seed)
+        found.extend([hit] if hit is not None else [])
+    elif strategy == "dpor":
         stats = dpor(program, on_execution=stop_at_violation, reduce=reduce,
                      max_executions=max_executions)
-        covered = "every schedule" + ("" if max_executions is None else
-                                      f" (stopped after {max_executions} executions)")
     elif strategy == "bounded":
         stats = bounded(program, bound, on_execution=stop_at_violation,
                         max_executions=max_executions)
-        covered = f"every schedule with at most {bound} preemptions"
     else:
         stats = pct(program, runs, depth, seed, on_execution=stop_at_violation)
-        covered = f"{runs} PCT schedules of depth {depth}, seed {seed}"
     seconds = time.perf_counter() - t0
     if not found:
         return Report(program.name, strategy, "safe", stats, seconds, bound=covered)
@@ -93,6 +101,16 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
         ex = minimal(program, ex)
     return Report(program.name, strategy, ex.verdict, stats, seconds, ex, encode(ex.labels),
                   covered)
+
+
+def _coverage(strategy: str, bound: int, runs: int, depth: int, seed: int,
+              max_executions: int | None) -> str:
+    cap = "" if max_executions is None else f" (stopped after {max_executions} executions)"
+    if strategy == "dpor":
+        return "every schedule" + cap
+    if strategy == "bounded":
+        return f"every schedule with at most {bound} preemptions" + cap
+    return f"{runs} PCT schedules of depth {depth}, seed {seed}"
 
 
 def minimal(program: Program, ex: Execution, max_bound: int = 4) -> Execution:
