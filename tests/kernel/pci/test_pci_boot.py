@@ -2,16 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-pytest.importorskip("vmdsim.hw.rootport")
-pytest.importorskip("vmdsim.hw.nvme")
-
-from vmdsim.kernel.core import Kernel  # noqa: E402
-
-from vmdsim.hw.fabric import HOST_WINDOW_32  # noqa: E402
-from vmdsim.hw.machine import Machine  # noqa: E402
-from vmdsim.hw.regs import (  # noqa: E402
+from vmdsim.hw.fabric import HOST_WINDOW_32
+from vmdsim.hw.machine import Machine
+from vmdsim.hw.regs import (
     PCI_BASE_ADDRESS_0,
     PCI_COMMAND,
     PCI_COMMAND_MASTER,
@@ -19,9 +12,10 @@ from vmdsim.hw.regs import (  # noqa: E402
     PCI_MEMORY_BASE,
     PCI_PRIMARY_BUS,
 )
-from vmdsim.kernel.boot import boot  # noqa: E402
-from vmdsim.kernel.io import readl  # noqa: E402
-from vmdsim.kernel.pci import (  # noqa: E402
+from vmdsim.kernel.boot import boot
+from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.io import readl
+from vmdsim.kernel.pci import (
     IORESOURCE_MEM_64,
     IORESOURCE_PREFETCH,
     PCI_DEVICE_CLASS,
@@ -37,7 +31,8 @@ from vmdsim.kernel.pci import (  # noqa: E402
     pci_set_master,
     pcim_enable_device,
 )
-from vmdsim.topology import parse  # noqa: E402
+from vmdsim.kernel.pci.resource import format_iomem
+from vmdsim.topology import parse
 
 NVME_REG_VS = 0x08
 
@@ -117,3 +112,21 @@ def test_primary_domain_drives_get_buses_windows_and_bars_like_linux():
         assert cmd & PCI_COMMAND_MEMORY and cmd & PCI_COMMAND_MASTER
         _, rp_cmd = pci_read_config_word(rp, PCI_COMMAND)
         assert rp_cmd & PCI_COMMAND_MEMORY and rp_cmd & PCI_COMMAND_MASTER
+        assert nvme.msix_cap and nvme.aer_cap and rp.is_hotplug_bridge
+    # What Linux's /proc/iomem shows for this machine: each hot-plug port's window holds
+    # its drive's 16 KiB BAR plus pci=hpmmiosize (2 MiB, 1 MiB aligned, so 2 MiB in all),
+    # and an empty 64-bit prefetchable window of hpmmioprefsize above 4 GiB; first fit
+    # from the bottom of each host window, in device order.
+    assert format_iomem(k.pci.iomem_resource).splitlines() == [
+        "c0000000-dfffffff : PCI Bus 0000:00",
+        "  c0000000-c01fffff : PCI Bus 0000:01",
+        "    c0000000-c0003fff : 0000:01:00.0",
+        "  c0200000-c03fffff : PCI Bus 0000:02",
+        "    c0200000-c0203fff : 0000:02:00.0",
+        "e0000000-efffffff : PCI MMCONFIG 0000 [bus 00-ff]",
+        "4000000000-7fffffffff : PCI Bus 0000:00",
+        "  4000000000-40001fffff : PCI Bus 0000:01",
+        "  4000200000-40003fffff : PCI Bus 0000:02",
+    ]
+    assert "pci 0000:00:1c.0: bridge window [mem 0x00100000-0x001fffff] to [bus 01-01] " \
+           "add_size 0x100000 add_align 0x100000" in k.pci.dmesg
