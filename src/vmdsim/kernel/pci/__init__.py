@@ -1,23 +1,48 @@
 """The kernel's PCI core, in Linux's shapes (``drivers/pci/``, ``arch/x86/pci/``).
 
 One module per Linux file: ``access`` (pci_ops and config accessors),
-``probe`` (root buses, scanning, headers and BARs), ``setup_bus`` and
-``setup_res`` (window sizing, resource assignment), ``resource`` (the
-resource tree), ``driver`` (pci_driver, matching, binding), ``remove``,
-``pci`` (enable/disable, capabilities, regions, iomap, bus reset), ``bus``,
-``x86`` (MMCONFIG, the ACPI root bridge, the firmware-resource survey),
-``pci_h`` (the structures) and ``device`` (struct device and devres).
+``probe`` (root buses, bus numbers, bridge and slot scanning) and
+``probe_dev`` (a function's header, BARs, capabilities: the per-function half
+of probe.c), ``setup_bus`` and ``setup_res`` (window sizing, resource
+assignment), ``resource`` (the resource tree), ``driver`` (pci_driver,
+matching, binding), ``remove``, ``pci`` (enable/disable, capabilities,
+regions, iomap, bus reset), ``bus``, ``x86`` (MMCONFIG, the ACPI root bridge,
+the firmware-resource survey), ``pci_h`` (the structures) and ``device``
+(struct device and devres). ``msi`` belongs to the IRQ core.
 
 Global operations live on ``k.pci`` (a :class:`PciSubsystem`, created by
 ``pci_subsys(k)`` or at boot) and in functions that take the kernel first
 (``pci_register_driver(k, drv)``, ``pci_create_root_bus(k, ...)``);
 operations on a device or bus take that object, exactly as in Linux
-(``pci_read_config_dword(dev, where)``, ``pci_enable_device(dev)``).
+(``pci_read_config_dword(dev, where)``, ``pci_enable_device(dev)``). Config
+reads return ``(PCIBIOS code, value)`` where C stores through a pointer.
 The structures ``resource`` and ``device`` are imported from their modules
 (``vmdsim.kernel.pci.resource``, ``vmdsim.kernel.pci.device``), whose names
 they share.
-The kernel reaches hardware only through ``k.io`` (MMIO, including ECAM)
-and what firmware reports; nothing here looks at a hardware object.
+
+A host-bridge driver (the VMD) makes a domain of its own as in Linux::
+
+    ops = pci_ops(pci_generic_config_read, pci_generic_config_write,
+                  map_bus=my_map_bus)           # or read=/write= of its own
+    resources = []
+    pci_add_resource(resources, busn_res)       # IORESOURCE_BUS range
+    pci_add_resource_offset(resources, membar1_window, offset)
+    bus = pci_create_root_bus(k, vmd_dev.dev, busn_start, ops,
+                              pci_sysdata(domain=0x10000, vmd_dev=vmd_dev),
+                              resources)        # None: out of memory
+    pci_scan_child_bus(bus)
+    pci_assign_unassigned_bus_resources(bus)
+    pci_bus_add_devices(bus)                    # child drivers bind here
+    ...
+    pci_stop_root_bus(bus)                      # unbinds, last device first
+    pci_remove_root_bus(bus)                    # frees every object below
+
+Every object the core allocates comes from ``k.mem`` (owner ``"pci"``;
+devres nodes ``"devres"``, mappings ``"ioremap"``), so removal is checked
+for leaks, a stale pointer is a KASAN report, and ``k.mem.fail_nth`` walks
+every error path. The kernel reaches hardware only through ``k.io`` (MMIO,
+including ECAM, each access a scheduling point) and what firmware reports;
+nothing here looks at a hardware object.
 """
 
 from vmdsim.kernel.pci.access import (
