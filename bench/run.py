@@ -151,6 +151,7 @@ register("child MSI-X -> VMD vector -> APIC", "empty function call", call_loop,
 
 
 def main(argv: list[str]) -> int:
+    sys.modules.setdefault("run", sys.modules[__name__])  # bench_* modules register here
     for mod in pkgutil.iter_modules([str(Path(__file__).resolve().parent)]):
         if mod.name.startswith("bench_"):
             importlib.import_module(mod.name)

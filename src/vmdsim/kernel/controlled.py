@@ -28,7 +28,7 @@ from vmdsim.kernel.sched import (
     kernel_function,
     state,
 )
-from vmdsim.kernel.shared import ACQUIRE, WRITE, hook
+from vmdsim.kernel.shared import ACQUIRE, WRITE, hook, instrument
 
 Access = tuple[str, str, str]  # (object name, field, access kind)
 
@@ -201,6 +201,7 @@ class ControlledScheduler(Scheduler):
         if self.rcu is not None:
             self.rcu.adopt_callbacks(self)
         hook.fn = self._point
+        instrument(True)
         try:
             while self.failure is None:
                 choices = self.choices()
@@ -216,6 +217,7 @@ class ControlledScheduler(Scheduler):
                     break  # the chooser abandons this execution
                 self.step(choices[i])
         finally:
+            instrument(False)
             hook.fn = None
             state.cur = None
         return self.failure is None

@@ -72,7 +72,7 @@ class MemoryLeak(KasanReport):
         self.owner, self.objects = owner, objs
         lines = [f"kmemleak: {len(objs)} unreferenced object(s) of {owner}:"]
         for o in objs:
-            info = o.__dict__["_kmem"]
+            info = o._kmem
             lines.append(f"  {info.name} allocated by {info.alloc_site}")
         super().__init__("\n".join(lines))
 
@@ -177,10 +177,9 @@ class Allocator:
         obj = cls(*args, **kw)
         if not isinstance(obj, KObject):
             raise TypeError(f"kmalloc: {cls.__name__} is not a KObject")
-        d = obj.__dict__
-        d["_kmem"] = AllocInfo(obj.kname(), owner, call_site(1))
+        object.__setattr__(obj, "_kmem", AllocInfo(obj.kname(), owner, call_site(1)))
         self._slot += 1
-        d["_slot"] = self._slot
+        object.__setattr__(obj, "_slot", self._slot)
         self.live[self._slot] = obj
         sched_point(obj, "*", ALLOC)
         return obj
@@ -222,7 +221,7 @@ class Allocator:
         """Objects still allocated (by ``owner``, if given), oldest first."""
         objs = self.live.values()
         if owner is not None:
-            objs = [o for o in objs if o.__dict__["_kmem"].owner == owner]
+            objs = [o for o in objs if o._kmem.owner == owner]
         return list(objs)
 
     def check_leaks(self, owner: str) -> None:
@@ -234,6 +233,6 @@ class Allocator:
     def owner_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
         for o in self.live.values():
-            owner = o.__dict__["_kmem"].owner
+            owner = o._kmem.owner
             counts[owner] = counts.get(owner, 0) + 1
         return counts

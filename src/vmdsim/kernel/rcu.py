@@ -201,9 +201,8 @@ class list_head(KObject):
 
 
 def INIT_LIST_HEAD(head: list_head) -> None:  # noqa: N802 - Linux's name
-    d = head.__dict__
-    d["next"] = head
-    d["prev"] = head
+    head.next = head
+    head.prev = head
 
 
 def list_empty(head: list_head) -> bool:

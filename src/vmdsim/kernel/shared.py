@@ -12,9 +12,11 @@ hook the controlled scheduler turns into a choice (run on, switch CPU,
 deliver an interrupt). Locks, RCU/SRCU read sections, grace-period waits,
 allocation and free call the same hook with their own access kind.
 
-Free-running, the hook costs one global load and a test: ``sched_point`` is
-None unless a controlled scheduler is driving the kernel, and the descriptor
-checks that before doing anything else.
+Free-running, a shared field costs nothing at all: the descriptor removes
+itself from its class once the class is built, so ``obj.virq`` is a plain
+attribute read. A controlled scheduler calls :func:`instrument` when it
+starts, which puts every declared descriptor back (and ``instrument(False)``
+takes them out again when it ends).
 
 Every KObject carries ``_kid``, a serial number taken at construction. It
 names the object in reports and is stable across re-executions of the same
@@ -90,7 +92,7 @@ class KObject:
 
     def __new__(cls, *args: Any, **kw: Any) -> KObject:
         obj = object.__new__(cls)
-        obj.__dict__["_kid"] = next(_serials)
+        object.__setattr__(obj, "_kid", next(_serials))  # keeps the compact instance layout
         return obj
 
     @staticmethod
@@ -99,7 +101,7 @@ class KObject:
 
     def kname(self) -> str:
         """``type#serial``: how reports name this object."""
-        return f"{type(self).__name__}#{self.__dict__['_kid']}"
+        return f"{type(self).__name__}#{self._kid}"
 
 
 class shared:
@@ -110,13 +112,17 @@ class shared:
     instance dictionary as a plain attribute would.
     """
 
-    __slots__ = ("name",)
+    __slots__ = ("name", "owner")
 
     def __init__(self) -> None:
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
         self.name = name
+        self.owner = owner
+        _declared.append(self)
+        if not _instrumented:
+            delattr(owner, name)  # free-running: a plain attribute
 
     def __get__(self, obj: Any, objtype: type | None = None) -> Any:
         if obj is None:
@@ -138,11 +144,27 @@ class shared:
         obj.__dict__[self.name] = value
 
 
+_declared: list[shared] = []
+_instrumented = False
+
+
+def instrument(on: bool = True) -> None:
+    """Install (or remove) every shared-field descriptor: on while a controlled run goes."""
+    global _instrumented
+    if on == _instrumented:
+        return
+    _instrumented = on
+    for d in _declared:
+        if on:
+            setattr(d.owner, d.name, d)
+        elif d.owner.__dict__.get(d.name) is d:
+            delattr(d.owner, d.name)
+
+
 def shared_fields(cls: type) -> list[str]:
     """The names of ``cls``'s declared shared fields, base classes included."""
     names: list[str] = []
-    for klass in reversed(cls.__mro__):
-        for name, attr in vars(klass).items():
-            if isinstance(attr, shared) and name not in names:
-                names.append(name)
+    for d in _declared:
+        if issubclass(cls, d.owner) and d.name not in names:
+            names.append(d.name)
     return names
