@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from vmdsim.cli_check import register as register_check_commands
 from vmdsim.errors import VmdsimError
 
 
@@ -68,6 +69,9 @@ def default() -> None:
 
     click.echo(resources.files("vmdsim.topologies").joinpath(DEFAULT_TOPOLOGY).read_text(),
                nl=False)
+
+
+register_check_commands(main)
 
 
 if __name__ == "__main__":

@@ -14,14 +14,16 @@ from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.mem import UseAfterFree
 from vmdsim.kernel.rcu import (
     RcuError,
+    rcu_read_lock,
+    rcu_read_unlock,
+    synchronize_rcu,
+)
+from vmdsim.kernel.rculist import (
     list_add_tail_rcu,
     list_del_rcu,
     list_entries,
     list_for_each_entry_rcu,
     list_head,
-    rcu_read_lock,
-    rcu_read_unlock,
-    synchronize_rcu,
 )
 from vmdsim.kernel.shared import KObject, shared
 from vmdsim.kernel.srcu import (

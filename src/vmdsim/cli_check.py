@@ -1,0 +1,152 @@
+"""``vmdsim check``, ``vmdsim replay`` and ``vmdsim scenarios``: the explorer's commands.
+
+A replay token names the scenario, its options and the schedule, so it is
+all ``vmdsim replay`` needs:
+``seed-teardown[protocol=rfc-v3,desc_free=immediate]:teardown*5,irq34@cpu1,...``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+
+import click
+
+from vmdsim.check.explore import STRATEGIES, Report, explore
+from vmdsim.check.scenario import ScenarioError, builtin, find
+
+_TOKEN = re.compile(r"^(?P<name>[^\[:]+)(\[(?P<opts>[^\]]*)\])?:(?P<schedule>.+)$")
+
+
+def token(name: str, options: dict[str, str], schedule: str) -> str:
+    opts = ",".join(f"{k}={v}" for k, v in options.items())
+    return f"{name}[{opts}]:{schedule}" if opts else f"{name}:{schedule}"
+
+
+def parse_token(text: str) -> tuple[str, dict[str, str], str]:
+    m = _TOKEN.match(text.strip())
+    if not m:
+        raise ScenarioError(f"replay token {text!r} is not SCENARIO[OPT=VALUE,...]:SCHEDULE")
+    opts: dict[str, str] = {}
+    for part in filter(None, (m.group("opts") or "").split(",")):
+        key, eq, value = part.partition("=")
+        if not eq:
+            raise ScenarioError(f"replay token: option {part!r} is not OPT=VALUE")
+        opts[key] = value
+    return m.group("name"), opts, m.group("schedule")
+
+
+def _options(opt: tuple[str, ...], **named: str | None) -> dict[str, str]:
+    out = {k: v for k, v in named.items() if v is not None}
+    for item in opt:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ScenarioError(f"--opt {item!r}: write it as NAME=VALUE")
+        out[key.replace("-", "_")] = value
+    return out
+
+
+def _print_report(r: Report, name: str, options: dict[str, str], as_json: bool) -> None:
+    replay_token = token(name, options, r.schedule) if r.schedule else ""
+    if as_json:
+        d = r.as_dict()
+        d.update(options=options, replay=replay_token, counterexample=r.drawing())
+        click.echo(json.dumps(d, indent=2))
+        return
+    opts = " ".join(f"{k}={v}" for k, v in options.items())
+    click.echo(f"scenario {r.program} {opts}".rstrip())
+    click.echo(f"verdict: {r.verdict}" + (f" (checked: {r.bound})" if r.verdict == "safe"
+                                          else ""))
+    s = r.stats
+    click.echo(f"explored: {s.executions} executions, {s.blocked} pruned by sleep sets, "
+               f"{s.steps} steps, {s.races} races reversed, {r.seconds:.2f} s "
+               f"[{r.strategy}]")
+    if r.counterexample is not None:
+        click.echo("")
+        click.echo(r.drawing())
+        click.echo("")
+        click.echo(f"replay: vmdsim replay '{replay_token}'")
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @click.argument("scenario")
+    @click.option("--protocol", help="teardown protocol of the VMD demux (rfc-v3, kfree-rcu, "
+                  "srcu)")
+    @click.option("--desc-free", "desc_free", help="IRQ descriptor freeing: immediate or rcu")
+    @click.option("--policy", help="vector-assignment policy")
+    @click.option("--opt", "opt", multiple=True, metavar="NAME=VALUE",
+                  help="any other scenario option")
+    @click.option("--strategy", type=click.Choice(STRATEGIES), default="dpor", show_default=True)
+    @click.option("--bound", default=2, show_default=True, help="preemption bound (bounded)")
+    @click.option("--runs", default=500, show_default=True, help="executions (pct)")
+    @click.option("--depth", default=2, show_default=True, help="bug depth (pct)")
+    @click.option("--seed", default=0, show_default=True, help="random seed (pct)")
+    @click.option("--jobs", default=1, show_default=True, help="processes to explore with")
+    @click.option("--no-reduce", is_flag=True, help="dpor: turn partial-order reduction off")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    def check(scenario: str, protocol, desc_free, policy, opt, strategy, bound, runs, depth,
+              seed, jobs, no_reduce, as_json) -> None:
+        """Explore SCENARIO (a name from `vmdsim scenarios`, or a .py file) for races."""
+        sc = find(scenario)
+        options = _options(opt, protocol=protocol, desc_free=desc_free, policy=policy)
+        program = sc.program(**options)
+        progress, done = _progress(as_json)
+        try:
+            r = explore(program, strategy, bound=bound, runs=runs, depth=depth, seed=seed,
+                        jobs=jobs, reduce=not no_reduce, progress=progress)
+        finally:
+            done()
+        _print_report(r, scenario, options, as_json)
+
+    @main.command()
+    @click.argument("replay_token", metavar="TOKEN")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    def replay(replay_token: str, as_json: bool) -> None:
+        """Re-run one schedule printed by `vmdsim check` and draw it."""
+        from vmdsim.check.render import render
+        from vmdsim.check.schedule import replay as run_schedule
+
+        name, options, schedule = parse_token(replay_token)
+        ex = run_schedule(find(name).program(**options), schedule)
+        if as_json:
+            click.echo(json.dumps({"scenario": name, "options": options, "verdict": ex.verdict,
+                                   "message": str(ex.failure or ""), "steps": len(ex.trace),
+                                   "counterexample": render(ex)}, indent=2))
+            return
+        click.echo(f"verdict: {ex.verdict}")
+        click.echo(render(ex))
+
+    @main.command()
+    def scenarios() -> None:
+        """The built-in scenarios, their options and their known verdicts."""
+        for sc in sorted(builtin().values(), key=lambda s: s.name):
+            click.echo(f"{sc.name}: {sc.summary}")
+            for opt, values in sc.options.items():
+                click.echo(f"    --{opt.replace('_', '-')}: {', '.join(values)}")
+            for combo in sc.combinations():
+                want = sc.expected(combo)
+                if want:
+                    opts = " ".join(f"{k}={v}" for k, v in combo.items())
+                    click.echo(f"    {opts or '(default)'} -> {want}")
+
+
+def _progress(quiet: bool):
+    """A live count of executions on a terminal; nothing otherwise."""
+    if quiet or not sys.stderr.isatty():
+        return None, lambda: None
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                   transient=True)
+    task = bar.add_task("exploring: 0 executions")
+    bar.start()
+    count = [0]
+
+    def tick(ex) -> None:
+        count[0] += 1
+        if count[0] % 25 == 0:
+            bar.update(task, description=f"exploring: {count[0]} executions")
+
+    return tick, bar.stop
