@@ -20,6 +20,8 @@ from vmdsim.hw.regs import (
     PCI_COMMAND_MEMORY,
     PCI_EXP_FLAGS,
     PCI_EXP_FLAGS_SLOT,
+    PCI_EXP_LNKCAP,
+    PCI_EXP_LNKCAP_ASPM_L0S,
     PCI_EXP_SLTCAP,
     PCI_EXP_SLTCAP_HPC,
     PCI_EXP_TYPE_ENDPOINT,
@@ -57,7 +59,8 @@ REG_VS = 0x08
 
 
 class TestEndpoint(PciFunction):
-    """A PCIe endpoint (class NVMe unless told) with MSI-X in BAR0 and a VS register.
+    """A PCIe endpoint (class NVMe unless told) with MSI-X in BAR0 and a VS register; its
+    link supports L0s and L1 unless ``aspm_l0s`` is False.
 
     It records every BAR write that happened while memory decode was on and the
     value was all-ones (sizing with decode enabled: a bug in the OS).
@@ -67,11 +70,14 @@ class TestEndpoint(PciFunction):
 
     def __init__(self, name: str, *, vendor: int = 0x1234, device: int = 0x5678,
                  class_code: int = 0x010802, bars: tuple[Bar, ...] | None = None,
-                 subsystem: tuple[int, int] = (0, 0), aer: bool = True) -> None:
+                 subsystem: tuple[int, int] = (0, 0), aer: bool = True,
+                 aspm_l0s: bool = True) -> None:
         bars = bars if bars is not None else (Bar(0, 0x4000),)
         super().__init__(name, vendor, device, class_code, bars=bars, subsystem=subsystem,
                          interrupt_pin=1)
-        self.add_pcie_capability(PCI_EXP_TYPE_ENDPOINT, ltr=True)
+        pos = self.add_pcie_capability(PCI_EXP_TYPE_ENDPOINT, ltr=True)
+        if not aspm_l0s:  # a link end that supports only L1
+            self.cfg.hw_clear(pos + PCI_EXP_LNKCAP, 4, PCI_EXP_LNKCAP_ASPM_L0S)
         if 0 in self.bars and self.bars[0].size >= 0x4000:
             self.msix = MsixCapability(self, 4, 0, 0x2000)
         if aer:

@@ -6,7 +6,8 @@ One module per Linux file: ``access`` (pci_ops and config accessors),
 of probe.c), ``setup_bus`` and ``setup_res`` (window sizing, resource
 assignment), ``resource`` (the resource tree), ``driver`` (pci_driver,
 matching, binding), ``remove``, ``pci`` (enable/disable, capabilities,
-regions, iomap, bus reset), ``bus``, ``x86`` (MMCONFIG, the ACPI root bridge,
+regions, iomap, bus reset), ``aspm`` (link power states a driver asks for),
+``bus``, ``x86`` (MMCONFIG, the ACPI root bridge,
 the firmware-resource survey), ``pci_h`` (the structures) and ``device``
 (struct device and devres). ``msi`` belongs to the IRQ core.
 
@@ -75,6 +76,13 @@ from vmdsim.kernel.pci.access import (
     pcie_capability_set_word,
     pcie_capability_write_dword,
     pcie_capability_write_word,
+)
+from vmdsim.kernel.pci.aspm import (
+    PCIE_LINK_STATE_ALL,
+    PCIE_LINK_STATE_L0S,
+    PCIE_LINK_STATE_L1,
+    pci_enable_link_state,
+    pci_enable_link_state_locked,
 )
 from vmdsim.kernel.pci.bus import (
     pci_add_resource,
@@ -266,6 +274,9 @@ __all__ = [
     "PCIBIOS_DEVICE_NOT_FOUND",
     "PCIBIOS_FUNC_NOT_SUPPORTED",
     "PCIBIOS_SUCCESSFUL",
+    "PCIE_LINK_STATE_ALL",
+    "PCIE_LINK_STATE_L0S",
+    "PCIE_LINK_STATE_L1",
     "PCI_ANY_ID",
     "PCI_BRIDGE_MEM_WINDOW",
     "PCI_BRIDGE_PREF_MEM_WINDOW",
@@ -340,6 +351,8 @@ __all__ = [
     "pci_driver",
     "pci_enable_device",
     "pci_enable_device_mem",
+    "pci_enable_link_state",
+    "pci_enable_link_state_locked",
     "pci_find_capability",
     "pci_find_ext_capability",
     "pci_find_host_bridge",
