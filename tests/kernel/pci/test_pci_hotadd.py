@@ -6,6 +6,7 @@ from pci_testbed import NVME_VS, REG_VS, TestEndpoint, machine, new_kernel, root
 
 from vmdsim.hw.fabric import RootComplex
 from vmdsim.hw.regs import (
+    PCI_COMMAND,
     PCI_INTERRUPT_LINE,
     PCI_MEMORY_BASE,
     PCI_MSIX_FLAGS,
@@ -18,6 +19,7 @@ from vmdsim.kernel.pci import (
     pci_assign_unassigned_bridge_resources,
     pci_bus_add_devices,
     pci_driver,
+    pci_enable_device,
     pci_iomap,
     pci_name,
     pci_read_config_byte,
@@ -27,6 +29,7 @@ from vmdsim.kernel.pci import (
     pci_reset_bus,
     pci_resource_start,
     pci_scan_slot,
+    pci_set_master,
     pci_walk_bus,
     pci_write_config_byte,
     pci_write_config_word,
@@ -69,6 +72,9 @@ def test_secondary_bus_reset_restores_the_saved_config_of_devices_below():
     k = new_kernel()
     boot(k, machine(rc))
     dev = k.pci.pci_get_domain_bus_and_slot(0, 1, 0)
+    assert pci_enable_device(dev) == 0
+    pci_set_master(dev)
+    _, cmd = pci_read_config_word(dev, PCI_COMMAND)
     pci_write_config_byte(dev, PCI_INTERRUPT_LINE, 0x5A)
     bar = ep.bar_address(0)
     flags = dev.msix_cap + PCI_MSIX_FLAGS
@@ -77,6 +83,8 @@ def test_secondary_bus_reset_restores_the_saved_config_of_devices_below():
     assert not pci_read_config_word(dev, flags)[1] & PCI_MSIX_FLAGS_ENABLE  # really reset
     assert pci_read_config_byte(dev, PCI_INTERRUPT_LINE) == (0, 0x5A)
     assert ep.bar_address(0) == bar == pci_resource_start(dev, 0)
+    assert pci_read_config_word(dev, PCI_COMMAND) == (0, cmd)  # decode and mastering back
+    assert ep.memory_enabled and ep.bus_master_enabled
 
 
 def test_walk_bus_visits_a_bridge_before_its_children_and_can_stop():

@@ -83,6 +83,7 @@ from vmdsim.kernel.pci.pci_h import (
 from vmdsim.kernel.pci.resource import (
     EBUSY,
     EINVAL,
+    ENOTTY,
     IORESOURCE_IO,
     IORESOURCE_MEM,
     IORESOURCE_UNSET,
@@ -525,7 +526,8 @@ def pci_restore_state(dev: pci_dev) -> None:
             pcie_capability_write_word(dev, pos, val)
     saved = dev.saved_config_space
     if dev.hdr_type == PCI_HEADER_TYPE_NORMAL:
-        order = list(range(10, 16)) + list(range(4, 10)) + list(range(0, 4))
+        # Each range from its end down, BARs (4-9) before the command register.
+        order = list(range(15, 9, -1)) + list(range(9, 3, -1)) + list(range(3, -1, -1))
     else:
         order = list(range(15, -1, -1))
     for i in order:
@@ -564,14 +566,13 @@ def pci_reset_bus(dev: pci_dev) -> int:
     every device below it."""
     bridge = dev.bus.self
     if bridge is None:
-        return -25  # -ENOTTY: a root bus cannot be reset this way
+        return -ENOTTY  # a root bus cannot be reset this way
     devs = _bus_devices(dev.bus)
     for d in devs:
+        # pci_dev_save_and_disable: save, then clear the command register except
+        # INTx Disable, so no decode, no DMA and no MSI until the state is restored.
         pci_save_state(d)
-        if pci_is_enabled(d):
-            # pci_dev_save_and_disable: quiesce before the reset
-            _, cmd = pci_read_config_word(d, PCI_COMMAND)
-            pci_write_config_word(d, PCI_COMMAND, cmd & ~PCI_COMMAND_MASTER)
+        pci_write_config_word(d, PCI_COMMAND, PCI_COMMAND_INTX_DISABLE)
     pci_bridge_secondary_bus_reset(bridge)
     for d in devs:
         pci_restore_state(d)
