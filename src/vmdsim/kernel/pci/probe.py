@@ -371,7 +371,7 @@ def pci_scan_bridge_extend(bus: pci_bus, dev: pci_dev, max_: int, available_buse
     secondary = (buses >> 8) & 0xFF
     subordinate = (buses >> 16) & 0xFF
     broken = False
-    if not primary and primary != bus.number and secondary:
+    if not primary and primary != bus.number and secondary and subordinate:
         pci_info(dev, "Primary bus is hard wired to 0")
         primary = bus.number
     if not pass_ and (primary != bus.number or secondary <= bus.number
