@@ -137,11 +137,12 @@ def firmware(rc: RootComplex) -> RootComplex:
     return rc
 
 
-def make_domain_or_none(k: Kernel, vmd_dev):
+def make_domain_or_none(k: Kernel, vmd_dev, busn_start: int = 0):
     """What ``vmd_enable_domain`` does with the core's API (no MSI, no reset, no quirks):
-    a root bus in domain 0x10000 whose config cycles go through the VMD's CFGBAR, with
-    MEMBAR1 and MEMBAR2 (past the MSI-X table) as its windows; scanned, assigned, added.
-    Returns (root bus, CFGBAR mapping), or None when memory runs out (nothing kept)."""
+    a root bus numbered ``busn_start`` in domain 0x10000 whose config cycles go through
+    the VMD's CFGBAR (bus ``busn_start`` at offset 0), with MEMBAR1 and MEMBAR2 (past the
+    MSI-X table) as its windows; scanned, assigned, added. Returns (root bus, CFGBAR
+    mapping), or None when memory runs out (nothing kept)."""
     if pci_enable_device(vmd_dev):
         return None
     cfgbar = pci_iomap(vmd_dev, 0)
@@ -150,7 +151,7 @@ def make_domain_or_none(k: Kernel, vmd_dev):
         return None
 
     def map_bus(bus, devfn, where):
-        off = (bus.number << 20) | (devfn << 12) | where
+        off = ((bus.number - busn_start) << 20) | (devfn << 12) | where
         if off + 4 > pci_resource_len(vmd_dev, 0):
             return None
         return cfgbar + off
@@ -161,7 +162,8 @@ def make_domain_or_none(k: Kernel, vmd_dev):
     # Embedded in struct vmd_dev in Linux: not separately allocated.
     keep = ~(IORESOURCE_SIZEALIGN | IORESOURCE_MEM_64)
     res = [
-        resource("VMD CFGBAR", 0, nbus - 1, IORESOURCE_BUS | IORESOURCE_PCI_FIXED),
+        resource("VMD CFGBAR", busn_start, busn_start + nbus - 1,
+                 IORESOURCE_BUS | IORESOURCE_PCI_FIXED),
         resource("VMD MEMBAR1", pci_resource_start(vmd_dev, 2), vmd_dev.resource[2].end,
                  vmd_dev.resource[2].flags & keep, vmd_dev.resource[2]),
         resource("VMD MEMBAR2", pci_resource_start(vmd_dev, 4) + 0x2000,
@@ -173,7 +175,7 @@ def make_domain_or_none(k: Kernel, vmd_dev):
     pci_add_resource_offset(resources, res[1], 0)
     pci_add_resource_offset(resources, res[2], 0)
     sd = pci_sysdata(domain=DOMAIN, vmd_dev=vmd_dev)
-    bus = pci_create_root_bus(k, vmd_dev.dev, 0, ops, sd, resources)
+    bus = pci_create_root_bus(k, vmd_dev.dev, busn_start, ops, sd, resources)
     if bus is None:
         pci_iounmap(vmd_dev, cfgbar)
         pci_disable_device(vmd_dev)

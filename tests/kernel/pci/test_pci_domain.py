@@ -21,6 +21,7 @@ from pci_testbed import (
 )
 
 from vmdsim.hw.fabric import RootComplex
+from vmdsim.hw.firmware import bios_assign_resources
 from vmdsim.hw.vmd import Vmd
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.io import readl
@@ -55,8 +56,6 @@ def test_a_vmd_domain_scans_through_its_own_ops_and_dma_comes_from_the_vmd():
     for slot in range(2):
         vmd.hidden_bus.attach(root_port(rc, f"vrp{slot}"), slot).secondary.attach(
             TestEndpoint(f"vnvme{slot}"))
-    from vmdsim.hw.firmware import bios_assign_resources
-
     bios_assign_resources(rc)
     k = new_kernel()
     boot(k, machine(rc))
@@ -86,6 +85,26 @@ def test_a_vmd_domain_scans_through_its_own_ops_and_dma_comes_from_the_vmd():
     pci_remove_root_bus(bus)
     assert k.pci.domains() == [0]
     assert {id(o) for o in k.mem.leaks(owner="pci")} == before
+
+
+def test_a_domain_whose_buses_start_at_224_numbers_its_buses_inside_its_range():
+    """A VMD with bus restriction 2: the domain's buses are e0-ff (32 MiB of CFGBAR)."""
+    rc = RootComplex()
+    vmd = rc.root_bus.attach(Vmd("vmd0", aborts=rc.aborts, device_id=0x28C0,
+                                 bus_restriction=2, cfgbar_size=32 << 20), 0x0E)
+    for slot in range(2):
+        vmd.hidden_bus.attach(root_port(rc, f"vrp{slot}"), slot).secondary.attach(
+            TestEndpoint(f"vnvme{slot}"))
+    bios_assign_resources(rc)
+    k = new_kernel()
+    boot(k, machine(rc))
+    bus, _ = make_domain_or_none(k, k.pci.devices[0], busn_start=0xE0)
+    assert [pci_name(d) for d in k.pci.lspci(DOMAIN)] == [
+        "10000:e0:00.0", "10000:e0:01.0", "10000:e1:00.0", "10000:e2:00.0"]
+    assert (bus.number, bus.busn_res.start, bus.busn_res.end) == (0xE0, 0xE0, 0xFF)
+    assert [(c.busn_res.start, c.busn_res.end) for c in bus.children] == [(0xE1, 0xE1),
+                                                                           (0xE2, 0xE2)]
+    assert k.pci.pci_find_bus(DOMAIN, 0xE2).devices[0].vendor == 0x1234
 
 
 def test_a_broken_pci_ops_is_named_with_the_access_it_failed():
