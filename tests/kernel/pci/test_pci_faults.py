@@ -25,18 +25,27 @@ from vmdsim.kernel.boot import BootError, boot
 from vmdsim.kernel.pci import (
     PCI_DEVICE,
     devm_kzalloc,
+    for_each_pci_bridge,
+    pci_assign_unassigned_bridge_resources,
+    pci_bus_add_devices,
     pci_driver,
+    pci_hp_add_bridge,
     pci_is_enabled,
+    pci_lock_rescan_remove,
     pci_register_driver,
     pci_release_mem_regions,
     pci_remove_root_bus,
     pci_request_mem_regions,
+    pci_scan_slot,
+    pci_stop_and_remove_bus_device_locked,
     pci_stop_root_bus,
+    pci_unlock_rescan_remove,
     pci_unregister_driver,
     pcim_enable_device,
     pcim_iomap,
 )
 from vmdsim.kernel.pci.resource import ENOMEM, IORESOURCE_BUSY, walk
+from vmdsim.kernel.pci.subsys import pci_subsys
 
 MAX_RUNS = 2000
 
@@ -183,3 +192,37 @@ def test_a_new_root_bus_in_its_own_domain_fails_cleanly_at_any_allocation():
     # Only creating and scanning the bus allocates: a failure loses the domain, a port
     # (with its drive) or a drive, never nothing.
     assert outcomes == {"no domain", "2 devices", "3 devices"}
+
+
+def test_a_hot_added_card_meets_allocation_failure_anywhere_cleanly():
+    """What pciehp does when a card with a switch on it appears: scan the slot, number
+    and scan the bridges found, assign, add; then remove it again."""
+
+    def run(n: int) -> bool:
+        rc = RootComplex()
+        hp = rc.root_bus.attach(root_port(rc, "hp", hotplug=True), 0x1C)
+        k = new_kernel()
+        pci_subsys(k).pci_hotplug_bus_size = 2  # pci=hpbussize=2: room for the switch
+        boot(k, machine(rc))
+        port = k.pci.pci_get_domain_bus_and_slot(0, 0, 0x1C << 3)
+        before = {id(o) for o in k.mem.leaks(owner="pci")}
+        sw = hp.secondary.attach(PciBridge("sw", 0x10B5, 0x8747, aborts=rc.aborts))
+        sw.secondary.attach(TestEndpoint("hot"))
+        k.mem.fail_nth(n)
+        pci_lock_rescan_remove(k)
+        found = pci_scan_slot(port.subordinate, 0)
+        for bridge in for_each_pci_bridge(port.subordinate):
+            pci_hp_add_bridge(bridge)
+        pci_assign_unassigned_bridge_resources(port)
+        pci_bus_add_devices(port.subordinate)
+        pci_unlock_rescan_remove(k)
+        k.mem.fail_nth(None)
+        if not k.mem.failed:
+            assert found == 1 and len(k.pci.devices) == 3
+            return False
+        for dev in list(port.subordinate.devices):
+            pci_stop_and_remove_bus_device_locked(dev)
+        assert {id(o) for o in k.mem.leaks(owner="pci")} == before, n
+        return True
+
+    assert walk_failures(run) > 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pci_testbed import NVME_VS, REG_VS, TestEndpoint, machine, new_kernel, root_port
 
+from vmdsim.hw.bridge import PciBridge
 from vmdsim.hw.fabric import RootComplex
 from vmdsim.hw.regs import (
     PCI_COMMAND,
@@ -16,11 +17,14 @@ from vmdsim.kernel.boot import boot
 from vmdsim.kernel.io import readl
 from vmdsim.kernel.pci import (
     PCI_DEVICE,
+    for_each_pci_bridge,
     pci_assign_unassigned_bridge_resources,
     pci_bus_add_devices,
     pci_driver,
     pci_enable_device,
+    pci_hp_add_bridge,
     pci_iomap,
+    pci_lock_rescan_remove,
     pci_name,
     pci_read_config_byte,
     pci_read_config_dword,
@@ -30,11 +34,13 @@ from vmdsim.kernel.pci import (
     pci_resource_start,
     pci_scan_slot,
     pci_set_master,
+    pci_unlock_rescan_remove,
     pci_walk_bus,
     pci_write_config_byte,
     pci_write_config_word,
     pcim_enable_device,
 )
+from vmdsim.kernel.pci.subsys import pci_subsys
 
 
 def test_a_card_added_after_boot_fits_the_window_reserved_for_the_slot():
@@ -100,3 +106,43 @@ def test_walk_bus_visits_a_bridge_before_its_children_and_can_stop():
     first = []
     pci_walk_bus(root, lambda dev, acc: acc.append(pci_name(dev)) or len(acc) == 2, first)
     assert first == seen[:2]
+
+
+def hot_add_switch(hpbussize):
+    rc = RootComplex()
+    hp = rc.root_bus.attach(root_port(rc, "hp", hotplug=True), 0x1C)
+    k = new_kernel()
+    pci_subsys(k).pci_hotplug_bus_size = hpbussize  # pci=hpbussize=
+    boot(k, machine(rc))
+    seen = []
+
+    def probe(dev, id):
+        assert pcim_enable_device(dev) == 0
+        seen.append((pci_name(dev), readl(pci_iomap(dev, 0) + REG_VS)))
+        return 0
+
+    pci_register_driver(k, pci_driver("nvme", [PCI_DEVICE(0x1234, 0x5678)], probe=probe))
+    port = k.pci.pci_get_domain_bus_and_slot(0, 0, 0x1C << 3)
+    sw = hp.secondary.attach(PciBridge("sw", 0x10B5, 0x8747, aborts=rc.aborts))
+    sw.secondary.attach(TestEndpoint("hot"))
+    # what pciehp_configure_device does
+    pci_lock_rescan_remove(k)
+    assert pci_scan_slot(port.subordinate, 0) == 1
+    rets = [pci_hp_add_bridge(b) for b in for_each_pci_bridge(port.subordinate)]
+    pci_assign_unassigned_bridge_resources(port)
+    pci_bus_add_devices(port.subordinate)
+    pci_unlock_rescan_remove(k)
+    return k, port, sw, rets, seen
+
+
+def test_a_hot_added_switch_gets_the_spare_bus_numbers_of_its_slot():
+    k, port, sw, rets, seen = hot_add_switch(2)
+    assert port.subordinate.busn_res.start == 1 and port.subordinate.busn_res.end == 2
+    assert rets == [0] and (sw.secondary_bus, sw.subordinate_bus) == (2, 2)
+    assert seen == [("0000:02:00.0", NVME_VS)]
+
+
+def test_a_hot_added_switch_finds_no_bus_number_when_the_slot_has_none_spare():
+    k, port, sw, rets, seen = hot_add_switch(1)  # the default: one bus per hot-plug port
+    assert rets == [-1] and seen == []
+    assert "pci 0000:01:00.0: No bus number available for hot-added bridge" in k.pci.dmesg

@@ -82,7 +82,13 @@ from vmdsim.kernel.pci.resource import (
     request_resource_conflict,
     resource,
 )
-from vmdsim.kernel.pci.subsys import PCIE_BUS_DEFAULT, PCIE_BUS_TUNE_OFF, pci_info, pci_subsys
+from vmdsim.kernel.pci.subsys import (
+    PCIE_BUS_DEFAULT,
+    PCIE_BUS_TUNE_OFF,
+    pci_err,
+    pci_info,
+    pci_subsys,
+)
 
 # -- allocation and release of the core's objects ------------------------------------------
 
@@ -494,6 +500,26 @@ def pci_scan_child_bus_extend(bus: pci_bus, available_buses: int) -> int:
 
 def pci_scan_child_bus(bus: pci_bus) -> int:
     return pci_scan_child_bus_extend(bus, 0)
+
+
+def pci_hp_add_bridge(dev: pci_dev) -> int:
+    """Give a hot-added bridge bus numbers and scan behind it (pciehp calls this for each
+    bridge it finds in a new card); 0, or -1 when no bus number is free or the bus behind
+    it could not be created."""
+    parent = dev.bus
+    start, end = parent.busn_res.start, parent.busn_res.end
+    busnr = start
+    while busnr <= end and parent.k.pci.pci_find_bus(parent.domain_nr, busnr) is not None:
+        busnr += 1
+    if busnr > end:
+        pci_err(dev, "No bus number available for hot-added bridge")
+        return -1
+    busnr -= 1
+    # Keep firmware's numbers if it configured the bridge, else assign; spare buses go to
+    # the new bridge so a chain of hot-plug bridges can grow later.
+    busnr = pci_scan_bridge_extend(parent, dev, busnr, 0, 0)
+    pci_scan_bridge_extend(parent, dev, busnr, end - busnr, 1)
+    return 0 if dev.subordinate is not None else -1
 
 
 def pci_lock_rescan_remove(k: Any) -> None:
