@@ -1,0 +1,1 @@
+"""What a kernel engineer looks at: lspci, /proc/interrupts, load tables, plots."""
