@@ -75,9 +75,9 @@ from vmdsim.kernel.pci.resource import (
     ENOMEM,
     IORESOURCE_BUS,
     IORESOURCE_PCI_FIXED,
+    OWNER,
     adjust_resource,
     format_resource,
-    kzalloc_obj,
     release_resource,
     request_resource_conflict,
     resource,
@@ -96,11 +96,11 @@ from vmdsim.kernel.pci.subsys import (
 def pci_alloc_dev(bus: pci_bus) -> pci_dev | None:
     """A new ``pci_dev`` on ``bus`` with its resource slots; None when memory runs out."""
     k = bus.k
-    dev = kzalloc_obj(k, pci_dev, bus)
+    dev = k.mem.kzalloc(pci_dev, bus, owner=OWNER)
     if dev is None:
         return None
     for _ in range(PCI_NUM_RESOURCES):
-        r = kzalloc_obj(k, resource)
+        r = k.mem.kzalloc(resource, owner=OWNER)
         if r is None:
             pci_release_dev(dev)
             return None
@@ -117,10 +117,10 @@ def pci_release_dev(dev: pci_dev) -> None:
 
 
 def pci_alloc_bus(k: Any, parent: pci_bus | None) -> pci_bus | None:
-    b = kzalloc_obj(k, pci_bus, k, parent)
+    b = k.mem.kzalloc(pci_bus, k, parent, owner=OWNER)
     if b is None:
         return None
-    busn = kzalloc_obj(k, resource, "", 0, 0, 0)
+    busn = k.mem.kzalloc(resource, "", 0, 0, 0, owner=OWNER)
     if busn is None:
         k.mem.kfree(b)
         return None
@@ -140,7 +140,7 @@ def pci_release_bus(bus: pci_bus) -> None:
 
 def pci_alloc_host_bridge(k: Any) -> pci_host_bridge | None:
     pci_subsys(k)
-    return kzalloc_obj(k, pci_host_bridge, k)
+    return k.mem.kzalloc(pci_host_bridge, k, owner=OWNER)
 
 
 def pci_free_host_bridge(bridge: pci_host_bridge) -> None:

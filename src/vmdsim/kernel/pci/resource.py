@@ -70,16 +70,11 @@ ETIMEDOUT = 110
 EPROBE_DEFER = 517
 
 RESOURCE_MAX = (1 << 64) - 1
-OWNER = "pci"  # k.mem owner of every PCI-core object
+OWNER = "pci"  # k.mem owner of every PCI-core object (k.mem.kzalloc(..., owner=OWNER))
 
 
 class ResourceError(VmdsimError):
     """A misuse of the resource tree that Linux would WARN about (a kernel bug)."""
-
-
-def kzalloc_obj(k, cls, *args, owner: str = OWNER, **kw):
-    """Allocate a kernel object for the PCI core; None when allocation fails (Linux: NULL)."""
-    return k.mem.kzalloc(cls, *args, owner=owner, **kw)
 
 
 class resource(KObject):
@@ -368,7 +363,7 @@ def __request_region(k, parent: resource, start: int, n: int, name: str,
 
     Returns the new busy resource, or None when the range is taken (or memory ran out).
     """
-    res = kzalloc_obj(k, resource, name, start, start + n - 1)
+    res = k.mem.kzalloc(resource, name, start, start + n - 1, owner=OWNER)
     if res is None:
         return None
     while True:

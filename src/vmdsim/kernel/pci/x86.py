@@ -49,9 +49,9 @@ from vmdsim.kernel.pci.resource import (
     IORESOURCE_PCI_FIXED,
     IORESOURCE_UNSET,
     IORESOURCE_WINDOW,
+    OWNER,
     format_resource,
     insert_resource,
-    kzalloc_obj,
     release_resource,
     resource,
     resource_size,
@@ -91,7 +91,7 @@ def pci_mmconfig_add(k: Any, segment: int, start: int, end: int,
     """Add an ECAM region: allocate it, map it (``pci_mmcfg_arch_map``) and reserve it in
     the iomem tree; None when memory runs out (nothing is left behind)."""
     sub = pci_subsys(k)
-    cfg = kzalloc_obj(k, pci_mmcfg_region, segment, start, end, addr, owner="pci-mmcfg")
+    cfg = k.mem.kzalloc(pci_mmcfg_region, segment, start, end, addr, owner="pci-mmcfg")
     if cfg is None:
         return None
     res = cfg.res
@@ -291,13 +291,15 @@ def pci_acpi_scan_root(k: Any, domain: int, bus_range: tuple[int, int],
         owned.clear()
 
     resources: list[resource_entry] = []
-    busn = kzalloc_obj(k, resource, name, bus_range[0], bus_range[1], IORESOURCE_BUS)
+    busn = k.mem.kzalloc(resource, name, bus_range[0], bus_range[1], IORESOURCE_BUS,
+                         owner=OWNER)
     if busn is None:
         return None
     owned.append(busn)
     pci_add_resource(resources, busn)
     for start, end in windows:
-        r = kzalloc_obj(k, resource, name, start, end, IORESOURCE_MEM | IORESOURCE_WINDOW)
+        r = k.mem.kzalloc(resource, name, start, end, IORESOURCE_MEM | IORESOURCE_WINDOW,
+                          owner=OWNER)
         if r is None:
             free_owned()
             return None
