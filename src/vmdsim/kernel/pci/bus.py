@@ -26,6 +26,7 @@ from vmdsim.kernel.pci.resource import (
     IORESOURCE_DISABLED,
     IORESOURCE_PREFETCH,
     IORESOURCE_TYPE_BITS,
+    IORESOURCE_UNSET,
     RESOURCE_MAX,
     AlignF,
     allocate_resource,
@@ -108,8 +109,8 @@ def pci_bus_alloc_from_region(bus: pci_bus, res: resource, size: int, align: int
     type_mask |= IORESOURCE_TYPE_BITS
     for r in pci_bus_for_each_resource(bus):
         min_used = min_
-        if r.flags & IORESOURCE_DISABLED:
-            continue
+        if r.flags & (IORESOURCE_DISABLED | IORESOURCE_UNSET):
+            continue  # a window with no address (yet) holds nothing
         if (res.flags ^ r.flags) & type_mask:
             continue
         # A non-prefetchable resource cannot live in a prefetchable window.
