@@ -108,3 +108,22 @@ def test_several_processes_give_the_same_verdict_and_counts(strategy, wait):
     two = explore(miniature(wait), strategy, runs=40, seed=3, minimize=False, jobs=2)
     assert (two.verdict, two.stats) == (one.verdict, one.stats)
     assert two.schedule == one.schedule
+
+
+def test_a_snapshot_copy_delivers_interrupts_to_its_own_kernel():
+    # The explorer deep-copies the post-setup world; the interrupt controller's sink
+    # must follow the copy, or a copied machine would interrupt the original kernel.
+    import copy
+
+    from vmdsim.hw.machine import Machine
+    from vmdsim.kernel.boot import boot
+
+    m = Machine.load()
+    k = Kernel(m.ncpus)
+    boot(k, m)
+    world = copy.deepcopy(SimpleNamespace(k=k, m=m))
+    seen = []
+    world.k.sched.handle_irq = lambda v: seen.append(v)
+    k.sched.handle_irq = lambda v: seen.append(("original", v))
+    world.m.rc.apic.message(0xFEE00000, 0x40)
+    assert seen == [0x40]

@@ -84,7 +84,9 @@ def boot(k: Any, machine: Any, *, native: dict[str, bool] | None = None) -> pci_
 def _boot_on_bsp(k: Any, rc: Any, native: dict[str, bool] | None) -> pci_bus:
     k.io = IoSpace(k, rc)
     # Look the scheduler up per interrupt: the explorer replaces k.sched after boot.
-    rc.apic.attach(lambda cpu, vector: k.sched.raise_irq(cpu, vector))
+    # A bound method, not a closure: it follows the kernel through a deep copy (the
+    # explorer's snapshots) and looks the scheduler up per message (it is replaced).
+    rc.apic.attach(k.raise_irq)
     sub = pci_subsys(k)
     cfg = pci_mmconfig_add(k, 0, ECAM_BUSES[0], ECAM_BUSES[1], rc.mmconfig_base)
     if cfg is None:

@@ -47,6 +47,10 @@ class Kernel:
         """``with k.on_cpu(0):`` — the body runs as a task on that CPU."""
         return self.sched.task(cpu, name)
 
+    def raise_irq(self, cpu: int, vector: int) -> None:
+        """The interrupt controller's sink: ``vector`` requested on ``cpu``."""
+        self.sched.raise_irq(cpu, vector)
+
     def install_scheduler(self, sched: Scheduler) -> None:
         """Replace the scheduler (the explorer installs a controlled one after setup)."""
         if hasattr(sched, "adopt"):
