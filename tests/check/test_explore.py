@@ -127,3 +127,18 @@ def test_a_snapshot_copy_delivers_interrupts_to_its_own_kernel():
     k.sched.handle_irq = lambda v: seen.append(("original", v))
     world.m.rc.apic.message(0xFEE00000, 0x40)
     assert seen == [0x40]
+
+
+def test_a_world_tied_to_its_original_by_a_closure_is_set_up_again_instead():
+    from vmdsim.check.program import World
+
+    def setup():
+        k = Kernel(1)
+        box = {"n": 0}
+        k.bump = lambda: box.__setitem__("n", box["n"] + 1)  # closes over box
+        return SimpleNamespace(k=k, box=box)
+
+    prog = Program("closure", setup, lambda w: [])
+    assert not World(prog).copies
+    plain = Program("plain", lambda: SimpleNamespace(k=Kernel(1), box={"n": 0}), lambda w: [])
+    assert World(plain).copies

@@ -19,6 +19,8 @@ by raising :class:`Violation`.
 from __future__ import annotations
 
 import copy
+import gc
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,6 +86,8 @@ class World:
             self._copy = copy.deepcopy(self._template)
         except Exception:  # noqa: BLE001 - some worlds hold things deepcopy refuses
             self._copy = None
+        if self._copy is not None and shares_state(self._template, self._copy):
+            self._copy = None  # a closure would tie the copy to the original
         self.copies = self._copy is not None
 
     def fresh(self) -> Any:
@@ -96,6 +100,46 @@ class World:
             world = self.program.setup()
         reset_serials(self._after)
         return world
+
+
+_ATOMS = (type, types.ModuleType, types.CodeType, str, bytes, int, float, bool,
+          type(None), types.BuiltinFunctionType)
+
+
+def _reachable(root: Any) -> dict[int, Any]:
+    """Objects reachable from ``root``, following closures but not module globals."""
+    seen: dict[int, Any] = {}
+    todo = [root]
+    while todo:
+        obj = todo.pop()
+        if isinstance(obj, _ATOMS) or id(obj) in seen:
+            continue
+        seen[id(obj)] = obj
+        if isinstance(obj, types.FunctionType):
+            todo.extend(c.cell_contents for c in obj.__closure__ or () if _filled(c))
+            todo.extend(obj.__defaults__ or ())
+            todo.extend((obj.__kwdefaults__ or {}).values())
+        else:
+            todo.extend(gc.get_referents(obj))
+    return seen
+
+
+def _filled(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018
+    except ValueError:
+        return False
+    return True
+
+
+def shares_state(template: Any, clone: Any) -> bool:
+    """True if anything reachable from ``clone`` is also reachable from ``template``
+    and mutable — what deepcopy leaves shared through a function's closure."""
+    original = _reachable(template)
+    for key, obj in _reachable(clone).items():
+        if key in original and not isinstance(obj, (types.FunctionType, tuple, frozenset)):
+            return True
+    return False
 
 
 def run_once(program: Program, world_source: World, chooser: Chooser) -> Execution:

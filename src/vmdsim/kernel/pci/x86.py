@@ -268,6 +268,19 @@ def pcibios_resource_survey_bus(bus: pci_bus) -> None:
 _OSC_FEATURES = ("aer", "pcie_hotplug", "shpc_hotplug", "pme", "ltr", "dpc")
 
 
+def _free_root_resources(k: Any, owned: list[resource]) -> None:
+    for r in owned:
+        if r.parent is not None:
+            release_resource(r)
+        k.mem.kfree(r)
+    owned.clear()
+
+
+def acpi_pci_root_release_info(bridge: Any) -> None:
+    """Free the windows and bus range the ACPI root created (the host bridge's release)."""
+    _free_root_resources(bridge.k, bridge.release_data)
+
+
 def pci_acpi_scan_root(k: Any, domain: int, bus_range: tuple[int, int],
                        windows: list[tuple[int, int]], *, native: dict[str, bool] | None = None,
                        ops: pci_ops | None = None) -> pci_bus | None:
@@ -283,12 +296,8 @@ def pci_acpi_scan_root(k: Any, domain: int, bus_range: tuple[int, int],
     name = f"PCI Bus {domain:04x}:{bus_range[0]:02x}"
     owned: list[resource] = []
 
-    def free_owned(_bridge: Any = None) -> None:
-        for r in owned:
-            if r.parent is not None:
-                release_resource(r)
-            k.mem.kfree(r)
-        owned.clear()
+    def free_owned() -> None:
+        _free_root_resources(k, owned)
 
     resources: list[resource_entry] = []
     busn = k.mem.kzalloc(resource, name, bus_range[0], bus_range[1], IORESOURCE_BUS,
@@ -318,7 +327,10 @@ def pci_acpi_scan_root(k: Any, domain: int, bus_range: tuple[int, int],
     host = bus.bridge
     for flag, granted in (native or {}).items():
         setattr(host, f"native_{flag}", bool(granted))
-    host.release_fn = free_owned
+    # pci_set_host_bridge_release(): a plain function and its data, no closure, so the
+    # host bridge survives a deep copy (the explorer's snapshots) intact.
+    host.release_fn = acpi_pci_root_release_info
+    host.release_data = owned
     sub.printk(f"ACPI: PCI Root Bridge [PCI{domain}] (domain {domain:04x} "
                f"[bus {bus_range[0]:02x}-{bus_range[1]:02x}])")
     pci_scan_child_bus(bus)
