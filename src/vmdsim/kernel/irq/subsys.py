@@ -1,0 +1,66 @@
+"""``k.irq``: the generic IRQ layer's state for one kernel, and its methods.
+
+What Linux keeps in globals lives here: the descriptor table and its lock,
+the domain list, the x86 vector matrix and per-CPU ``vector_irq`` tables, the
+MSI data of each device, the log lines the IRQ code prints, and two model
+switches:
+
+``desc_free``: ``"rcu"`` (default, Linux since 4.14) or ``"immediate"``
+    how ``irq_free_descs`` frees a descriptor (see ``irqdesc``).
+``hardirq_rcu_reader``: True (default, Linux since 4.20) or False
+    whether the x86 interrupt entry counts as an RCU read-side section.
+
+The methods, with Linux's names, come from one mixin per Linux file:
+``irqdesc`` (``irq_to_desc``, ``irq_alloc_descs``, ``irq_free_descs``,
+``generic_handle_irq``), ``chip`` (``irq_set_chip_and_handler``,
+``irq_set_chained_handler_and_data``, ``irq_get_chip_data``...), ``manage``
+(``request_irq``, ``free_irq``, ``synchronize_irq``, ``disable_irq``,
+``enable_irq``, ``irq_set_affinity``, ``devm_request_irq``), ``irqdomain``
+(``irq_domain_free_irqs``, the fwnode allocators) and ``x86_vector``
+(``common_interrupt``, which is ``k.sched.handle_irq``).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from vmdsim.kernel.irq.chip import ChipMixin
+from vmdsim.kernel.irq.irqdesc import DescTableMixin, sparse_irqs
+from vmdsim.kernel.irq.irqdomain import DomainMixin, irq_domain
+from vmdsim.kernel.irq.manage import ManageMixin
+from vmdsim.kernel.irq.proc import ExtraColumn, show_interrupts
+from vmdsim.kernel.irq.x86_vector import X86VectorMixin, x86_vector_domain_init
+from vmdsim.kernel.locking import mutex, raw_spinlock_t
+
+LOG_LINES = 4096
+X86_DYNIRQ_BASE = 24  # the first IRQ above the IO-APIC's 24 GSIs (arch_dynirq_lower_bound)
+
+
+class IrqSubsystem(DescTableMixin, ChipMixin, ManageMixin, DomainMixin, X86VectorMixin):
+    """The IRQ core of one kernel (``k.irq``)."""
+
+    def __init__(self, k: Any) -> None:
+        k.irq = self  # the domains created below look their kernel's IRQ core up
+        self.k = k
+        self._desc_free = "rcu"
+        self.hardirq_rcu_reader = True
+        self.sparse_irqs = sparse_irqs()
+        self.sparse_irq_lock = mutex("sparse_irq_lock")
+        self.dynirq_base = X86_DYNIRQ_BASE
+        self.irq_domain_list: list[irq_domain] = []
+        self.irq_domain_mutex = mutex("irq_domain_mutex")
+        self.vector_lock = raw_spinlock_t("vector_lock")
+        self.spurious_vectors = [0] * k.ncpus
+        self.msi_dev_data: dict[Any, Any] = {}
+        self.log: deque[str] = deque(maxlen=LOG_LINES)
+        self.x86_pci_msi_default_domain: irq_domain | None = None
+        self.x86_vector_domain = x86_vector_domain_init(k)
+        k.sched.handle_irq = self.common_interrupt
+
+    def printk(self, line: str) -> None:
+        self.log.append(line)
+
+    def show_interrupts(self, extra: ExtraColumn | None = None) -> str:
+        """``/proc/interrupts`` as text; ``extra(irq, desc)`` adds a column."""
+        return show_interrupts(self.k, extra)

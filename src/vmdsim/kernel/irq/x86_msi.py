@@ -1,0 +1,71 @@
+"""The default PCI-MSI domain of x86 (``arch/x86/kernel/apic/msi.c``).
+
+Every PCI device whose ``struct device`` names no MSI domain of its own gets
+its MSI/MSI-X vectors from this domain, whose parent is the x86 vector
+domain: the device level is the ``PCI-MSI`` chip (mask and unmask in the
+device, ack and retrigger at the APIC), the flow handler ``handle_edge_irq``.
+Without interrupt remapping x86 cannot give one device several MSI (not
+MSI-X) vectors, so the domain lacks ``MSI_FLAG_MULTI_PCI_MSI``.
+
+Linux creates it at boot; the model creates it on first use (the first
+``pci_alloc_irq_vectors`` of such a device), as a static domain that is never
+freed and is no allocation point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmdsim.kernel.irq.chip import irq_chip, irq_chip_ack_parent, irq_chip_retrigger_hierarchy
+from vmdsim.kernel.irq.flags import IRQCHIP_AFFINITY_PRE_STARTUP, IRQCHIP_SKIP_SET_WAKE
+from vmdsim.kernel.irq.flow import handle_edge_irq
+from vmdsim.kernel.irq.irqdomain import irq_domain
+from vmdsim.kernel.irq.msi import (
+    MSI_FLAG_PCI_MSIX,
+    MSI_FLAG_USE_DEF_CHIP_OPS,
+    MSI_FLAG_USE_DEF_DOM_OPS,
+    msi_alloc_info_t,
+    msi_domain_info,
+    msi_domain_ops,
+    msi_first_desc,
+)
+
+X86_IRQ_ALLOC_TYPE_PCI_MSI = 3
+X86_IRQ_ALLOC_TYPE_PCI_MSIX = 4
+X86_IRQ_ALLOC_CONTIGUOUS_VECTORS = 1 << 0
+
+
+def pci_msi_prepare(domain: irq_domain, dev: Any, nvec: int, arg: msi_alloc_info_t) -> int:
+    """x86's ``msi_prepare``: say whether this is MSI or MSI-X to the vector domain."""
+    arg.reset()
+    desc = msi_first_desc(dev)
+    if desc is not None and desc.is_msix:
+        arg.type = X86_IRQ_ALLOC_TYPE_PCI_MSIX
+    else:
+        arg.type = X86_IRQ_ALLOC_TYPE_PCI_MSI
+        arg.flags |= X86_IRQ_ALLOC_CONTIGUOUS_VECTORS
+    return 0
+
+
+# Static, as in Linux; USE_DEF_CHIP_OPS adds mask/unmask/write and the affinity setter.
+pci_msi_controller = irq_chip("PCI-MSI", irq_ack=irq_chip_ack_parent,
+                              irq_retrigger=irq_chip_retrigger_hierarchy,
+                              flags=IRQCHIP_SKIP_SET_WAKE | IRQCHIP_AFFINITY_PRE_STARTUP)
+pci_msi_domain_ops = msi_domain_ops(msi_prepare=pci_msi_prepare)
+
+
+def x86_pci_msi_default_domain(k: Any) -> irq_domain | None:
+    """``x86_pci_msi_default_domain``, created on first use."""
+    kirq = k.irq
+    if kirq.x86_pci_msi_default_domain is not None:
+        return kirq.x86_pci_msi_default_domain
+    from vmdsim.kernel.pci.msi import pci_msi_create_irq_domain
+
+    info = msi_domain_info(flags=MSI_FLAG_USE_DEF_DOM_OPS | MSI_FLAG_USE_DEF_CHIP_OPS
+                           | MSI_FLAG_PCI_MSIX, ops=pci_msi_domain_ops,
+                           chip=pci_msi_controller, handler=handle_edge_irq,
+                           handler_name="edge")
+    fn = kirq.irq_domain_alloc_named_fwnode("PCI-MSI", owner=None)
+    domain = pci_msi_create_irq_domain(fn, info, kirq.x86_vector_domain, owner=None)
+    kirq.x86_pci_msi_default_domain = domain
+    return domain
