@@ -114,6 +114,8 @@ def _reachable(root: Any) -> dict[int, Any]:
         obj = todo.pop()
         if isinstance(obj, _ATOMS) or id(obj) in seen:
             continue
+        if hasattr(type(obj), "__deepcopy__"):
+            continue  # copies itself as it means to (static ops tables return self)
         seen[id(obj)] = obj
         if isinstance(obj, types.FunctionType):
             todo.extend(c.cell_contents for c in obj.__closure__ or () if _filled(c))
