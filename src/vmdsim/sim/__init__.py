@@ -1,0 +1,1 @@
+"""Workloads (interrupt load, hot-plug churn) and what they cost."""

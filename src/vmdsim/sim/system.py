@@ -1,0 +1,53 @@
+"""A machine, a kernel booted on it, and the drivers loaded: what ``vmdsim run`` works on.
+
+The drivers are registered before boot, as built-in drivers are, so they
+bind while the buses are scanned: the VMD first finds its endpoint in domain
+0, creates domain 10000 and scans it, then the port services and NVMe bind
+below it. Everything after the bring-up happens through the hardware (a
+drive completing work, a card pulled from a slot) and the kernel reacting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from vmdsim.drivers.nvme import nvme_init
+from vmdsim.drivers.pcieport.portdrv import pcie_portdrv_init
+from vmdsim.drivers.vmd.module import vmd_init
+from vmdsim.hw.machine import Machine
+from vmdsim.kernel.boot import boot
+from vmdsim.kernel.core import Kernel
+
+DESC_FREE = ("rcu", "immediate")
+
+
+class System:
+    """``System(topology=None, protocol=, policy=, desc_free=)``: booted and bound."""
+
+    def __init__(self, topology: str | Path | None = None, *, protocol: str | None = None,
+                 policy: str | None = None, desc_free: str = "rcu",
+                 machine: Machine | None = None) -> None:
+        self.machine = machine if machine is not None else Machine.load(topology)
+        self.k = Kernel(self.machine.ncpus)
+        self.k.irq.desc_free = desc_free
+        self.vmd = vmd_init(self.k, protocol, policy)
+        nvme_init(self.k)
+        pcie_portdrv_init(self.k)
+        boot(self.k, self.machine)
+
+    @property
+    def protocol(self) -> str:
+        return ",".join(self.vmd.protocols)
+
+    @property
+    def policy(self) -> str:
+        return ",".join(self.vmd.policies)
+
+    def slot(self, name: str) -> Any:
+        """A root port of the machine by name (``vmd0.rp2``), for hot-plug acts."""
+        port = self.machine.by_name.get(name)
+        if port is None or port not in self.machine.root_ports:
+            ports = ", ".join(rp.name for rp in self.machine.root_ports)
+            raise KeyError(f"no root port {name!r}; the machine has: {ports}")
+        return port

@@ -1,0 +1,180 @@
+"""Interrupt load and hot-plug churn, in simulated time.
+
+The workload stands where applications and people stand: it completes I/O on
+the queues the kernel set up (each drive posting a completion is what makes
+the drive send its MSI-X message) and pulls or inserts cards at given
+moments. Completions on each queue arrive as a Poisson process at ``rate``
+per second of simulated time, from a seeded generator, so a run is
+reproducible. Handlers take no simulated time: everything a completion
+causes (the message, the VMD's remapping, the demux, the NVMe handler)
+happens at the instant it is posted, free-running.
+
+A completion is *lost* if the run ends with it still unconsumed on a drive
+that is present: its interrupt never reached a handler that looked. A
+completion still unconsumed when its drive is pulled is *abandoned* (a
+surprise removal drops it by nature) and counted apart.
+"""
+
+from __future__ import annotations
+
+import heapq
+import random
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of
+from vmdsim.errors import VmdsimError
+from vmdsim.hw.nvme import NvmeController
+from vmdsim.kernel.pci import pci_read_config_dword
+from vmdsim.sim.system import System
+
+
+class WorkloadError(VmdsimError):
+    """A workload that cannot be run as written."""
+
+
+@dataclass
+class HotplugEvent:
+    at_ms: float
+    action: str  # "remove" or "insert"
+    slot: str
+
+
+_EVENT = re.compile(r"^\s*(?P<at>\d+(\.\d+)?)\s*(ms)?\s*:\s*(?P<action>remove|insert)\s*:"
+                    r"\s*(?P<slot>\S+)\s*$")
+
+
+def parse_hotplug(text: str) -> list[HotplugEvent]:
+    """``"5:remove:vmd0.rp1, 8:insert:vmd0.rp1"`` -> events, in time order."""
+    events = []
+    for i, part in enumerate(filter(None, (p.strip() for p in text.split(",")))):
+        m = _EVENT.match(part)
+        if not m:
+            raise WorkloadError(f"hotplug event {i + 1} ({part!r}): write it as "
+                                "MS:remove:SLOT or MS:insert:SLOT, e.g. 5:remove:vmd0.rp1")
+        events.append(HotplugEvent(float(m["at"]), m["action"], m["slot"]))
+    return sorted(events, key=lambda e: e.at_ms)
+
+
+@dataclass
+class Load:
+    rate: float = 2000.0  # completions per second per I/O queue
+    duration_ms: float = 20.0
+    interrupts: int | None = None  # stop after this many completions in all
+    seed: int = 0
+    hotplug: list[HotplugEvent] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    posted: int = 0
+    refused: int = 0  # the drive's queue was full or it was not ready
+    abandoned: int = 0  # unconsumed when its drive was pulled
+    lost: int = 0
+    removed: int = 0
+    inserted: int = 0
+    sim_ms: float = 0.0
+    per_queue_posted: dict[str, int] = field(default_factory=dict)
+
+
+def drive_of(system: System, pdev: Any) -> NvmeController | None:
+    """The hardware drive behind a kernel ``pci_dev``: the one whose BAR0 holds the same
+    bus address (the workload is the harness: it may look at both sides)."""
+    lo = pci_read_config_dword(pdev, 0x10)[1] & ~0xF
+    hi = pci_read_config_dword(pdev, 0x14)[1]
+    addr = lo | hi << 32
+    for n in system.machine.nvmes:
+        if n.bus is not None and n.bar_address(0) == addr:
+            return n
+    return None
+
+
+def io_queues(system: System) -> list[tuple[str, NvmeController, int]]:
+    """(queue name, drive, qid) for every I/O queue the kernel has enabled."""
+    out = []
+    for dev in nvme_core_of(system.k).devices:
+        drive = drive_of(system, dev.pdev)
+        if drive is None:
+            continue
+        for q in dev.queues[1:]:
+            if q is not None and q.flags & NVMEQ_ENABLED:
+                out.append((q.name, drive, q.qid))
+    return out
+
+
+def run_load(system: System, load: Load,
+             progress: Callable[[float], None] | None = None) -> Outcome:
+    """Drive ``load`` through ``system``; returns what was posted, lost and abandoned."""
+    rng = random.Random(load.seed)
+    out = Outcome()
+    for ev in load.hotplug:
+        system.slot(ev.slot)  # names checked before anything runs
+    heap: list[tuple[float, int, str, Any]] = []
+    seq = 0
+
+    def schedule_queues(now: float) -> None:
+        nonlocal seq
+        if load.rate <= 0:
+            return
+        for name, drive, qid in io_queues(system):
+            if any(e[2] == "io" and e[3][1] is drive and e[3][2] == qid for e in heap):
+                continue
+            seq += 1
+            heapq.heappush(heap, (now + rng.expovariate(load.rate) * 1000, seq, "io",
+                                  (name, drive, qid)))
+
+    for ev in load.hotplug:
+        seq += 1
+        heapq.heappush(heap, (ev.at_ms, seq, "hotplug", ev))
+    schedule_queues(0.0)
+    spares: dict[str, NvmeController] = {}
+    while heap:
+        now, _, kind, what = heapq.heappop(heap)
+        if now > load.duration_ms:
+            break
+        if load.interrupts is not None and out.posted >= load.interrupts:
+            break
+        out.sim_ms = now
+        if kind == "io":
+            name, drive, qid = what
+            if drive.bus is None:
+                continue  # pulled: its queues stop with it
+            if drive.complete(qid):
+                out.posted += 1
+                out.per_queue_posted[name] = out.per_queue_posted.get(name, 0) + 1
+            else:
+                out.refused += 1
+            seq += 1
+            heapq.heappush(heap, (now + rng.expovariate(load.rate) * 1000, seq, "io", what))
+        else:
+            _hotplug(system, what, out, spares)
+            schedule_queues(now)
+        if progress is not None:
+            progress(now)
+    out.lost = sum(n.pending(q) for n in system.machine.nvmes if n.bus is not None
+                   for q in range(n.nr_queues))
+    return out
+
+
+def _hotplug(system: System, ev: HotplugEvent, out: Outcome,
+             spares: dict[str, NvmeController]) -> None:
+    port = system.slot(ev.slot)
+    if ev.action == "remove":
+        if port.card is None:
+            raise WorkloadError(f"at {ev.at_ms} ms: remove {ev.slot}: the slot is empty")
+        card = port.card
+        out.abandoned += sum(card.pending(q) for q in range(card.nr_queues))
+        spares[ev.slot] = port.unpopulate()
+        out.removed += 1
+    else:
+        if port.card is not None:
+            raise WorkloadError(f"at {ev.at_ms} ms: insert {ev.slot}: the slot is occupied")
+        old = spares.pop(ev.slot, None)
+        card = NvmeController(old.name if old else f"{ev.slot}.nvme",
+                              nr_io_queues=old.nr_io_queues if old else 8)
+        port.populate(card)
+        if card not in system.machine.nvmes:
+            system.machine.nvmes.append(card)
+        out.inserted += 1
