@@ -1,0 +1,114 @@
+"""The module: its parameters, its globals, and ``vmd_init``/``vmd_exit``.
+
+Linux's ``vmd.ko`` has one instance IDA and one raw spinlock for every VMD's
+lists (``vmd_instance_ida``, ``list_lock``), and registers one ``pci_driver``.
+The model keeps them per kernel in a :class:`vmd_module`, created by
+``vmd_init(k, protocol=..., policy=...)`` (``modprobe vmd protocol=...
+policy=...``), which registers the driver — binding every VMD already
+found, as a module load does.
+
+The two parameters are the model's own (Linux has neither): each is a name,
+or a comma-separated list (or sequence) of names giving ``vmd0``, ``vmd1``,
+... their own values, like a ``module_param_array``; an instance beyond the
+list gets the default. An unknown name raises :class:`VmdParamError` listing
+the valid ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from vmdsim.drivers.vmd.demux import DEFAULT_PROTOCOL, PROTOCOLS, vmd_protocol
+from vmdsim.drivers.vmd.dev import ida
+from vmdsim.drivers.vmd.features import vmd_ids
+from vmdsim.drivers.vmd.pm import vmd_resume, vmd_suspend
+from vmdsim.drivers.vmd.policies import DEFAULT_POLICY, POLICIES, vmd_policy
+from vmdsim.drivers.vmd.probe import vmd_probe, vmd_remove, vmd_shutdown
+from vmdsim.errors import VmdsimError
+from vmdsim.kernel.locking import raw_spinlock_t
+from vmdsim.kernel.pci import pci_driver, pci_register_driver, pci_unregister_driver
+from vmdsim.kernel.pci.subsys import pci_subsys
+
+Param = str | Sequence[str] | None
+
+
+class VmdParamError(VmdsimError):
+    """A module parameter names no protocol or policy; the message lists the valid ones."""
+
+
+def _parse(what: str, value: Param, valid: dict[str, Any], default: str) -> list[str]:
+    if value is None:
+        names = [default]
+    elif isinstance(value, str):
+        names = [v.strip() for v in value.split(",")]
+    else:
+        names = list(value)
+    for n in names:
+        if n not in valid:
+            raise VmdParamError(f"vmd: unknown {what} {n!r}; valid {what}s: "
+                                f"{', '.join(valid)}")
+    return names
+
+
+class vmd_module:
+    """One loaded ``vmd`` module: parameters, instance IDA, list lock, the pci_driver."""
+
+    def __init__(self, k: Any, protocol: Param = None, policy: Param = None) -> None:
+        self.k = k
+        self.protocols = _parse("protocol", protocol, PROTOCOLS, DEFAULT_PROTOCOL)
+        self.policies = _parse("policy", policy, POLICIES, DEFAULT_POLICY)
+        self.instance_ida = ida()
+        self.list_lock = raw_spinlock_t("vmd.list_lock")
+        self.devices: list[Any] = []  # bound vmd_devs, in probe order
+        self.driver = pci_driver("vmd", vmd_ids, probe=vmd_probe, remove=vmd_remove,
+                                 shutdown=vmd_shutdown, suspend=vmd_suspend,
+                                 resume=vmd_resume)
+        self.driver.module = self  # type: ignore[attr-defined]
+
+    def protocol_for(self, instance: int) -> vmd_protocol:
+        names = self.protocols
+        return PROTOCOLS[names[instance] if instance < len(names) else DEFAULT_PROTOCOL]
+
+    def policy_for(self, instance: int) -> vmd_policy:
+        names = self.policies
+        return POLICIES[names[instance] if instance < len(names) else DEFAULT_POLICY]
+
+    def __repr__(self) -> str:
+        return (f"<vmd module protocol={','.join(self.protocols)} "
+                f"policy={','.join(self.policies)}>")
+
+
+def vmd_module_of_driver(drv: Any) -> vmd_module:
+    return drv.module
+
+
+def vmd_module_of(k: Any) -> vmd_module | None:
+    """The loaded vmd module of kernel ``k``, or None."""
+    for drv in pci_subsys(k).drivers:
+        module = getattr(drv, "module", None)
+        if isinstance(module, vmd_module):
+            return module
+    return None
+
+
+def vmd_init(k: Any, protocol: Param = None, policy: Param = None) -> vmd_module:
+    """Load the driver into kernel ``k`` (before or after boot) and bind every VMD.
+
+    ``protocol``: ``srcu`` (default), ``rfc-v3`` or ``kfree-rcu``; ``policy``:
+    ``least-loaded`` (default), ``modulo``, ``affinity`` or ``rebalance``."""
+    if vmd_module_of(k) is not None:
+        raise VmdParamError("vmd: module already loaded in this kernel (vmd_exit first)")
+    module = vmd_module(k, protocol, policy)
+    err = pci_register_driver(k, module.driver)
+    if err:
+        raise VmdsimError(f"vmd: pci_register_driver failed ({err})")
+    return module
+
+
+def vmd_exit(k: Any) -> None:
+    """Unload: unbind every VMD (children first) and unregister the driver."""
+    module = vmd_module_of(k)
+    if module is None:
+        raise VmdParamError("vmd: module not loaded in this kernel")
+    pci_unregister_driver(k, module.driver)

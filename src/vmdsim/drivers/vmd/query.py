@@ -1,0 +1,68 @@
+"""What the CLI, the measurements and the explorer ask of the driver, answered from its own
+state without scheduling points (call them outside an explored run, or at its end).
+
+- ``vmd_devices(k)``: the bound VMDs, in probe order;
+- ``vmd_irq_vector(k, virq)``: which VMD and vector a child IRQ is multiplexed onto
+  (None for an IRQ that is not a VMD child) — the extra ``/proc/interrupts``
+  column, also as text through ``vmd_interrupts_column``;
+- ``vmd_vector_loads(vmd)``: child IRQs assigned to each vector (``count``);
+- ``vmd_vector_calls(vmd)``: how often each vector's handler ran, and
+  ``vmd_vector_child_calls(vmd)``: the child flow handlers those runs started
+  (their ratio is what sharing a vector costs);
+- ``vmd_vector_children(vmd)``: the child IRQs on each vector, in list order
+  (enabled ones) followed by assigned-but-not-enabled ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from vmdsim.drivers.vmd.dev import vmd_dev
+from vmdsim.drivers.vmd.module import vmd_module_of
+from vmdsim.kernel.rculist import list_entries
+
+
+def vmd_devices(k: Any) -> list[vmd_dev]:
+    module = vmd_module_of(k)
+    return list(module.devices) if module is not None else []
+
+
+def vmd_irq_vector(k: Any, virq: int) -> tuple[vmd_dev, int] | None:
+    """(the VMD, the vector index) child IRQ ``virq`` is on, or None."""
+    for vmd in vmd_devices(k):
+        for child in vmd.children:
+            d = child.__dict__
+            if d["virq"] == virq:
+                return vmd, d["irq"].index
+    return None
+
+
+def vmd_interrupts_column(k: Any, virq: int) -> str:
+    """``vmd0:3`` for a child of vmd0 on vector 3; empty for any other IRQ."""
+    found = vmd_irq_vector(k, virq)
+    if found is None:
+        return ""
+    vmd, index = found
+    return f"{vmd.name}:{index}"
+
+
+def vmd_vector_loads(vmd: vmd_dev) -> list[int]:
+    return [irqs.__dict__["count"] for irqs in vmd.irqs]
+
+
+def vmd_vector_calls(vmd: vmd_dev) -> list[int]:
+    return [irqs.calls for irqs in vmd.irqs]
+
+
+def vmd_vector_child_calls(vmd: vmd_dev) -> list[int]:
+    return [irqs.child_calls for irqs in vmd.irqs]
+
+
+def vmd_vector_children(vmd: vmd_dev) -> list[list[int]]:
+    out = []
+    for irqs in vmd.irqs:
+        listed = [c.__dict__["virq"] for c in list_entries(irqs.irq_list)]
+        idle = [c.__dict__["virq"] for c in vmd.children
+                if c.__dict__["irq"] is irqs and not c.__dict__["enabled"]]
+        out.append(listed + idle)
+    return out
