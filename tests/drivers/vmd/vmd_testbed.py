@@ -1,0 +1,229 @@
+"""Machines with VMDs, a kernel booted on them with the vmd driver loaded, and a tiny child
+driver standing in for NVMe until the real one lands.
+
+Building machines and completing NVMe commands are hardware acts (a test
+standing in for the device); everything else goes through the kernel. The
+child driver ``nvmeq`` binds NVMe-class functions, enables the controller,
+allocates one MSI-X vector per queue (``pci_alloc_irq_vectors``, optionally
+with managed affinity for the I/O queues) and requests a handler per vector
+that consumes the completions of its queue through the head doorbell, as a
+real queue handler does: a call that finds nothing returns ``IRQ_NONE``.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from types import SimpleNamespace
+
+from vmdsim.drivers.vmd import vmd_devices, vmd_init
+from vmdsim.hw.machine import Machine
+from vmdsim.kernel.boot import boot
+from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.io import readl, writel
+from vmdsim.kernel.irq.affinity import irq_affinity
+from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE
+from vmdsim.kernel.pci import (
+    PCI_DEVICE_CLASS,
+    pci_driver,
+    pci_get_drvdata,
+    pci_register_driver,
+    pci_set_drvdata,
+    pci_set_master,
+    pcim_enable_device,
+    pcim_iomap,
+)
+from vmdsim.kernel.pci.msi import (
+    PCI_IRQ_AFFINITY,
+    PCI_IRQ_MSIX,
+    pci_alloc_irq_vectors,
+    pci_alloc_irq_vectors_affinity,
+    pci_free_irq_vectors,
+    pci_irq_vector,
+)
+from vmdsim.kernel.shared import KObject
+from vmdsim.topology import parse
+
+ENOMEM = 12
+ENODEV = 19
+NVME_REG_CC = 0x14
+NVME_REG_AQA = 0x24
+NVME_REG_DBS = 0x1000
+ADMIN_DEPTH = 32
+IO_DEPTH = 1024  # the model's CAP.MQES + 1
+
+
+def default_text(**replace: str) -> str:
+    """The built-in default topology's text, with ``key = "old"`` lines replaced."""
+    text = resources.files("vmdsim.topologies").joinpath("default.toml").read_text()
+    for key, value in replace.items():
+        lines = []
+        for line in text.splitlines():
+            if line.split("=")[0].strip() == key:
+                line = f"{key} = {value}"
+            lines.append(line)
+        text = "\n".join(lines) + "\n"
+    return text
+
+
+# The default machine with a MEMBAR2 that has room for non-prefetchable bridge windows
+# (the default's 1 MiB minus the VMD's own 0x2000 holds no 1 MiB-aligned window).
+ROOMY_DEFAULT = default_text(membar2='"32M"')
+
+
+def machine_text(vmds: list[str], cpus: int = 4) -> str:
+    return f"[machine]\ncpus = {cpus}\n" + "\n".join(vmds)
+
+
+def vmd_block(device: int = 0x201D, *, slot: str = "0e.0", vectors: int = 32, ports: int = 2,
+              queues: int = 4, extra: str = "", port_extra: str = "",
+              nvme_extra: str = "", empty: tuple[int, ...] = ()) -> str:
+    out = [f'[[vmd]]\ndevice = {device:#06x}\nslot = "{slot}"\nmsix_vectors = {vectors}\n'
+           f'membar2 = "32M"\n{extra}']
+    for p in range(ports):
+        nvme = "" if p in empty else f"nvme = {{ queues = {queues}{nvme_extra} }}\n"
+        out.append(f"[[vmd.root_port]]\nslot = {p}\nslot_number = {p + 1}\n{port_extra}{nvme}")
+    return "\n".join(out)
+
+
+# -- the child driver ----------------------------------------------------------------------
+class nvmeq_queue(KObject):
+    """One completion queue and the vector the drive raises for it."""
+
+    def __init__(self, ctrl: nvmeq_ctrl, q: int, depth: int) -> None:
+        self.ctrl = ctrl
+        self.q = q
+        self.depth = depth
+        self.head = 0
+        self.virq = 0
+        self.calls = 0  # handler runs
+        self.consumed = 0  # completion entries it found and consumed
+
+    def __repr__(self) -> str:
+        return f"<nvmeq queue {self.q} irq {self.virq}>"
+
+
+class nvmeq_ctrl(KObject):
+    def __init__(self) -> None:
+        self.pdev = None
+        self.bar = None
+        self.queues: list[nvmeq_queue] = []
+        self.nvec = 0
+
+
+def nvmeq_irq(irq: int, queue: nvmeq_queue) -> int:
+    queue.calls += 1
+    db = queue.ctrl.bar + NVME_REG_DBS + 8 * queue.q + 4
+    n = readl(db)
+    if not n:
+        return IRQ_NONE
+    queue.head = (queue.head + n) % queue.depth
+    writel(queue.head, db)
+    queue.consumed += n
+    return IRQ_HANDLED
+
+
+def nvmeq_probe(pdev, id) -> int:
+    """Bring the controller up and request one handler per queue; unwinds on any failure."""
+    k = pdev.k
+    drv = pdev.driver
+    if pcim_enable_device(pdev):
+        return -ENODEV
+    pci_set_master(pdev)
+    bar = pcim_iomap(pdev, 0)
+    if bar is None:
+        return -ENOMEM
+    ctrl = k.mem.kzalloc(nvmeq_ctrl, owner="nvmeq")
+    if ctrl is None:
+        return -ENOMEM
+    ctrl.pdev, ctrl.bar = pdev, bar
+    writel((ADMIN_DEPTH - 1) << 16 | (ADMIN_DEPTH - 1), bar + NVME_REG_AQA)
+    writel(1, bar + NVME_REG_CC)
+    nq = drv.queues
+    if drv.affinity:
+        nvec = pci_alloc_irq_vectors_affinity(pdev, 1, nq, PCI_IRQ_MSIX | PCI_IRQ_AFFINITY,
+                                              irq_affinity(pre_vectors=1))
+    else:
+        nvec = pci_alloc_irq_vectors(pdev, 1, nq, PCI_IRQ_MSIX)
+    if nvec < 0:
+        k.mem.kfree(ctrl)
+        return nvec
+    ctrl.nvec = nvec
+    pci_set_drvdata(pdev, ctrl)
+    for q in range(min(nq, nvec)):
+        queue = k.mem.kzalloc(nvmeq_queue, ctrl, q, ADMIN_DEPTH if q == 0 else IO_DEPTH,
+                              owner="nvmeq")
+        err = -ENOMEM
+        if queue is not None:
+            queue.virq = pci_irq_vector(pdev, q)
+            err = k.irq.request_irq(queue.virq, nvmeq_irq, 0, f"nvmeq{q}", queue)
+            if err:
+                k.mem.kfree(queue)
+        if err:
+            _nvmeq_teardown(pdev, ctrl)
+            return err
+        ctrl.queues.append(queue)
+    drv.bound.append(ctrl)
+    return 0
+
+
+def _nvmeq_teardown(pdev, ctrl: nvmeq_ctrl) -> None:
+    k = pdev.k
+    for queue in ctrl.queues:
+        k.irq.free_irq(queue.virq, queue)
+    pci_free_irq_vectors(pdev)
+    for queue in ctrl.queues:
+        k.mem.kfree(queue)
+    k.mem.kfree(ctrl)
+
+
+def nvmeq_remove(pdev) -> None:
+    ctrl = pci_get_drvdata(pdev)
+    pdev.driver.bound.remove(ctrl)
+    _nvmeq_teardown(pdev, ctrl)
+
+
+def nvmeq_driver(queues: int = 9, affinity: bool = False) -> pci_driver:
+    drv = pci_driver("nvmeq", [PCI_DEVICE_CLASS(0x010802, 0xFFFFFF)], probe=nvmeq_probe,
+                     remove=nvmeq_remove)
+    drv.queues = queues
+    drv.affinity = affinity
+    drv.bound = []
+    return drv
+
+
+# -- booting ----------------------------------------------------------------------------------
+def boot_vmd(text: str | None = None, *, protocol=None, policy=None, desc_free: str = "rcu",
+             child: bool = True, queues: int = 9, affinity: bool = False,
+             hardirq_rcu_reader: bool = True, load: bool = True) -> SimpleNamespace:
+    """Boot ``text`` (None: the built-in default), load vmd (unless not ``load``: then
+    ``load_vmd(w)`` does it) and, if ``child``, register nvmeq first."""
+    m = Machine.build(parse(text)) if text is not None else Machine.load()
+    k = Kernel(m.ncpus)
+    k.irq.desc_free = desc_free
+    k.irq.hardirq_rcu_reader = hardirq_rcu_reader
+    boot(k, m)
+    drv = None
+    if child:  # registered first, so drives bind as the VMD's probe adds them
+        drv = nvmeq_driver(queues, affinity)
+        k.run_on(0, pci_register_driver, k, drv)
+    w = SimpleNamespace(m=m, k=k, module=None, drv=drv, vmds=[], vmd=None)
+    if load:
+        load_vmd(w, protocol, policy)
+    return w
+
+
+def load_vmd(w: SimpleNamespace, protocol=None, policy=None) -> SimpleNamespace:
+    """``modprobe vmd``, as a task on CPU 0."""
+    w.module = w.k.run_on(0, vmd_init, w.k, protocol, policy)
+    w.vmds = vmd_devices(w.k)
+    w.vmd = w.vmds[0] if w.vmds else None
+    return w
+
+
+def queue_of(w: SimpleNamespace, nvme: int, q: int) -> nvmeq_queue:
+    """The driver's queue ``q`` of the ``nvme``-th bound controller (in binding order)."""
+    return w.drv.bound[nvme].queues[q]
+
+
+def bound_queues(w: SimpleNamespace) -> list[nvmeq_queue]:
+    return [q for ctrl in w.drv.bound for q in ctrl.queues]
