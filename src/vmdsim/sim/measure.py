@@ -25,6 +25,7 @@ from typing import Any
 from vmdsim.drivers.nvme import nvme_queue_stats
 from vmdsim.drivers.vmd.query import (
     vmd_devices,
+    vmd_interrupts_column,
     vmd_irq_vector,
     vmd_vector_calls,
     vmd_vector_child_calls,
@@ -108,6 +109,7 @@ def measure(system: System, out: Outcome) -> Measurements:
     delivered = sum(v.calls for v in vectors)
     real = spurious = cross = 0
     for q in queues:
+        q["vmd"] = vmd_interrupts_column(k, q["irq"]) or "-"
         real += q["real"]
         spurious += q["spurious"]
         cpus = set(q["cpus"])
