@@ -2,10 +2,9 @@
 ``resend.c``, the ``IRQD_*`` accessors of ``include/linux/irq.h``).
 
 An :class:`irq_chip` is a table of callbacks, each taking the ``irq_data`` of
-its own level of the hierarchy. Linux defines chips as static structures; so
-does the model: a chip is never copied with a kernel (``deepcopy`` returns the
-chip itself), so identity tests such as ``chip is no_irq_chip`` hold in every
-copy the explorer makes.
+its own level of the hierarchy. Linux defines chips as static structures; the
+explorer deep-copies a kernel with the chips it uses, so the model never
+tests a chip's identity: "no chip" is ``irq_chip_is_none(chip)``.
 
 The transitions keep Linux's rules: ``irq_startup`` enables (chip
 ``irq_enable``, else unmask) and marks the IRQ started; ``irq_shutdown`` runs
@@ -70,12 +69,6 @@ class irq_chip:
         for op in CHIP_OPS:
             setattr(self, op, ops.get(op))
 
-    def __deepcopy__(self, memo: dict) -> irq_chip:
-        return self  # a static structure: shared by every copy of a kernel
-
-    def __copy__(self) -> irq_chip:
-        return self
-
     def __repr__(self) -> str:
         return f"<irq_chip {self.name}>"
 
@@ -92,9 +85,18 @@ def ack_bad(data: irq_data) -> None:
     """``ack_bad()``: an interrupt nobody set up (x86 ``ack_bad_irq`` logs and EOIs)."""
 
 
+class _no_irq_chip(irq_chip):
+    """The type of ``no_irq_chip``; a copy of it is still "no chip"."""
+
+
 # The placeholder chip of a descriptor nobody set up, and the do-nothing one.
-no_irq_chip = irq_chip("none", irq_startup=_noop_startup, irq_shutdown=_noop,
-                       irq_enable=_noop, irq_disable=_noop, irq_ack=ack_bad)
+no_irq_chip = _no_irq_chip("none", irq_startup=_noop_startup, irq_shutdown=_noop,
+                           irq_enable=_noop, irq_disable=_noop, irq_ack=ack_bad)
+
+
+def irq_chip_is_none(chip: irq_chip | None) -> bool:
+    """``chip == &no_irq_chip`` (or no chip at all)."""
+    return chip is None or isinstance(chip, _no_irq_chip)
 dummy_irq_chip = irq_chip("dummy", irq_startup=_noop_startup, irq_shutdown=_noop,
                           irq_enable=_noop, irq_disable=_noop, irq_ack=_noop, irq_mask=_noop,
                           irq_unmask=_noop)
@@ -470,14 +472,14 @@ def irq_do_set_handler(desc: irq_desc, handle: Any, is_chained: bool, name: str 
         handle = handle_bad_irq
     else:
         d = desc.irq_data
-        while d is not None and d.chip is no_irq_chip:
+        while d is not None and irq_chip_is_none(d.chip):
             if is_chained:
                 raise IrqError(f"irq_set_chained_handler: IRQ {desc.irq} has no chip yet")
             d = d.parent_data
         if d is None:
             raise IrqError(f"irq_set_handler: IRQ {desc.irq} has no chip at any level")
     if handle is handle_bad_irq:
-        if desc.irq_data.chip is not no_irq_chip:
+        if not irq_chip_is_none(desc.irq_data.chip):
             mask_ack_irq(desc)
         irq_state_set_disabled(desc)
         if is_chained:

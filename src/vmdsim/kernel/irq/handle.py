@@ -74,7 +74,7 @@ def bad_chained_irq(irq: int, dev_id: Any) -> int:
 class _chained_irqaction:
     """``chained_action``: the placeholder action of an IRQ with a chained flow handler.
 
-    Static (never copied with a kernel), so ``desc.action is chained_action`` holds.
+    Recognised by type, so a kernel's deep copy still knows its chained IRQs.
     """
 
     handler = staticmethod(bad_chained_irq)
@@ -84,9 +84,6 @@ class _chained_irqaction:
     flags = 0
     calls = handled = 0
 
-    def __deepcopy__(self, memo: dict) -> _chained_irqaction:
-        return self
-
     def __repr__(self) -> str:
         return "<chained_action>"
 
@@ -95,7 +92,7 @@ chained_action = _chained_irqaction()
 
 
 def irq_desc_is_chained(desc: irq_desc) -> bool:
-    return desc.action is chained_action
+    return isinstance(desc.action, _chained_irqaction)
 
 
 def for_each_action_of_desc(desc: irq_desc):

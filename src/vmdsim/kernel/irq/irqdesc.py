@@ -45,12 +45,14 @@ from vmdsim.kernel.irq.flags import (
     EEXIST,
     EINVAL,
     ENOMEM,
+    EPERM,
     IRQD_AFFINITY_MANAGED,
+    IRQD_HANDLE_ENFORCE_IRQCTX,
     IRQD_IRQ_DISABLED,
     IRQD_IRQ_MASKED,
 )
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock, raw_spinlock_t
-from vmdsim.kernel.sched import current
+from vmdsim.kernel.sched import current, in_interrupt
 from vmdsim.kernel.shared import READ, WRITE, KObject, sched_point, shared
 
 if TYPE_CHECKING:
@@ -377,6 +379,9 @@ class DescTableMixin:
         desc = self.irq_to_desc(irq)
         if desc is None:
             return -EINVAL
+        state = desc.irq_common_data.state_use_accessors
+        if state & IRQD_HANDLE_ENFORCE_IRQCTX and not in_interrupt():
+            return -EPERM  # x86 vector IRQs only run from their own interrupt
         generic_handle_irq_desc(desc)
         return 0
 

@@ -85,7 +85,7 @@ class fwnode_handle(KObject):
 class irq_domain_ops:
     """``struct irq_domain_ops`` (hierarchy part): ``alloc(domain, virq, nr_irqs, arg)``,
     ``free(domain, virq, nr_irqs)``, ``activate(domain, irq_data, reserve)``,
-    ``deactivate(domain, irq_data)``. A static table: never copied with a kernel."""
+    ``deactivate(domain, irq_data)``."""
 
     def __init__(self, *, alloc: Any = None, free: Any = None, activate: Any = None,
                  deactivate: Any = None) -> None:
@@ -93,12 +93,6 @@ class irq_domain_ops:
         self.free = free
         self.activate = activate
         self.deactivate = deactivate
-
-    def __deepcopy__(self, memo: dict) -> irq_domain_ops:
-        return self
-
-    def __copy__(self) -> irq_domain_ops:
-        return self
 
 
 class irq_domain(KObject):

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.irq.chip import (
     irq_activate,
+    irq_chip_is_none,
     irq_disable,
     irq_do_set_affinity,
     irq_shutdown,
@@ -35,7 +36,6 @@ from vmdsim.kernel.irq.chip import (
     irqd_has_set,
     irqd_is_activated,
     irqd_set,
-    no_irq_chip,
 )
 from vmdsim.kernel.irq.flags import (
     EBUSY,
@@ -156,7 +156,7 @@ class ManageMixin:
         return ret
 
     def _setup_irq(self, irq: int, desc: irq_desc, new: irqaction) -> int:
-        if desc.irq_data.chip is no_irq_chip:
+        if irq_chip_is_none(desc.irq_data.chip):
             return -ENOSYS
         new.irq = irq
         mutex_lock(desc.request_mutex)

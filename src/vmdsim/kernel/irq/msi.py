@@ -154,7 +154,7 @@ class msi_alloc_info_t:
 
 
 class msi_domain_ops:
-    """``struct msi_domain_ops``; a static table (never copied with a kernel)."""
+    """``struct msi_domain_ops``."""
 
     def __init__(self, *, get_hwirq: Any = None, msi_init: Any = None, msi_free: Any = None,
                  msi_check: Any = None, msi_prepare: Any = None, set_desc: Any = None) -> None:
@@ -164,12 +164,6 @@ class msi_domain_ops:
         self.msi_check = msi_check
         self.msi_prepare = msi_prepare
         self.set_desc = set_desc
-
-    def __deepcopy__(self, memo: dict) -> msi_domain_ops:
-        return self
-
-    def __copy__(self) -> msi_domain_ops:
-        return self
 
 
 class msi_domain_info:

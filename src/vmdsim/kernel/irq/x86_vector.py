@@ -87,9 +87,6 @@ class _vector_state:
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __deepcopy__(self, memo: dict) -> _vector_state:
-        return self
-
     def __repr__(self) -> str:
         return self.name
 
@@ -332,7 +329,7 @@ class X86VectorMixin:
             desc = self.vector_irq.load(cpu, vector)  # type: ignore[attr-defined]
             if isinstance(desc, irq_desc):
                 desc.handle_irq(desc)  # handle_irq() -> generic_handle_irq_desc()
-            elif desc is VECTOR_UNUSED:
+            elif desc is VECTOR_UNUSED:  # None: survives copying
                 self.spurious_vectors[cpu] += 1  # type: ignore[attr-defined]
                 log = self.printk  # type: ignore[attr-defined]
                 log(f"common_interrupt: {cpu}.{vector} No irq handler for vector")
