@@ -9,8 +9,8 @@ def invoke(*args):
     return CliRunner().invoke(main, list(args))
 
 
-def test_run_shows_the_default_machine_as_two_trees():
-    r = invoke("run")
+def test_topology_show_draws_the_default_machine_as_two_trees():
+    r = invoke("topology", "show")
     assert r.exit_code == 0, r.output
     out = r.output
     assert out.startswith("0000:00  primary domain")
@@ -26,11 +26,11 @@ def test_run_shows_the_default_machine_as_two_trees():
     assert out.count("8086:0a54  Non-Volatile memory controller") == 4
 
 
-def test_run_a_topology_file_with_an_empty_slot(tmp_path):
+def test_topology_show_a_file_with_an_empty_slot(tmp_path):
     p = tmp_path / "m.toml"
     p.write_text('[[vmd]]\ndevice = 0x28C0\n[[vmd.root_port]]\nslot = 0\nslot_number = 3\n'
                  '[[root_port]]\nslot = "1c.0"\nnvme = { queues = 2 }\n')
-    r = invoke("run", str(p))
+    r = invoke("topology", "show", str(p))
     assert r.exit_code == 0, r.output
     assert "8086:28c0" in r.output
     assert "\\- (empty slot 3)" in r.output

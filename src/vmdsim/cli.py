@@ -7,6 +7,7 @@ import sys
 import click
 
 from vmdsim.cli_check import register as register_check_commands
+from vmdsim.cli_run import register as register_run_commands
 from vmdsim.errors import VmdsimError
 
 
@@ -24,17 +25,6 @@ class _Group(click.Group):
 @click.group(cls=_Group)
 def main() -> None:
     """A register-level model of the Intel VMD and the Linux machinery that drives it."""
-
-
-@main.command()
-@click.argument("topology", required=False, type=click.Path(dir_okay=False))
-def run(topology: str | None) -> None:
-    """Build the machine (default: the built-in one) and show it."""
-    from vmdsim.hw.describe import describe_machine
-    from vmdsim.hw.machine import Machine
-
-    machine = Machine.load(topology)
-    click.echo(describe_machine(machine))
 
 
 @main.group()
@@ -61,6 +51,16 @@ def validate(file: str) -> None:
 
 
 @topology.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False))
+def show(file: str | None) -> None:
+    """The hardware of FILE (default: the built-in machine) as slots and cards, no OS."""
+    from vmdsim.hw.describe import describe_machine
+    from vmdsim.hw.machine import Machine
+
+    click.echo(describe_machine(Machine.load(file)))
+
+
+@topology.command()
 def default() -> None:
     """Print the built-in default topology (a starting point for your own)."""
     from importlib import resources
@@ -72,6 +72,7 @@ def default() -> None:
 
 
 register_check_commands(main)
+register_run_commands(main)
 
 
 if __name__ == "__main__":

@@ -28,17 +28,48 @@ def test_free_running_points_cost_nothing_and_tasks_run_on_their_cpu():
         assert current() is ctx and this_cpu().id == 0
 
 
-def test_interrupt_is_taken_at_once_when_the_flag_is_set_and_nests_on_its_cpu():
+def test_interrupt_nests_on_its_own_cpu_and_waits_for_code_on_another():
     k = Kernel(ncpus=2)
     seen = []
     k.sched.handle_irq = lambda v: seen.append((v, this_cpu().id, current().kind))
 
     def task():
-        k.sched.raise_irq(1, 40)  # a device's MSI for CPU1 while CPU0 runs this task
+        k.sched.raise_irq(0, 41)  # for this CPU, flag set: taken at once, nested
+        k.sched.raise_irq(1, 40)  # for CPU1 while CPU0 runs: after this task returns
         seen.append("after")
 
     k.run_on(0, task)
-    assert seen == [(40, 1, "irq"), "after"]
+    assert seen == [(41, 0, "irq"), "after", (40, 1, "irq")]
+    k.sched.raise_irq(1, 42)  # from the harness, CPU1 idle: at once
+    assert seen[-1] == (42, 1, "irq")
+
+
+def test_a_handler_on_another_cpu_does_not_deadlock_on_a_lock_this_task_holds():
+    from vmdsim.kernel.locking import (
+        raw_spin_lock_irqsave,
+        raw_spin_unlock_irqrestore,
+        raw_spinlock_t,
+    )
+
+    k = Kernel(ncpus=2)
+    lock = raw_spinlock_t("cfg_lock")
+    seen = []
+
+    def handler(v):
+        flags = raw_spin_lock_irqsave(lock)
+        seen.append(("handler", this_cpu().id))
+        raw_spin_unlock_irqrestore(lock, flags)
+
+    k.sched.handle_irq = handler
+
+    def task():
+        flags = raw_spin_lock_irqsave(lock)
+        k.sched.raise_irq(1, 40)  # e.g. a config write that makes a device signal CPU1
+        seen.append("task")
+        raw_spin_unlock_irqrestore(lock, flags)
+
+    k.run_on(0, task)
+    assert seen == ["task", ("handler", 1)]
 
 
 def test_interrupt_waits_in_the_irr_while_the_flag_is_clear_and_coalesces():

@@ -8,6 +8,7 @@ Subsystems are attributes with Linux's names on their methods:
 ``k.mem``     the slab allocator with KASAN/kmemleak checks
 ``k.rcu``     RCU state (readers, grace periods, callbacks)
 ``k.io``      the CPU's view of physical memory, set by ``boot``
+``k.irq``     the IRQ core: descriptors, chips, domains, x86 vectors
 ``k.pci``     the PCI core, created on first use
 ============  ===========================================================
 
@@ -21,6 +22,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
+from vmdsim.kernel.irq import IrqSubsystem
 from vmdsim.kernel.mem import Allocator
 from vmdsim.kernel.rcu import Rcu
 from vmdsim.kernel.sched import Context, Scheduler
@@ -37,6 +39,7 @@ class Kernel:
         self.sched.rcu = self.rcu
         self.sched.quiescent_hooks.append(self.rcu.process_callbacks)
         self.io: Any = None
+        self.irq = IrqSubsystem(self)
 
     def run_on(self, cpu: int, fn: Callable[..., Any], *args: Any,
                name: str | None = None) -> Any:

@@ -153,6 +153,7 @@ class Scheduler:
         # Run after every outermost interrupt or task exit (softirq: RCU callbacks).
         self.quiescent_hooks: list[Callable[[], None]] = []
         self.rcu: Any = None  # the kernel's RCU state, for rcu_read_lock() and friends
+        self._settling = False
 
     def _no_handler(self, vector: int) -> None:
         cpu = this_cpu().id
@@ -197,10 +198,22 @@ class Scheduler:
 
     # -- interrupts --------------------------------------------------------------
     def raise_irq(self, cpu_id: int, vector: int) -> None:
-        """The interrupt controller requests ``vector`` on ``cpu_id``."""
+        """The interrupt controller requests ``vector`` on ``cpu_id``.
+
+        Taken at once if that CPU's flag is set and nothing else is running, or
+        if the code running now is on that CPU (the interrupt nests). Raised by
+        code running on another CPU, it waits until that code returns: the two
+        CPUs would run side by side, and taking the interrupt in the middle of
+        the other CPU's critical section would make the handler wait for a lock
+        nothing can release here. Delivering it afterwards is one of the
+        interleavings real CPUs allow.
+        """
         cpu = self.cpus[cpu_id]
         if vector not in cpu.pending:
             cpu.pending.append(vector)
+        cur = state.cur
+        if cur is not None and cur.cpu is not cpu and cur.cpu.id >= 0:
+            return  # settled when the running code returns to the harness
         if cpu.irqs_enabled:
             self.deliver_pending(cpu)
 
@@ -226,8 +239,22 @@ class Scheduler:
             self.quiesce()
 
     def quiesce(self) -> None:
+        """A CPU's outermost interrupt or task returned: softirq-time work, and, once
+        nothing runs at all, the interrupts that waited for other CPUs' code."""
         for fn in self.quiescent_hooks:
             fn()
+        if state.cur is None and not self._settling:
+            self._settling = True
+            try:
+                while True:
+                    idle = [c for c in self.cpus if c.pending and c.irqs_enabled
+                            and c.top is None]
+                    if not idle:
+                        break
+                    for c in idle:
+                        self.deliver_pending(c)
+            finally:
+                self._settling = False
 
     def irqs_changed(self, cpu: Cpu) -> None:
         """The interrupt flag was set again: take what is pending."""

@@ -1,0 +1,146 @@
+"""``vmdsim run``, ``lspci``, ``interrupts``, ``balance``, ``policies``: the system commands."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+
+from vmdsim.errors import VmdsimError
+
+TOPOLOGY = click.argument("topology", required=False, type=click.Path(dir_okay=False))
+
+
+def _system(topology, protocol=None, policy=None, desc_free="rcu"):
+    from vmdsim.sim.system import System
+
+    return System(topology, protocol=protocol, policy=policy, desc_free=desc_free)
+
+
+def _load_options(fn):
+    for opt in reversed([
+        click.option("--rate", default=2000.0, show_default=True,
+                     help="completions per second per I/O queue (simulated time)"),
+        click.option("--duration", "duration_ms", default=20.0, show_default=True,
+                     help="simulated milliseconds"),
+        click.option("--interrupts", type=int, default=None,
+                     help="stop after this many completions in all"),
+        click.option("--hotplug", default="", metavar="SCRIPT",
+                     help="e.g. '5:remove:vmd0.rp1,12:insert:vmd0.rp1'"),
+        click.option("--seed", default=0, show_default=True),
+    ]):
+        fn = opt(fn)
+    return fn
+
+
+def _load(rate, duration_ms, interrupts, hotplug, seed):
+    from vmdsim.sim.workload import Load, parse_hotplug
+
+    return Load(rate=rate, duration_ms=duration_ms, interrupts=interrupts, seed=seed,
+                hotplug=parse_hotplug(hotplug))
+
+
+def _run_with_progress(system, load, quiet: bool):
+    from vmdsim.sim.workload import run_load
+
+    if quiet or not sys.stderr.isatty():
+        return run_load(system, load)
+    from rich.progress import Progress
+
+    with Progress(transient=True) as bar:
+        task = bar.add_task("interrupt load", total=load.duration_ms)
+        return run_load(system, load, progress=lambda now: bar.update(task, completed=now))
+
+
+def register(main: click.Group) -> None:
+    @main.command()
+    @TOPOLOGY
+    @click.option("--protocol", help="VMD demux teardown protocol (srcu, kfree-rcu, rfc-v3)")
+    @click.option("--policy", help="VMD vector-assignment policy (see `vmdsim policies`)")
+    @click.option("--desc-free", "desc_free", type=click.Choice(["rcu", "immediate"]),
+                  default="rcu", show_default=True, help="IRQ descriptor freeing")
+    @_load_options
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    def run(topology, protocol, policy, desc_free, rate, duration_ms, interrupts, hotplug, seed,
+            as_json) -> None:
+        """Boot TOPOLOGY (default: the built-in machine), drive interrupt load, show the result."""
+        from vmdsim.sim.measure import measure
+        from vmdsim.views.interrupts import proc_interrupts, queue_table, summary, vector_table
+        from vmdsim.views.lspci import lspci
+
+        system = _system(topology, protocol, policy, desc_free)
+        load = _load(rate, duration_ms, interrupts, hotplug, seed)
+        out = _run_with_progress(system, load, as_json)
+        m = measure(system, out)
+        if as_json:
+            d = m.as_dict()
+            d.update(lspci=lspci(system.k).splitlines(), simulated_ms=round(out.sim_ms, 3),
+                     hotplug={"removed": out.removed, "inserted": out.inserted})
+            click.echo(json.dumps(d, indent=2))
+            return
+        click.echo(lspci(system.k, as_tree=True))
+        click.echo("")
+        click.echo(proc_interrupts(system.k))
+        click.echo("")
+        click.echo(vector_table(m))
+        click.echo("")
+        click.echo(queue_table(m))
+        click.echo("")
+        click.echo(summary(m))
+
+    @main.command(name="lspci")
+    @TOPOLOGY
+    @click.option("-t", "as_tree", is_flag=True, help="tree")
+    @click.option("-v", "verbose", is_flag=True, help="verbose")
+    @click.option("-n", "numeric", is_flag=True, help="numeric IDs")
+    def lspci_cmd(topology, as_tree, verbose, numeric) -> None:
+        """lspci of TOPOLOGY once booted with every driver bound."""
+        from vmdsim.views.lspci import lspci
+
+        click.echo(lspci(_system(topology).k, as_tree=as_tree, verbose_=verbose,
+                         numeric=numeric))
+
+    @main.command()
+    @TOPOLOGY
+    @click.option("--policy", help="VMD vector-assignment policy")
+    def interrupts(topology, policy) -> None:
+        """/proc/interrupts of TOPOLOGY once booted, with each child IRQ's VMD vector."""
+        from vmdsim.views.interrupts import proc_interrupts
+
+        click.echo(proc_interrupts(_system(topology, policy=policy).k))
+
+    @main.command()
+    def policies() -> None:
+        """The VMD vector-assignment policies and teardown protocols."""
+        from vmdsim.drivers.vmd.policies import POLICIES
+
+        for name, pol in POLICIES.items():
+            doc = (pol.__doc__ or "").strip().splitlines()
+            click.echo(f"{name}: {doc[0] if doc else ''}")
+
+    @main.command()
+    @TOPOLOGY
+    @click.option("--policy", "policies_", default="modulo,least-loaded,affinity,rebalance",
+                  show_default=True, help="comma-separated policies to compare")
+    @_load_options
+    @click.option("--plot", type=click.Path(dir_okay=False), help="write a PNG comparison")
+    @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    def balance(topology, policies_, rate, duration_ms, interrupts, hotplug, seed, plot,
+                as_json) -> None:
+        """Run the same load and hot-plug churn under each policy and compare them."""
+        from vmdsim.sim.balance import compare, comparison_table, plot_comparison
+
+        names = [p.strip() for p in policies_.split(",") if p.strip()]
+        if not names:
+            raise VmdsimError("--policy: name at least one policy")
+        rows = compare(topology, names, _load(rate, duration_ms, interrupts, hotplug, seed))
+        if plot:
+            plot_comparison(rows, plot)
+        if as_json:
+            click.echo(json.dumps([m.as_dict() | {"vectors": None, "queues": None}
+                                   for m in rows], indent=2))
+            return
+        click.echo(comparison_table(rows))
+        if plot:
+            click.echo(f"plot written to {plot}")
