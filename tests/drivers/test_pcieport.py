@@ -463,3 +463,38 @@ def test_no_schedule_of_a_surprise_removal_during_io_breaks_the_teardown():
     r = explore(surprise_removal_during_io(), "pct", runs=40, depth=3, seed=5)
     assert r.verdict == "safe", r.drawing()
     assert r.stats.executions == 40
+
+
+# -- allocation failures -----------------------------------------------------------------------
+def test_every_allocation_failure_while_ports_bind_unwinds_and_unbinding_leaves_nothing():
+    walked = 0
+    for n in range(1, 400):
+        m = Machine.build(parse(TOPOLOGY, "<test>"))
+        k = Kernel(ncpus=m.ncpus)
+        boot(k, m)
+        irqs_before = set(k.irq.active_irqs())
+        devres_before = k.mem.owner_counts().get("devres", 0)
+        k.mem.fail_nth(n)
+        assert pcie_portdrv_init(k) == 0
+        k.mem.fail_nth(None)
+        failed = k.mem.failed
+        bus = pcie_port_bus_of(k)
+        for srv in bus.devices:
+            if srv.driver is not None:  # a bound service has its handler on its IRQ
+                assert k.irq.irq_has_action(srv.irq), f"fail_nth({n}): {srv.name}"
+        for dev in (port(k, 0x1C), port(k, 0x1D), port(k, 0x1E)):
+            if dev.driver is None:  # a port whose probe failed holds nothing
+                assert dev.enable_cnt == 0 and not (dev.msi_enabled or dev.msix_enabled)
+                assert bus.services_of(dev) == []
+        pcie_portdrv_exit(k)
+        assert k.mem.leaks("pcieport") == [], f"fail_nth({n})"
+        assert set(k.irq.active_irqs()) == irqs_before, f"fail_nth({n})"
+        assert k.mem.owner_counts().get("devres", 0) == devres_before, f"fail_nth({n})"
+        assert all(not port(k, d).msi_enabled and not port(k, d).msix_enabled
+                   for d in (0x1C, 0x1D, 0x1E))
+        if not failed:
+            break
+        walked += 1
+    else:
+        pytest.fail("the ports never bound without an allocation failing")
+    assert walked > 20
