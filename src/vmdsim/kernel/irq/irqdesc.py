@@ -379,8 +379,8 @@ class DescTableMixin:
         desc = self.irq_to_desc(irq)
         if desc is None:
             return -EINVAL
-        state = desc.irq_common_data.state_use_accessors
-        if state & IRQD_HANDLE_ENFORCE_IRQCTX and not in_interrupt():
+        if not in_interrupt() and \
+                desc.irq_common_data.state_use_accessors & IRQD_HANDLE_ENFORCE_IRQCTX:
             return -EPERM  # x86 vector IRQs only run from their own interrupt
         generic_handle_irq_desc(desc)
         return 0
