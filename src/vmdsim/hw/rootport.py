@@ -278,7 +278,9 @@ class RootPort(PciBridge):
         enabled = (ctl & 0x1F) | ((ctl & PCI_EXP_SLTCTL_DLLSCE) >> 4)  # enable bit -> event bit
         line = bool(ctl & PCI_EXP_SLTCTL_HPIE and sta & enabled)
         if line and not self._hp_asserted:
-            self._signal(self.hp_vector)
+            self._hp_asserted = True  # before the message: a handler may run inside the send
+            self._signal(self.hp_vector)  # and clear the status, which updates this line itself
+            return
         self._hp_asserted = line
 
     # -- PME --------------------------------------------------------------------------
@@ -307,7 +309,9 @@ class RootPort(PciBridge):
         line = bool(cfg.hw_read(pos + PCI_EXP_RTCTL, 2) & PCI_EXP_RTCTL_PMEIE
                     and cfg.hw_read(pos + PCI_EXP_RTSTA, 4) & PCI_EXP_RTSTA_PME)
         if line and not self._pme_asserted:
-            self._signal(self.hp_vector)
+            self._pme_asserted = True  # before the message: a handler may run inside the send
+            self._signal(self.hp_vector)  # and clear the status, which updates this line itself
+            return
         self._pme_asserted = line
 
     # -- AER ----------------------------------------------------------------------------
@@ -349,7 +353,9 @@ class RootPort(PciBridge):
                     or (cmd & PCI_ERR_ROOT_CMD_NONFATAL_EN and sta & PCI_ERR_ROOT_NONFATAL_RCV)
                     or (cmd & PCI_ERR_ROOT_CMD_FATAL_EN and sta & PCI_ERR_ROOT_FATAL_RCV))
         if line and not self._aer_asserted:
-            self._signal(self.aer_vector)
+            self._aer_asserted = True  # before the message: a handler may run inside the send
+            self._signal(self.aer_vector)  # and clear the status, which updates this line itself
+            return
         self._aer_asserted = line
 
     # -- interrupts -------------------------------------------------------------------
