@@ -221,3 +221,26 @@ def test_plain_msi_gives_one_vector_without_interrupt_remapping():
     ctrl = w.k.run_on(0, pci_read_config_word, w.dev, w.dev.msi_cap + PCI_MSI_FLAGS)[1]
     assert not ctrl & PCI_MSI_FLAGS_ENABLE and w.dev.irq == 0
     assert_nothing_left(w)
+
+
+def test_a_managed_device_gets_its_vectors_and_handlers_back_when_the_driver_unbinds():
+    from vmdsim.kernel.pci import devres_release_all, pcim_enable_device
+
+    w = msix_machine(ncpus=2)
+    k, dev = w.k, w.dev
+    h = Recorder()
+
+    def probe():  # what a driver using pcim/devm does, in probe's order
+        assert pcim_enable_device(dev) == 0
+        assert pci_alloc_irq_vectors(dev, 2, 2, PCI_IRQ_MSIX) == 2
+        for i in range(2):
+            assert k.irq.devm_request_irq(dev.dev, pci_irq_vector(dev, i), h, 0, f"q{i}",
+                                          dev) == 0
+
+    k.run_on(0, probe)
+    w.ep.msix.fire(1)
+    assert len(h.calls) == 1
+    k.run_on(0, devres_release_all, dev.dev)  # unbind: handlers first, then the vectors
+    assert not dev.msix_enabled and msix_control(w) & PCI_MSIX_FLAGS_ENABLE == 0
+    assert k.mem.leaks("devres") == []
+    assert_nothing_left(w)
