@@ -61,3 +61,15 @@ def test_hotplug_scripts_parse_and_bad_ones_say_how_to_write_them():
         parse_hotplug("soon:remove:rp0")
     with pytest.raises(KeyError, match="no root port 'vmd9.rp0'; the machine has: rp0, rp1"):
         run_load(primary(), Load(hotplug=parse_hotplug("1:remove:vmd9.rp0")))
+
+
+def test_hot_remove_and_reinsert_under_load_lose_nothing_and_leak_nothing():
+    s = primary()
+    before = s.k.mem.owner_counts()
+    out = run_load(s, Load(rate=4000, duration_ms=40, seed=1,
+                           hotplug=parse_hotplug("10:remove:rp0, 25:insert:rp0")))
+    assert (out.removed, out.inserted, out.lost) == (1, 1, 0)
+    assert s.k.mem.owner_counts() == before  # the new drive holds what the old one did
+    assert out.abandoned == 0  # handlers are instantaneous: nothing was waiting at removal
+    new = {q["name"]: q for q in measure(s, out).queues}
+    assert new["nvme0q1"]["real"] + new["nvme0q2"]["real"] > 0  # the new drive took load
