@@ -218,15 +218,21 @@ def test_a_handler_running_after_free_irq_returned_is_reported():
     assert "nvme1q1" in str(e.value)
 
 
-def test_the_handler_on_a_live_queue_returns_handled_or_none():
+def test_an_interrupt_for_work_already_consumed_finds_nothing_and_counts_spurious():
     m, k = booted()
     dev = nvme_core_of(k).devices[0]
-    q = dev.queues[2]
+    q = dev.queues[2]  # its vector targets CPU 1
+    irq = stats(k)["nvme0q2"]["irq"]
+    cpu = k.sched.cpu(1)
     with k.on_cpu(1):
-        assert nvme_irq(0, q) == IRQ_NONE
-    m.nvmes[0].complete(2)  # handled on CPU 1 by the real interrupt
-    assert (q.irq_real, q.irq_spurious) == (1, 1)
-    assert IRQ_HANDLED == 1
+        cpu.irqs_enabled = False
+        m.nvmes[0].complete(2)  # the interrupt waits: CPU 1 has interrupts off
+        assert nvme_irq(irq, q) == IRQ_HANDLED  # the entry is consumed by a poll
+        assert nvme_irq(irq, q) == IRQ_NONE
+        cpu.irqs_enabled = True
+        k.sched.irqs_changed(cpu)  # now the interrupt: nothing left for it
+    assert (q.irq_real, q.irq_spurious, q.completions) == (1, 2, 1)
+    assert interrupts(k)["nvme0q2"] == [0, 1, 0, 0]
 
 
 def _probe_with_nth_failure(n: int):
