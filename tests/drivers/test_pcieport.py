@@ -28,7 +28,6 @@ from vmdsim.drivers.pcieport import (
 )
 from vmdsim.drivers.pcieport.pciehp import OFF_STATE, ON_STATE, pciehp_controller
 from vmdsim.hw.aer import ERR_COR, ERR_FATAL, ERR_NONFATAL
-from vmdsim.hw.bus import MasterAbortLog
 from vmdsim.hw.machine import Machine
 from vmdsim.hw.nvme import NvmeController
 from vmdsim.hw.regs import (
@@ -55,7 +54,6 @@ from vmdsim.hw.regs import (
     PCI_PM_CTRL_PME_ENABLE,
     PCI_PM_CTRL_PME_STATUS,
 )
-from vmdsim.hw.rootport import RootPort
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.pci import (
@@ -89,39 +87,6 @@ slot = "1e.0"
 slot_number = 3
 hotplug = false
 """
-
-
-class _NestedHandlerPort(RootPort):
-    """A root port whose interrupt is handled *inside* the message write, as the
-    free-running scheduler does it: the handler clears every Slot Status event."""
-
-    def __init__(self) -> None:
-        super().__init__("probe", aborts=MasterAbortLog())
-        self.messages = 0
-
-    def _signal(self, vector: int) -> bool:
-        self.messages += 1
-        self.cfg.write(self.pcie_cap + PCI_EXP_SLTSTA, 2, 0xFFFF)
-        return True
-
-
-def _root_port_loses_edges() -> bool:
-    """Hardware only: does a second button press still interrupt after a handler that
-    ran nested in the first message cleared the event?"""
-    rp = _NestedHandlerPort()
-    rp.cfg.write(rp.pcie_cap + PCI_EXP_SLTCTL, 2, PCI_EXP_SLTCTL_HPIE | PCI_EXP_SLTCTL_ABPE)
-    rp.press_attention_button()
-    rp.press_attention_button()
-    return rp.messages != 2
-
-
-# hw/rootport.py records its interrupt line after sending the message (_update_hp_irq,
-# _update_aer_irq, _update_pme_irq): a handler that runs inside the send and clears the
-# status is overwritten by the stale "asserted", and the next event sends nothing.
-needs_edges = pytest.mark.xfail(
-    _root_port_loses_edges(), strict=True,
-    reason="hw/rootport.py: _hp_asserted/_aer_asserted are set after _signal(); a nested "
-           "handler's clear is lost, so the next hot-plug/AER event raises no interrupt")
 
 
 def booted(text: str = TOPOLOGY, native: dict[str, bool] | None = None):
@@ -238,7 +203,6 @@ def test_unbinding_the_port_driver_stops_services_and_frees_their_irqs():
 
 
 # -- hot-plug --------------------------------------------------------------------------------
-@needs_edges
 def test_surprise_removal_removes_the_drive_and_its_driver_frees_every_irq():
     m, k = booted()
     irqs_before_drive = {r["irq"] for r in nvme_query(k, "nvme0")}
@@ -264,7 +228,6 @@ def nvme_query(k, name: str) -> list[dict]:
     return [r for r in nvme_queue_stats(k) if r["name"].startswith(name + "q")]
 
 
-@needs_edges
 def test_reinsertion_binds_the_new_drive_with_fresh_vectors():
     m, k = booted()
     rp = m.by_name["rp0"]
@@ -288,7 +251,6 @@ def test_reinsertion_binds_the_new_drive_with_fresh_vectors():
     assert pciehp_controller(rp0).state == ON_STATE
 
 
-@needs_edges
 def test_repeated_hotplug_cycles_leak_nothing():
     m, k = booted()
     rp = m.by_name["rp0"]
@@ -306,7 +268,6 @@ def test_repeated_hotplug_cycles_leak_nothing():
     assert pciehp_controller(port(k, 0x1C)).enabled == 3
 
 
-@needs_edges
 def test_the_attention_button_toggles_the_slot():
     m, k = booted()
     rp = m.by_name["rp0"]
@@ -323,7 +284,6 @@ def test_the_attention_button_toggles_the_slot():
 
 
 # -- AER ---------------------------------------------------------------------------------------
-@needs_edges
 def test_an_error_message_reaches_aerdrv_which_logs_the_source_and_clears_the_status():
     m, k = booted()
     rp = m.by_name["rp0"]
@@ -458,7 +418,6 @@ def surprise_removal_during_io() -> Program:
                    check)
 
 
-@needs_edges
 def test_no_schedule_of_a_surprise_removal_during_io_breaks_the_teardown():
     r = explore(surprise_removal_during_io(), "pct", runs=40, depth=3, seed=5)
     assert r.verdict == "safe", r.drawing()
