@@ -155,5 +155,9 @@ def cancel_work_sync(work: work_struct) -> bool:
 
 
 def flush_scheduled_work(k: Any) -> None:
-    """Run every pending port-service work now (free-running), each as a task."""
+    """Run every pending port-service work now, each as a task on the CPU that queued it.
+
+    Free-running only, and from outside any task (the harness): a busy CPU cannot start
+    another task. Normally unnecessary: pending work runs by itself as soon as the
+    outermost interrupt or task returns."""
     _wq(k).flush()

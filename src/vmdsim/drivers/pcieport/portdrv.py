@@ -80,7 +80,7 @@ from vmdsim.kernel.pci import (
     pcie_capability_set_word,
 )
 from vmdsim.kernel.pci.device import device, devres_release_all
-from vmdsim.kernel.pci.subsys import pci_info, pci_subsys
+from vmdsim.kernel.pci.subsys import pci_subsys
 from vmdsim.kernel.sched import current
 from vmdsim.kernel.shared import KObject
 
@@ -483,7 +483,3 @@ def pcie_portdrv_exit(k: Any) -> None:
         bus.portdriver = None
     for drv in list(bus.drivers):
         pcie_port_service_unregister(k, drv)
-
-
-def port_info(pdev: Any, msg: str) -> None:
-    pci_info(pdev, msg)
