@@ -232,19 +232,19 @@ def test_shdw_capability_exists_exactly_on_vscap_parts(device_id):
 def test_bar_sizing_and_readback_for_cfgbar_membar1_membar2():
     rig = Rig(0x201D, cfgbar_size=64 << 20, membar1_size=32 << 20, membar2_size=1 << 20)
     assert rig.cfg_read(0x10) == 0xC  # 64-bit prefetchable, unassigned
-    assert rig.cfg_read(0x18) == 0xC
+    assert rig.cfg_read(0x18) == 0x4  # MEMBAR1: 64-bit non-prefetchable
     assert rig.cfg_read(0x20) == 0x4  # 64-bit non-prefetchable
     for reg in range(0x10, 0x28, 4):
         rig.cfg_write(reg, 4, 0xFFFFFFFF)
     assert [rig.cfg_read(reg) for reg in range(0x10, 0x28, 4)] == [
         0xFC00000C, 0xFFFFFFFF,  # CFGBAR: 64 MiB
-        0xFE00000C, 0xFFFFFFFF,  # MEMBAR1: 32 MiB
+        0xFE000004, 0xFFFFFFFF,  # MEMBAR1: 32 MiB
         0xFFF00004, 0xFFFFFFFF,  # MEMBAR2: 1 MiB
     ]
     rig.program_vmd()
     assert [rig.cfg_read(reg) for reg in range(0x10, 0x28, 4)] == [
         (CFGBAR & 0xFFFFFFFF) | 0xC, CFGBAR >> 32,
-        (MEMBAR1 & 0xFFFFFFFF) | 0xC, MEMBAR1 >> 32,
+        (MEMBAR1 & 0xFFFFFFFF) | 0x4, MEMBAR1 >> 32,
         MEMBAR2 | 0x4, 0,
     ]
 
@@ -439,7 +439,7 @@ def test_unclaimed_membar_access_is_a_counted_master_abort():
 
 def test_shadow_registers_on_28c0_report_the_membars_bare_metal():
     rig = Rig(0x28C0, vmlock=0x2).up()
-    assert rig.rc.mem_read(MEMBAR2 + 0x2000, 8) == MEMBAR1 | 0xC  # BAR image: 64-bit pref
+    assert rig.rc.mem_read(MEMBAR2 + 0x2000, 8) == MEMBAR1 | 0x4  # BAR image: 64-bit non-pref
     assert rig.rc.mem_read(MEMBAR2 + 0x2008, 8) == MEMBAR2 | 0x4
     assert rig.rc.mem_read(MEMBAR2 + 0x2004, 4) == MEMBAR1 >> 32
     before = rig.rc.aborts.count

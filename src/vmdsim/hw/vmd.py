@@ -11,7 +11,11 @@ What the hardware is (VMD-FACTS.md; Linux ``drivers/pci/controller/vmd.c``):
   BAR0    CFGBAR     ECAM of the hidden domain: ``((bus - bus_start) << 20) |
                      (devfn << 12) | reg``; 1/2/4-byte accesses become config
                      cycles on the hidden root bus
-  BAR2    MEMBAR1    forwarded into the hidden domain (prefetchable windows)
+  BAR2    MEMBAR1    forwarded into the hidden domain; non-prefetchable, so the
+                     root ports' memory windows and the drives' BARs fit (Linux
+                     places NVMe BARs in MEMBAR1: see /proc/iomem in commit
+                     "x86/PCI: VMD: Attach VMD resources to parent domain's
+                     resource tree")
   BAR4    MEMBAR2    the VMD's own MSI-X table (+0) and PBA (+0x1000) in the
                      first 0x2000 bytes; the MEMBAR2 shadow registers at
                      +0x2000/+0x2008 on parts that have them (while VMLOCK
@@ -211,7 +215,7 @@ class Vmd(PciFunction):
             raise ValueError(f"{name}: VMLOCK ({PCI_REG_VMLOCK:#x}) bit 1 enables MEMBAR2 "
                              f"shadow registers, which device {device_id:#06x} does not have")
         bars = (Bar(VMD_CFGBAR, cfgbar_size, prefetchable=True),
-                Bar(VMD_MEMBAR1, membar1_size, prefetchable=True),
+                Bar(VMD_MEMBAR1, membar1_size, prefetchable=False),
                 Bar(VMD_MEMBAR2, membar2_size, prefetchable=False))
         if host_phys is not None:
             if len(host_phys) != 2:
