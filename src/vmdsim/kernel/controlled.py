@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmdsim.errors import VmdsimError
 from vmdsim.kernel.sched import (
     Context,
     Cpu,
@@ -85,6 +86,12 @@ class ControlledScheduler(Scheduler):
         self.unpinned = Cpu(-2, self)  # housekeeping kthreads (rcuop): a CPU of their own
         self.irq_seq: dict[tuple[int, int], int] = {}
         self._effects: list[Access] = []
+        self.failing: Context | None = None  # the context whose error is unwinding
+
+    def _note_failure(self, error: BaseException) -> None:
+        ctx = state.cur
+        if ctx is not None and ctx.glet is not None and self.failing is None:
+            self.failing = ctx
 
     def adopt(self, sched: Scheduler) -> None:
         """Take over a free-running scheduler's CPUs and hooks (the state after setup)."""
@@ -121,8 +128,8 @@ class ControlledScheduler(Scheduler):
     # -- hooks, called from inside a context ----------------------------------------
     def _point(self, obj: Any, fld: str, kind: str) -> None:
         ctx = state.cur
-        if ctx is None or ctx.glet is None:
-            return  # setup code in the root greenlet
+        if ctx is None or ctx.glet is None or ctx is self.failing:
+            return  # setup code in the root greenlet, or a failing context unwinding
         kname = obj.kname() if hasattr(obj, "kname") else str(obj)
         ctx.next = (kname, fld, kind)
         ctx.next_obj = obj
@@ -201,6 +208,7 @@ class ControlledScheduler(Scheduler):
         if self.rcu is not None:
             self.rcu.adopt_callbacks(self)
         hook.fn = self._point
+        VmdsimError.on_raise = self._note_failure
         instrument(True)
         try:
             while self.failure is None:
@@ -218,6 +226,7 @@ class ControlledScheduler(Scheduler):
                 self.step(choices[i])
         finally:
             instrument(False)
+            VmdsimError.on_raise = None
             hook.fn = None
             state.cur = None
         return self.failure is None

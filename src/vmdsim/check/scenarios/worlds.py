@@ -1,0 +1,75 @@
+"""Small machines for scenarios: booted free-running, drivers bound, ready to race.
+
+Scenarios keep their machines small (two CPUs, one VMD with few vectors, one
+or two drives with one I/O queue each): every extra device adds accesses the
+explorer must order, and a race between one teardown and one interrupt needs
+no more than this to happen.
+"""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+from vmdsim.drivers.nvme import nvme_core_of, nvme_init
+from vmdsim.drivers.vmd.module import vmd_init
+from vmdsim.drivers.vmd.query import vmd_devices, vmd_irq_vector
+from vmdsim.hw.machine import Machine
+from vmdsim.kernel.boot import boot
+from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.io import MMIO
+from vmdsim.kernel.pci.msi import pci_irq_vector
+from vmdsim.kernel.shared import WRITE, sched_point
+from vmdsim.sim.workload import drive_of
+from vmdsim.topology import parse
+
+
+def small_topology(drives: int = 1, vectors: int = 4, queues: int = 1) -> str:
+    ports = "".join(f"[[vmd.root_port]]\nslot = {i}\nhotplug = false\n"
+                    f"nvme = {{ queues = {queues} }}\n" for i in range(drives))
+    return (f"[machine]\ncpus = 2\n\n[[vmd]]\ndevice = 0x201D\nmsix_vectors = {vectors}\n\n"
+            + ports)
+
+
+def vmd_world(*, protocol: str = "srcu", policy: str | None = None, desc_free: str = "rcu",
+              drives: int = 1, vectors: int = 4, queues: int = 1) -> SimpleNamespace:
+    """Boot a small VMD machine with the vmd and nvme drivers (no port services)."""
+    m = Machine.build(parse(small_topology(drives, vectors, queues), "<scenario>"))
+    k = Kernel(m.ncpus)
+    k.irq.desc_free = desc_free
+    vmd_init(k, protocol, policy)
+    nvme_init(k)
+    boot(k, m)
+    w = SimpleNamespace(k=k, m=m, vmd=vmd_devices(k)[0], drives=[])
+    for dev in nvme_core_of(k).devices:
+        w.drives.append(SimpleNamespace(dev=dev, pdev=dev.pdev, hw=drive_of(_Sys(m), dev.pdev)))
+    return w
+
+
+class _Sys:
+    """The slice of System that drive_of needs."""
+
+    def __init__(self, machine: Machine) -> None:
+        self.machine = machine
+
+
+def queue_route(w: SimpleNamespace, drive: Any, qid: int) -> tuple[int, int]:
+    """(child IRQ, CPU its VMD vector is delivered to) for I/O queue ``qid`` of a drive."""
+    virq = pci_irq_vector(drive.pdev, qid)
+    found = vmd_irq_vector(w.k, virq)
+    if found is None:
+        raise RuntimeError(f"queue {qid} of {drive.dev.name} is not a VMD child")
+    vmd, index = found
+    cpu, _ = w.k.irq.irq_vector_of(vmd.irqs[index].virq)
+    return virq, cpu
+
+
+def device_completes(drive_hw: Any, qid: int) -> None:
+    """The drive posts a completion on ``qid`` and sends its MSI-X message.
+
+    A device act, not kernel code: it reads its own MSI-X table (mask bits) as
+    it fires, so the explorer must order it against every MMIO access the
+    kernel makes — the scheduling point says so by touching all of MMIO.
+    """
+    sched_point(MMIO, "*", WRITE)
+    drive_hw.complete(qid)
