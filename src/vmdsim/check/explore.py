@@ -113,13 +113,25 @@ def _coverage(strategy: str, bound: int, runs: int, depth: int, seed: int,
     return f"{runs} PCT schedules of depth {depth}, seed {seed}"
 
 
+def signature(ex: Execution) -> tuple[str, ...]:
+    """What makes two violations the same: the kind and, for a memory error, the type
+    and field of the object (``vmd_irq.virq``), whatever its serial number."""
+    failure = ex.failure
+    obj = getattr(failure, "object", None)
+    if obj is None:
+        return (ex.verdict,)
+    name = object.__getattribute__(obj, "__dict__")["_kmem"].name.split("#")[0]
+    return (ex.verdict, name, getattr(failure, "field", ""))
+
+
 def minimal(program: Program, ex: Execution, max_bound: int = 4) -> Execution:
     """The same violation with the fewest preemptions that bounded search finds."""
+    want = signature(ex)
     for b in range(max_bound + 1):
         hit: list[Execution] = []
 
         def same(e: Execution, hit: list[Execution] = hit) -> bool:
-            if e.complete and e.verdict == ex.verdict:
+            if e.complete and e.verdict != "safe" and signature(e) == want:
                 hit.append(e)
                 return False
             return True

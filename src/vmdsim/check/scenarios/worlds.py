@@ -32,25 +32,21 @@ def small_topology(drives: int = 1, vectors: int = 4, queues: int = 1) -> str:
 
 
 def vmd_world(*, protocol: str = "srcu", policy: str | None = None, desc_free: str = "rcu",
-              drives: int = 1, vectors: int = 4, queues: int = 1) -> SimpleNamespace:
-    """Boot a small VMD machine with the vmd and nvme drivers (no port services)."""
+              drives: int = 1, vectors: int = 4, queues: int = 1,
+              nvme: bool = True) -> SimpleNamespace:
+    """Boot a small VMD machine with the vmd and (unless told not to) nvme drivers, no
+    port services."""
     m = Machine.build(parse(small_topology(drives, vectors, queues), "<scenario>"))
     k = Kernel(m.ncpus)
     k.irq.desc_free = desc_free
     vmd_init(k, protocol, policy)
-    nvme_init(k)
+    if nvme:
+        nvme_init(k)
     boot(k, m)
-    w = SimpleNamespace(k=k, m=m, vmd=vmd_devices(k)[0], drives=[])
+    w = SimpleNamespace(k=k, m=m, machine=m, vmd=vmd_devices(k)[0], drives=[])
     for dev in nvme_core_of(k).devices:
-        w.drives.append(SimpleNamespace(dev=dev, pdev=dev.pdev, hw=drive_of(_Sys(m), dev.pdev)))
+        w.drives.append(SimpleNamespace(dev=dev, pdev=dev.pdev, hw=drive_of(w, dev.pdev)))
     return w
-
-
-class _Sys:
-    """The slice of System that drive_of needs."""
-
-    def __init__(self, machine: Machine) -> None:
-        self.machine = machine
 
 
 def queue_route(w: SimpleNamespace, drive: Any, qid: int) -> tuple[int, int]:
@@ -73,3 +69,13 @@ def device_completes(drive_hw: Any, qid: int) -> None:
     """
     sched_point(MMIO, "*", WRITE)
     drive_hw.complete(qid)
+
+
+def vector_of(w: SimpleNamespace, child_virq: int) -> Any:
+    """The ``vmd_irq_list`` (VMD vector) child IRQ ``child_virq`` is multiplexed onto."""
+    return next(c.irq for c in w.vmd.children if c.virq == child_virq)
+
+
+def pin_vector(w: SimpleNamespace, vector: Any, cpu: int) -> None:
+    """Send a VMD vector to ``cpu``, as ``echo`` into ``/proc/irq/N/smp_affinity`` would."""
+    w.k.run_on(0, w.k.irq.irq_set_affinity, vector.virq, {cpu})
