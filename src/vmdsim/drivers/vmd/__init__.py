@@ -34,7 +34,7 @@ from vmdsim.drivers.vmd.query import (
     vmd_vector_children,
     vmd_vector_loads,
 )
-from vmdsim.drivers.vmd.rebalance import vmd_move_irq, vmd_rebalance
+from vmdsim.drivers.vmd.rebalance import vmd_move, vmd_move_irq, vmd_rebalance
 
 __all__ = [
     "POLICIES",
@@ -46,6 +46,7 @@ __all__ = [
     "vmd_interrupts_column",
     "vmd_irq_vector",
     "vmd_module_of",
+    "vmd_move",
     "vmd_move_irq",
     "vmd_rebalance",
     "vmd_vector_calls",

@@ -63,6 +63,15 @@ from vmdsim.kernel.pci import (
     pci_read_config_word,
     pci_write_config_word,
 )
+from vmdsim.kernel.pci.msi import (
+    PCI_IRQ_MSIX,
+    msi_desc_to_pci_dev,
+    pci_alloc_irq_vectors,
+    pci_irq_vector,
+    pci_msi_create_irq_domain,
+    pci_msix_vec_count,
+    to_pci_dev,
+)
 from vmdsim.kernel.pci.pci_h import PCI_CLASS_STORAGE_EXPRESS
 from vmdsim.kernel.pci.resource import ENODEV, ENOMEM
 from vmdsim.kernel.pci.subsys import pci_warn
@@ -141,10 +150,6 @@ def vmd_get_hwirq(info: Any, arg: Any) -> int:
     return 0
 
 
-def msi_desc_to_pci_dev(desc: Any) -> Any:
-    return desc.pdev
-
-
 def vmd_next_irq(vmd: vmd_dev, desc: Any, virq: int, vmdirq: vmd_irq) -> vmd_irq_list:
     """The vector a new child IRQ goes to: the instance's policy decides (and counts it)."""
     return vmd.policy.next_irq(vmd, desc, virq, vmdirq)
@@ -198,8 +203,6 @@ def vmd_msi_free(domain: Any, info: Any, virq: int) -> None:
 
 def vmd_msi_prepare(domain: Any, dev: Any, nvec: int, arg: Any) -> int:
     """Cut a request for more vectors than the VMD has to that number (a positive return)."""
-    from vmdsim.kernel.pci.msi import to_pci_dev
-
     vmd = vmd_from_bus(to_pci_dev(dev).bus)
     if nvec > vmd.msix_count:
         return vmd.msix_count
@@ -223,8 +226,6 @@ vmd_msi_domain_info = msi_domain_info(
 
 def vmd_create_irq_domain(vmd: vmd_dev) -> int:
     """The VMD MSI domain, with no parent; 0 or -ENODEV."""
-    from vmdsim.kernel.pci.msi import pci_msi_create_irq_domain
-
     kirq = vmd.dev.k.irq
     fn = kirq.irq_domain_alloc_named_id_fwnode("VMD-MSI", vmd.sysdata.domain)
     if fn is None:
@@ -268,13 +269,6 @@ def vmd_free_irq_lists(vmd: vmd_dev) -> None:
 def vmd_alloc_irqs(vmd: vmd_dev) -> int:
     """Allocate the VMD's MSI-X vectors (at least ``first_vec + 1``), a list, an SRCU
     domain and a handler for each; 0 or -errno. Everything is managed (devres)."""
-    from vmdsim.kernel.pci.msi import (
-        PCI_IRQ_MSIX,
-        pci_alloc_irq_vectors,
-        pci_irq_vector,
-        pci_msix_vec_count,
-    )
-
     dev = vmd.dev
     k = dev.k
     count = pci_msix_vec_count(dev)

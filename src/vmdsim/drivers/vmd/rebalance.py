@@ -74,9 +74,11 @@ def _write_msg(data) -> None:
         irq_chip_write_msi_msg(data, msg)
 
 
-def vmd_move_irq(vmd: vmd_dev, vmdirq: vmd_irq, dst: vmd_irq_list) -> bool:
+def vmd_move_irq(vmd: vmd_dev, vmdirq: vmd_irq, dst: vmd_irq_list, *,
+                 replay: bool = True) -> bool:
     """Move one child IRQ to vector ``dst``; True if it moved. The caller holds the VMD
-    MSI domain's mutex (the mapping cannot be freed under it)."""
+    MSI domain's mutex (the mapping cannot be freed under it). ``replay=False`` skips
+    step 6 — only to show what it is for: an interrupt can then be lost."""
     kirq = vmd.dev.k.irq
     lock = vmd.module.list_lock
     desc = kirq.irq_to_desc(vmdirq.virq)
@@ -120,7 +122,7 @@ def vmd_move_irq(vmd: vmd_dev, vmdirq: vmd_irq, dst: vmd_irq_list) -> bool:
         raw_spin_unlock_irqrestore(desc.lock, flags)
         vmd.moves += 1
 
-        if relink:
+        if relink and replay:
             ddesc = kirq.irq_to_desc(dst.virq)
             flags = raw_spin_lock_irqsave(ddesc.lock)
             check_irq_resend(ddesc, True)
@@ -174,5 +176,20 @@ def vmd_rebalance(vmd: vmd_dev) -> int:
     mutex_lock(m)
     try:
         return vmd_rebalance_locked(vmd)
+    finally:
+        mutex_unlock(m)
+
+
+def vmd_move(vmd: vmd_dev, virq: int, index: int, *, replay: bool = True) -> bool:
+    """Move child IRQ ``virq`` to vector ``index`` now (from a task); True if it moved."""
+    if vmd.irq_domain is None or not 0 <= index < len(vmd.irqs):
+        return False
+    m = vmd.irq_domain.root.mutex
+    mutex_lock(m)
+    try:
+        for child in vmd.children:
+            if child.virq == virq:
+                return vmd_move_irq(vmd, child, vmd.irqs[index], replay=replay)
+        return False
     finally:
         mutex_unlock(m)
