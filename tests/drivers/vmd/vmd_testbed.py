@@ -40,6 +40,7 @@ from vmdsim.kernel.pci.msi import (
     pci_free_irq_vectors,
     pci_irq_vector,
 )
+from vmdsim.kernel.sched import current
 from vmdsim.kernel.shared import KObject
 from vmdsim.topology import parse
 
@@ -97,6 +98,7 @@ class nvmeq_queue(KObject):
         self.virq = 0
         self.calls = 0  # handler runs
         self.consumed = 0  # completion entries it found and consumed
+        self.cpus: list[int] = []  # the CPU of each handler run
 
     def __repr__(self) -> str:
         return f"<nvmeq queue {self.q} irq {self.virq}>"
@@ -112,6 +114,7 @@ class nvmeq_ctrl(KObject):
 
 def nvmeq_irq(irq: int, queue: nvmeq_queue) -> int:
     queue.calls += 1
+    queue.cpus.append(current().cpu.id)
     db = queue.ctrl.bar + NVME_REG_DBS + 8 * queue.q + 4
     n = readl(db)
     if not n:
@@ -227,3 +230,179 @@ def queue_of(w: SimpleNamespace, nvme: int, q: int) -> nvmeq_queue:
 
 def bound_queues(w: SimpleNamespace) -> list[nvmeq_queue]:
     return [q for ctrl in w.drv.bound for q in ctrl.queues]
+
+
+# -- hot-plug, as pciehp would do it ------------------------------------------------------------
+def port_pdev(w: SimpleNamespace, port: int, vmd: int = 0):
+    from vmdsim.kernel.pci import PCI_DEVFN
+
+    v = w.vmds[vmd]
+    return w.k.pci.pci_get_domain_bus_and_slot(v.sysdata.domain, v.busn_start,
+                                               PCI_DEVFN(port, 0))
+
+
+def hot_remove(w: SimpleNamespace, port: int, vmd: int = 0) -> None:
+    """Orderly removal of the drive behind root port ``port``: the OS lets go (drivers
+    unbind, IRQs are freed), then the card is pulled."""
+    from vmdsim.kernel.pci import pci_stop_and_remove_bus_device_locked
+
+    rp = port_pdev(w, port, vmd)
+    drive = rp.subordinate.devices[0]
+    w.k.run_on(0, pci_stop_and_remove_bus_device_locked, drive)
+    w.m.by_name[f"vmd{vmd}.rp{port}"].unpopulate()
+
+
+def hot_add(w: SimpleNamespace, port: int, queues: int, vmd: int = 0, name: str = "") -> None:
+    """Insert a drive with ``queues`` I/O queues behind root port ``port`` and rescan."""
+    from vmdsim.hw.nvme import NvmeController
+    from vmdsim.kernel.pci import pci_lock_rescan_remove, pci_rescan_bus, pci_unlock_rescan_remove
+
+    card = NvmeController(name or f"hot{port}.{queues}.{len(w.m.nvmes)}", nr_io_queues=queues)
+    w.m.nvmes.append(card)
+    w.m.by_name[f"vmd{vmd}.rp{port}"].populate(card)
+    rp = port_pdev(w, port, vmd)
+
+    def rescan():
+        pci_lock_rescan_remove(w.k)
+        pci_rescan_bus(rp.subordinate)
+        pci_unlock_rescan_remove(w.k)
+
+    w.k.run_on(0, rescan)
+
+
+def ctrl_behind(w: SimpleNamespace, port: int, vmd: int = 0) -> nvmeq_ctrl:
+    rp = port_pdev(w, port, vmd)
+    for ctrl in w.drv.bound:
+        if ctrl.pdev.bus is rp.subordinate:
+            return ctrl
+    raise LookupError(f"no bound drive behind root port {port}")
+
+
+def small_text(queues: tuple[int, ...], vectors: int = 5, device: int = 0x201D) -> str:
+    """One VMD with ``vectors`` vectors and a drive with queues[i] I/O queues on port i."""
+    blocks = [f'[[vmd]]\ndevice = {device:#06x}\nslot = "0e.0"\nmsix_vectors = {vectors}\n'
+              'membar2 = "32M"\n']
+    for p, q in enumerate(queues):
+        nvme = f"nvme = {{ queues = {q} }}\n" if q else ""
+        blocks.append(f"[[vmd.root_port]]\nslot = {p}\nslot_number = {p + 1}\n{nvme}")
+    return machine_text(blocks)
+
+
+def hw_of(w: SimpleNamespace, ctrl: nvmeq_ctrl):
+    """The hardware drive a bound controller drives: the card in its root port's slot."""
+    from vmdsim.kernel.pci import PCI_SLOT
+
+    vmd = [v.sysdata.domain for v in w.vmds].index(ctrl.pdev.bus.domain_nr)
+    port = PCI_SLOT(ctrl.pdev.bus.self.devfn)
+    return w.m.by_name[f"vmd{vmd}.rp{port}"].card
+
+
+def fire_all(w: SimpleNamespace) -> None:
+    """Complete one command on every bound queue; each handler must consume exactly it."""
+    for ctrl in list(w.drv.bound):
+        hw = hw_of(w, ctrl)
+        for q in ctrl.queues:
+            before = q.consumed
+            assert hw.complete(q.q)
+            assert q.consumed == before + 1, f"{q!r}: interrupt lost"
+
+
+class device_completion:
+    """A drive completing a command on queue ``q`` — as a thread of an explored program.
+
+    A device that sends an MSI-X message first reads its Function Mask/Enable bits and
+    the entry's vector control, address and data. The hardware model does that without
+    scheduling points, so this stand-in for the device announces those reads (keyed, as
+    every MMIO access is, by the CPU-physical address of the register) before acting:
+    the explorer then orders the send against the CPU that masks or rewrites the entry.
+    Addresses are worked out at set-up, so the thread touches no kernel object.
+    """
+
+    def __init__(self, w: SimpleNamespace, ctrl: nvmeq_ctrl, q: int) -> None:
+        pdev = ctrl.pdev
+        vmd = next(v for v in w.vmds if v.sysdata.domain == pdev.bus.domain_nr)
+        cfg = vmd.dev.resource[0].start + (((pdev.bus.number - vmd.busn_start) << 20)
+                                           | pdev.devfn << 12)
+        entry = pdev.resource[0].start + 0x2000 + 16 * q
+        self.reads = [cfg + pdev.msix_cap + 2, entry + 12, entry, entry + 8]
+        self.hw = hw_of(w, ctrl)
+        self.q = q
+        self.sent = None
+
+    def __call__(self) -> None:
+        from vmdsim.kernel.io import MMIO
+        from vmdsim.kernel.shared import READ, sched_point
+
+        for phys in self.reads:
+            sched_point(MMIO, f"{phys:#x}", READ)
+        self.sent = self.hw.complete(self.q)
+
+
+# -- programs for the explorer -----------------------------------------------------------------
+def in_flight(w: SimpleNamespace, ctrl: nvmeq_ctrl, q: int, cpu: int) -> None:
+    """Complete a command on queue ``q`` while ``cpu`` has interrupts off, so the VMD vector
+    it raises stays pending there: the explorer may then deliver it at any step."""
+    c = w.k.sched.cpus[cpu]
+    flag, c.irqs_enabled = c.irqs_enabled, False
+    assert hw_of(w, ctrl).complete(q)
+    c.irqs_enabled = flag
+    assert c.pending, f"nothing pending on CPU{cpu}"
+
+
+def demux_race_program(protocol: str, desc_free: str, *, hardirq_rcu_reader: bool = True):
+    """The seed's race: CPU0 tears down a child IRQ (``free_irq`` then
+    ``pci_free_irq_vectors``, what ``driver_exit`` does) while CPU1 has the VMD vector of
+    that child pending, so its demultiplexing walk may run at any step of the teardown.
+
+    The machine: one VMD 0x201D with 2 vectors (vector 1 targeted at CPU1), one drive,
+    whose single queue's IRQ is the only child on vector 1."""
+    from vmdsim.check.program import Program
+    from vmdsim.kernel.pci.msi import pci_free_irq_vectors
+
+    def setup() -> SimpleNamespace:
+        w = boot_vmd(small_text((1,), vectors=2), protocol=protocol, desc_free=desc_free,
+                     queues=1, hardirq_rcu_reader=hardirq_rcu_reader)
+        k = w.k
+        k.run_on(0, k.irq.irq_set_affinity, w.vmd.irqs[1].virq, frozenset({1}))
+        ctrl = w.drv.bound[0]
+        w.pdev, w.queue, w.virq = ctrl.pdev, ctrl.queues[0], ctrl.queues[0].virq
+        in_flight(w, ctrl, 0, 1)
+        return w
+
+    def driver_exit(w: SimpleNamespace) -> None:
+        w.k.irq.free_irq(w.virq, w.queue)
+        pci_free_irq_vectors(w.pdev)
+
+    def threads(w: SimpleNamespace):
+        return [(0, lambda: driver_exit(w), "driver_exit")]
+
+    return Program(f"vmd-demux-{protocol}-{desc_free}", setup, threads,
+                   description=demux_race_program.__doc__ or "")
+
+
+def move_world(*, replay: bool = True) -> SimpleNamespace:
+    """One VMD with 3 vectors (slow 0; 1 on CPU2, 2 on CPU3), one drive with 2 I/O queues:
+    queue 2's IRQ shares vector 1 with the admin queue. ``w.mover`` moves it to vector 2;
+    ``w.fire`` is the drive completing a command on queue 2 (a :class:`device_completion`)."""
+    w = boot_vmd(small_text((2,), vectors=3), queues=3)
+    k, vmd = w.k, w.vmd
+    k.run_on(0, k.irq.irq_set_affinity, vmd.irqs[1].virq, frozenset({2}))
+    k.run_on(0, k.irq.irq_set_affinity, vmd.irqs[2].virq, frozenset({3}))
+    ctrl = w.drv.bound[0]
+    w.queue = ctrl.queues[2]
+    w.fire = device_completion(w, ctrl, 2)
+    w.replay = replay
+    return w
+
+
+def move_queue2(w: SimpleNamespace) -> None:
+    from vmdsim.drivers.vmd import vmd_move
+
+    assert vmd_move(w.vmd, w.queue.virq, 2, replay=w.replay)
+
+
+def flush_interrupts(k) -> None:
+    """Deliver what is still pending on any CPU (the end of an explored run)."""
+    for cpu in k.sched.cpus:
+        if cpu.pending:
+            k.sched.deliver_pending(cpu)
