@@ -44,9 +44,10 @@ def _parse(what: str, value: Param, valid: dict[str, Any], default: str) -> list
         names = [v.strip() for v in value.split(",")]
     else:
         names = list(value)
+    plural = "policies" if what == "policy" else what + "s"
     for n in names:
         if n not in valid:
-            raise VmdParamError(f"vmd: unknown {what} {n!r}; valid {what}s: "
+            raise VmdParamError(f"vmd: unknown {what} {n!r}; valid {plural}: "
                                 f"{', '.join(valid)}")
     return names
 

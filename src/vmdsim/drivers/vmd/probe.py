@@ -425,8 +425,9 @@ def _out_release_instance(vmd: vmd_dev, err: int) -> int:
 
 def vmd_remove(dev: pci_dev) -> None:
     """Unbind: children first (their drivers unbind, their IRQs are freed), then the
-    domain, the SRCU structures, the resources, the MSI domain, the instance number.
-    The VMD's own vectors, handlers and mappings are managed: released right after."""
+    domain, the resources, the MSI domain, the instance number. The VMD's own
+    handlers, SRCU structures, vector lists and vectors are managed (devres) and are
+    released right after, in that order (Linux cleans the SRCU structures here)."""
     vmd = pci_get_drvdata(dev)
     pci_stop_root_bus(vmd.bus)
     sysfs_remove_link(vmd.dev.dev, "domain")

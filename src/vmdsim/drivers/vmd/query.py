@@ -4,7 +4,8 @@ state without scheduling points (call them outside an explored run, or at its en
 - ``vmd_devices(k)``: the bound VMDs, in probe order;
 - ``vmd_irq_vector(k, virq)``: which VMD and vector a child IRQ is multiplexed onto
   (None for an IRQ that is not a VMD child) — the extra ``/proc/interrupts``
-  column, also as text through ``vmd_interrupts_column``;
+  column, as text through ``vmd_interrupts_column`` (the whole table with it:
+  ``vmd_show_interrupts(k)``);
 - ``vmd_vector_loads(vmd)``: child IRQs assigned to each vector (``count``);
 - ``vmd_vector_calls(vmd)``: how often each vector's handler ran, and
   ``vmd_vector_child_calls(vmd)``: the child flow handlers those runs started
@@ -15,6 +16,7 @@ state without scheduling points (call them outside an explored run, or at its en
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from vmdsim.drivers.vmd.dev import vmd_dev
@@ -66,3 +68,12 @@ def vmd_vector_children(vmd: vmd_dev) -> list[list[int]]:
                 if c.__dict__["irq"] is irqs and not c.__dict__["enabled"]]
         out.append(listed + idle)
     return out
+
+
+def vmd_show_interrupts(k: Any) -> str:
+    """``/proc/interrupts`` with the VMD column: ``vmd0:3`` after each child IRQ."""
+    return k.irq.show_interrupts(partial(_column, k))
+
+
+def _column(k: Any, irq: int, desc: Any = None) -> str:
+    return vmd_interrupts_column(k, irq)
