@@ -30,8 +30,12 @@ If the child is disabled while it waits in step 4 (``disable_irq``), the
 move still repoints it but leaves it off the lists and masked, and
 ``enable_irq`` later publishes it on the new vector. If it is disabled and
 enabled again meanwhile, it is back on the old list and the move is
-abandoned. A child that is allocated but not enabled (on no list) is just
-repointed, and its message rewritten if it is active.
+abandoned. Only live children (enabled: on a list) are moved. One that is
+allocated but not enabled may be half-way through activation or
+deactivation, which the MSI core does without the descriptor lock, so
+rewriting its message could race with the core's own write; such children
+stay where they are (in steady state every child is live; the not-enabled
+ones are those of a device being torn down, whose ``msi_free`` comes next).
 
 ``vmd_rebalance`` moves children, one at a time, from the most loaded fast
 vector to the least loaded, until they differ by at most one — which makes
@@ -88,19 +92,22 @@ def vmd_move_irq(vmd: vmd_dev, vmdirq: vmd_irq, dst: vmd_irq_list, *,
         return False
     mutex_lock(desc.request_mutex)
     try:
+        # 2-3: mask, unlink (only a live child: on a list, its message active)
         flags = raw_spin_lock_irqsave(desc.lock)
-        live = vmdirq.enabled
-        if live:
-            data.chip.irq_mask(data)
-            lflags = raw_spin_lock_irqsave(lock)
-            list_del_rcu(vmdirq)
-            vmdirq.enabled = False
-            raw_spin_unlock_irqrestore(lock, lflags)
+        if not vmdirq.enabled:
+            raw_spin_unlock_irqrestore(desc.lock, flags)
+            return False
+        data.chip.irq_mask(data)
+        lflags = raw_spin_lock_irqsave(lock)
+        list_del_rcu(vmdirq)
+        vmdirq.enabled = False
+        raw_spin_unlock_irqrestore(lock, lflags)
         raw_spin_unlock_irqrestore(desc.lock, flags)
 
-        if live:
-            vmd.protocol.wait_for_readers(src)
+        # 4: no walker of src may still stand on the entry
+        vmd.protocol.wait_for_readers(src)
 
+        # 5: repoint, relink, new message, unmask
         flags = raw_spin_lock_irqsave(desc.lock)
         lflags = raw_spin_lock_irqsave(lock)
         if vmdirq.enabled:  # disabled and re-enabled meanwhile: it is back on src
@@ -110,7 +117,7 @@ def vmd_move_irq(vmd: vmd_dev, vmdirq: vmd_irq, dst: vmd_irq_list, *,
         src.count = src.count - 1
         dst.count = dst.count + 1
         vmdirq.irq = dst
-        relink = live and not irqd_irq_disabled(data)
+        relink = not irqd_irq_disabled(data)  # disabled meanwhile: enable_irq relinks
         if relink:
             list_add_tail_rcu(vmdirq, dst.irq_list)
             vmdirq.enabled = True
@@ -122,6 +129,7 @@ def vmd_move_irq(vmd: vmd_dev, vmdirq: vmd_irq, dst: vmd_irq_list, *,
         raw_spin_unlock_irqrestore(desc.lock, flags)
         vmd.moves += 1
 
+        # 6: replay the new vector for what was sent to the old one before the mask
         if relink and replay:
             ddesc = kirq.irq_to_desc(dst.virq)
             flags = raw_spin_lock_irqsave(ddesc.lock)
@@ -141,10 +149,9 @@ def _most_and_least(vmd: vmd_dev) -> tuple[vmd_irq_list, vmd_irq_list, vmd_irq |
     dst = min(fast, key=lambda irqs: (irqs.count, irqs.index))
     victim = None
     if src.count - dst.count > 1:
-        on_src = [c for c in vmd.children if c.irq is src]
-        # the most recently placed one, preferring those on the list (live)
-        live = [c for c in on_src if c.enabled]
-        victim = (live or on_src or [None])[-1]
+        # the most recently placed live one (on the list)
+        live = [c for c in vmd.children if c.irq is src and c.enabled]
+        victim = live[-1] if live else None
     raw_spin_unlock_irqrestore(lock, flags)
     return src, dst, victim
 
@@ -164,8 +171,8 @@ def vmd_rebalance_locked(vmd: vmd_dev) -> int:
             return moves
         if vmd_move_irq(vmd, victim, dst):
             moves += 1
-        elif victim.irq is src:
-            return moves  # it would not move (re-enabled on src meanwhile): try later
+        else:
+            return moves  # it would not move (disabled or freed meanwhile): try later
 
 
 def vmd_rebalance(vmd: vmd_dev) -> int:
