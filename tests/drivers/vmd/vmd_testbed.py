@@ -67,7 +67,8 @@ def default_text(**replace: str) -> str:
 
 
 # The default machine with a MEMBAR2 that has room for non-prefetchable bridge windows
-# (the default's 1 MiB minus the VMD's own 0x2000 holds no 1 MiB-aligned window).
+# (the default's 1 MiB minus the VMD's own 0x2000 holds no 1 MiB-aligned window, so there
+# the PCI core puts the drives' 64-bit BARs in MEMBAR1's prefetchable windows).
 ROOMY_DEFAULT = default_text(membar2='"32M"')
 
 
