@@ -52,3 +52,13 @@ def test_a_move_without_the_replay_of_the_new_vector_is_caught(monkeypatch):
     monkeypatch.setattr(rebalance, "check_irq_resend", lambda desc, inject: None)
     r = explore(find("live-move").program())
     assert r.verdict == "lost-interrupt"
+
+
+@pytest.mark.parametrize("protocol", ["srcu", "kfree-rcu", "rfc-v3"])
+def test_hot_remove_under_pct(protocol):
+    # The hot-plug path has thousands of traces; PCT samples them (300 runs, depth 3).
+    sc = find("hot-remove")
+    r = explore(sc.program(protocol=protocol), "pct", runs=300, depth=3, seed=1)
+    assert r.verdict == sc.expected({"protocol": protocol})
+    if r.verdict != "safe":
+        assert "read of vmd_irq#" in str(r.counterexample.failure)

@@ -27,15 +27,35 @@ _READS = frozenset({READ, WAIT})
 _SECTION = frozenset({RCU_LOCK, RCU_UNLOCK})
 
 
+def _overlap(f1: str, f2: str) -> bool:
+    """Fields of one object meet: equal, ``*`` (all of it), or an address within one of
+    the ``lo-hi`` ranges of a comma-separated list (a device's footprint in MMIO)."""
+    if f1 == f2 or f1 == "*" or f2 == "*":
+        return True
+    if "-" not in f1 and "-" not in f2:
+        return False
+    return any(lo1 <= hi2 and lo2 <= hi1
+               for lo1, hi1 in map(_span, f1.split(","))
+               for lo2, hi2 in map(_span, f2.split(",")))
+
+
+def _span(f: str) -> tuple[int, int]:
+    lo, dash, hi = f.partition("-")
+    try:
+        return int(lo, 16), int(hi if dash else lo, 16)
+    except ValueError:
+        return -1, -2  # not an address: meets no range
+
+
 def conflict(a: Access, b: Access) -> bool:
     if a[0] != b[0]:
         return False
-    if a[1] != b[1] and a[1] != "*" and b[1] != "*":
+    if not _overlap(a[1], b[1]):
         return False
     ka, kb = a[2], b[2]
     if ka in _READS and kb in _READS:
         return False
-    if RELEASE in (ka, kb) and a[1] != "*" and b[1] != "*":
+    if RELEASE in (ka, kb) and "*" not in (a[1], b[1]):
         return False
     return not (ka in _SECTION and kb in _SECTION)
 

@@ -1,3 +1,8 @@
 """The built-in scenarios; importing this package registers them."""
 
-from vmdsim.check.scenarios import enable_race, live_move, seed_teardown  # noqa: F401
+from vmdsim.check.scenarios import (  # noqa: F401
+    enable_race,
+    hot_remove,
+    live_move,
+    seed_teardown,
+)

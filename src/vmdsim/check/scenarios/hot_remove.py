@@ -1,0 +1,69 @@
+"""A drive pulled from its slot while it completes a command.
+
+A person pulls the card from a hot-plug root port behind the VMD; the port
+signals the event (its MSI, remapped by the VMD onto the slow vector);
+pciehp's handler queues the slot's work, which removes the device: the NVMe
+driver's remove frees its queue IRQs through the VMD MSI domain. Meanwhile
+the drive completes a command on queue 1 at any moment — before it is
+pulled (the VMD vector is taken on CPU1 and the demux walks to the queue),
+or after (its message goes nowhere). In every schedule: no freed memory is
+touched, no handler runs after its ``free_irq`` returned, nothing
+deadlocks, and once everything has run the NVMe driver holds nothing — with
+``srcu`` and ``kfree-rcu``; ``rfc-v3`` frees the mapping under the walk.
+
+The whole hot-plug path (port interrupt, pciehp's deferred work, device
+removal, NVMe teardown) makes thousands of traces: exhaustive DPOR takes
+minutes; ``--strategy pct`` finds the rfc-v3 bug in a few dozen runs.
+"""
+
+from __future__ import annotations
+
+from vmdsim.check.program import Program
+from vmdsim.check.scenario import scenario
+from vmdsim.check.scenarios.worlds import (
+    device_completes,
+    footprint,
+    pin_vector,
+    queue_route,
+    vector_of,
+    vmd_world,
+)
+from vmdsim.drivers.pcieport.portdrv import pcie_portdrv_init
+from vmdsim.kernel.io import MMIO
+from vmdsim.kernel.shared import WRITE, sched_point
+
+QID = 1
+
+
+def pull(port) -> None:
+    """A person pulls the card: presence and link drop, the port signals the change; the
+    card's registers vanish and the port's slot status and message change at once."""
+    spans = footprint(port) + footprint(port.card)
+    sched_point(MMIO, ",".join(f"{lo:#x}-{hi:#x}" for lo, hi in spans), WRITE)
+    port.unpopulate()
+
+
+@scenario("hot-remove", "a drive is pulled from its hot-plug slot while it completes a command",
+          options={"protocol": ("srcu", "kfree-rcu", "rfc-v3")},
+          expect={"rfc-v3": "use-after-free", "kfree-rcu": "safe", "srcu": "safe"})
+def hot_remove(protocol: str = "srcu") -> Program:
+    def setup():
+        w = vmd_world(protocol=protocol, hotplug=True, ports=pcie_portdrv_init)
+        w.drive = w.drives[0]
+        child, _ = queue_route(w, w.drive, QID)
+        pin_vector(w, vector_of(w, child), 1)
+        w.port = w.m.root_ports[0]
+        return w
+
+    def threads(w):
+        return [(None, lambda: pull(w.port), "pull"),
+                (None, lambda: device_completes(w.drive.hw, QID), "nvme")]
+
+    def check(w):
+        assert not w.k.mem.leaks("nvme"), "the NVMe driver left memory behind"
+        assert w.port.card is None
+
+    return Program("hot-remove", setup, threads, check)
+
+
+
