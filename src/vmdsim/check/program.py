@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import copy
 import gc
+import io
+import pickle
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -73,8 +75,43 @@ class Execution:
     world: Any = field(default=None, repr=False)
 
 
+class _Snapshot(pickle.Pickler):
+    """Pickles a world, keeping objects that copy themselves as themselves (static ops
+    tables: their ``__deepcopy__`` returns them) by reference, not by value."""
+
+    def __init__(self, file: io.BytesIO, shared: list[Any]) -> None:
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.shared = shared
+        self.index: dict[int, int] = {}
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if not hasattr(type(obj), "__deepcopy__") or isinstance(obj, type):
+            return None
+        key = id(obj)
+        if key not in self.index:
+            if copy.deepcopy(obj) is not obj:
+                return None
+            self.index[key] = len(self.shared)
+            self.shared.append(obj)
+        return self.index[key]
+
+
+class _Restore(pickle.Unpickler):
+    def __init__(self, data: bytes, shared: list[Any]) -> None:
+        super().__init__(io.BytesIO(data))
+        self.shared = shared
+
+    def persistent_load(self, pid: int) -> Any:
+        return self.shared[pid]
+
+
 class World:
-    """Copies of one post-setup state, one per execution."""
+    """Copies of one post-setup state, one per execution.
+
+    The state is pickled once and unpickled per execution (much cheaper than a
+    deep copy); a world that does not pickle is deep-copied, and one that a
+    closure ties to the original is set up again each time.
+    """
 
     def __init__(self, program: Program) -> None:
         self.program = program
@@ -82,6 +119,8 @@ class World:
         reset_serials(self._start)
         self._template = program.setup()
         self._after = peek_serial()
+        self._blob: bytes | None = None
+        self._shared: list[Any] = []
         try:
             self._copy = copy.deepcopy(self._template)
         except Exception:  # noqa: BLE001 - some worlds hold things deepcopy refuses
@@ -89,10 +128,19 @@ class World:
         if self._copy is not None and shares_state(self._template, self._copy):
             self._copy = None  # a closure would tie the copy to the original
         self.copies = self._copy is not None
+        if self.copies:
+            buf = io.BytesIO()
+            try:
+                _Snapshot(buf, self._shared).dump(self._template)
+                self._blob = buf.getvalue()
+            except (pickle.PicklingError, TypeError, AttributeError):
+                self._blob = None  # a lambda somewhere: deep copies it is
 
     def fresh(self) -> Any:
         if self._copy is not None:
             world, self._copy = self._copy, None
+        elif self._blob is not None:
+            world = _Restore(self._blob, self._shared).load()
         elif self.copies:
             world = copy.deepcopy(self._template)
         else:
