@@ -31,11 +31,18 @@ class Bench:
 
 
 REGISTRY: list[Bench] = []
+# Figures that are not a ratio to a baseline (counts, seconds): (title, fn -> header, rows).
+TABLES: list[tuple[str, Callable[[], tuple[list[str], list[list[str]]]]]] = []
 
 
 def register(name: str, baseline: str, make_baseline, make_subject, n: int = 20000) -> None:
     """Add a figure: ``make_*`` take n and return a callable doing n operations."""
     REGISTRY.append(Bench(name, baseline, make_baseline, make_subject, n))
+
+
+def table(title: str, fn: Callable[[], tuple[list[str], list[list[str]]]]) -> None:
+    """Add a table of figures measured when the runner runs."""
+    TABLES.append((title, fn))
 
 
 def call_loop(n: int) -> Callable[[], None]:
@@ -163,14 +170,23 @@ def main(argv: list[str]) -> int:
         base = per_op(b.make_baseline(b.n), b.n)
         subj = per_op(b.make_subject(b.n), b.n)
         rows.append((b.name, b.baseline, subj / base, 1 / subj))
-    if not rows:
+    tables = [(t, fn) for t, fn in TABLES if pattern in t]
+    if not rows and not tables:
         print(f"no benchmark matches {pattern!r}", file=sys.stderr)
         return 2
-    w0 = max(len(r[0]) for r in rows)
-    w1 = max(len(r[1]) for r in rows)
-    print(f"{'benchmark':<{w0}}  {'baseline':<{w1}}  {'cost / baseline':>15}  {'ops/s':>12}")
-    for name, baseline, ratio, rate in rows:
-        print(f"{name:<{w0}}  {baseline:<{w1}}  {ratio:>15.1f}  {rate:>12,.0f}")
+    if rows:
+        w0 = max(len(r[0]) for r in rows)
+        w1 = max(len(r[1]) for r in rows)
+        print(f"{'benchmark':<{w0}}  {'baseline':<{w1}}  {'cost / baseline':>15}  {'ops/s':>12}")
+        for name, baseline, ratio, rate in rows:
+            print(f"{name:<{w0}}  {baseline:<{w1}}  {ratio:>15.1f}  {rate:>12,.0f}")
+    for title, fn in tables:
+        header, body = fn()
+        widths = [max(len(str(r[i])) for r in [header, *body]) for i in range(len(header))]
+        print(f"\n{title}")
+        for r in [header, *body]:
+            print("  ".join(str(c).rjust(w) if i else str(c).ljust(w)
+                            for i, (c, w) in enumerate(zip(r, widths, strict=True))))
     return 0
 
 

@@ -101,3 +101,10 @@ def test_proc_interrupts_shows_the_vector_of_each_child():
     for q in bound_queues(w):
         row = next(line for line in table.splitlines() if line.startswith(f"{q.virq:>3}:"))
         assert row.endswith(f"nvmeq{q.q}  vmd0:{[1, 2, 3][q.q]}")
+
+
+def test_one_name_applies_to_every_vmd():
+    text = machine_text([vmd_block(slot="0e.0"), vmd_block(slot="0f.0")])
+    w = boot_vmd(text, child=False, protocol="kfree-rcu", policy="affinity")
+    got = [(v.protocol.name, v.policy.name) for v in vmd_devices(w.k)]
+    assert got == [("kfree-rcu", "affinity"), ("kfree-rcu", "affinity")]

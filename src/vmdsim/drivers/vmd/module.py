@@ -7,10 +7,10 @@ The model keeps them per kernel in a :class:`vmd_module`, created by
 policy=...``), which registers the driver — binding every VMD already
 found, as a module load does.
 
-The two parameters are the model's own (Linux has neither): each is a name,
-or a comma-separated list (or sequence) of names giving ``vmd0``, ``vmd1``,
-... their own values, like a ``module_param_array``; an instance beyond the
-list gets the default. An unknown name raises :class:`VmdParamError` listing
+The two parameters are the model's own (Linux has neither): each is one name
+for every VMD, or a comma-separated list (or a sequence) of names giving
+``vmd0``, ``vmd1``, ... their own values, like a ``module_param_array``; an
+instance beyond such a list gets the default. An unknown name raises :class:`VmdParamError` listing
 the valid ones.
 """
 
@@ -52,6 +52,18 @@ def _parse(what: str, value: Param, valid: dict[str, Any], default: str) -> list
     return names
 
 
+def _single(value: Param) -> str | None:
+    if isinstance(value, str) and "," not in value:
+        return value.strip()
+    return None
+
+
+def _pick(names: list[str] | str, instance: int, default: str) -> str:
+    if isinstance(names, str):
+        return names  # one name: every VMD
+    return names[instance] if instance < len(names) else default
+
+
 class vmd_module:
     """One loaded ``vmd`` module: parameters, instance IDA, list lock, the pci_driver."""
 
@@ -59,6 +71,9 @@ class vmd_module:
         self.k = k
         self.protocols = _parse("protocol", protocol, PROTOCOLS, DEFAULT_PROTOCOL)
         self.policies = _parse("policy", policy, POLICIES, DEFAULT_POLICY)
+        # one name (a plain string without commas) applies to every VMD
+        self._protocol_for_all = _single(protocol)
+        self._policy_for_all = _single(policy)
         self.instance_ida = ida()
         self.list_lock = raw_spinlock_t("vmd.list_lock")
         self.devices: list[Any] = []  # bound vmd_devs, in probe order
@@ -68,12 +83,12 @@ class vmd_module:
         self.driver.module = self  # type: ignore[attr-defined]
 
     def protocol_for(self, instance: int) -> vmd_protocol:
-        names = self.protocols
-        return PROTOCOLS[names[instance] if instance < len(names) else DEFAULT_PROTOCOL]
+        return PROTOCOLS[_pick(self._protocol_for_all or self.protocols, instance,
+                               DEFAULT_PROTOCOL)]
 
     def policy_for(self, instance: int) -> vmd_policy:
-        names = self.policies
-        return POLICIES[names[instance] if instance < len(names) else DEFAULT_POLICY]
+        return POLICIES[_pick(self._policy_for_all or self.policies, instance,
+                              DEFAULT_POLICY)]
 
     def __repr__(self) -> str:
         return (f"<vmd module protocol={','.join(self.protocols)} "
