@@ -47,11 +47,12 @@ def _options(opt: tuple[str, ...], **named: str | None) -> dict[str, str]:
     return out
 
 
-def _print_report(r: Report, name: str, options: dict[str, str], as_json: bool) -> None:
+def _print_report(r: Report, name: str, options: dict[str, str], as_json: bool,
+                  full: bool = False) -> None:
     replay_token = token(name, options, r.schedule) if r.schedule else ""
     if as_json:
         d = r.as_dict()
-        d.update(options=options, replay=replay_token, counterexample=r.drawing())
+        d.update(options=options, replay=replay_token, counterexample=r.drawing(full))
         click.echo(json.dumps(d, indent=2))
         return
     opts = " ".join(f"{k}={v}" for k, v in options.items())
@@ -64,7 +65,7 @@ def _print_report(r: Report, name: str, options: dict[str, str], as_json: bool) 
                f"[{r.strategy}]")
     if r.counterexample is not None:
         click.echo("")
-        click.echo(r.drawing())
+        click.echo(r.drawing(full))
         click.echo("")
         click.echo(f"replay: vmdsim replay '{replay_token}'")
 
@@ -85,9 +86,10 @@ def register(main: click.Group) -> None:
     @click.option("--seed", default=0, show_default=True, help="random seed (pct)")
     @click.option("--jobs", default=1, show_default=True, help="processes to explore with")
     @click.option("--no-reduce", is_flag=True, help="dpor: turn partial-order reduction off")
+    @click.option("--full", is_flag=True, help="draw every step, not just the racing ones")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     def check(scenario: str, protocol, desc_free, policy, opt, strategy, bound, runs, depth,
-              seed, jobs, no_reduce, as_json) -> None:
+              seed, jobs, no_reduce, full, as_json) -> None:
         """Explore SCENARIO (a name from `vmdsim scenarios`, or a .py file) for races."""
         sc = find(scenario)
         options = _options(opt, protocol=protocol, desc_free=desc_free, policy=policy)
@@ -98,12 +100,13 @@ def register(main: click.Group) -> None:
                         jobs=jobs, reduce=not no_reduce, progress=progress)
         finally:
             done()
-        _print_report(r, scenario, options, as_json)
+        _print_report(r, scenario, options, as_json, full)
 
     @main.command()
     @click.argument("replay_token", metavar="TOKEN")
+    @click.option("--full", is_flag=True, help="draw every step, not just the racing ones")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def replay(replay_token: str, as_json: bool) -> None:
+    def replay(replay_token: str, full: bool, as_json: bool) -> None:
         """Re-run one schedule printed by `vmdsim check` and draw it."""
         from vmdsim.check.render import render
         from vmdsim.check.schedule import replay as run_schedule
@@ -113,10 +116,10 @@ def register(main: click.Group) -> None:
         if as_json:
             click.echo(json.dumps({"scenario": name, "options": options, "verdict": ex.verdict,
                                    "message": str(ex.failure or ""), "steps": len(ex.trace),
-                                   "counterexample": render(ex)}, indent=2))
+                                   "counterexample": render(ex, full)}, indent=2))
             return
         click.echo(f"verdict: {ex.verdict}")
-        click.echo(render(ex))
+        click.echo(render(ex, full))
 
     @main.command()
     def scenarios() -> None:

@@ -37,8 +37,13 @@ def test_the_seed_verdicts(protocol, desc_free, expected, touched):
     if touched == "irq_desc#":
         assert ".handle_irq" in message and "freed by free_desc" in message
     # the drawing has the teardown on CPU0 and the handler on CPU1, as the seed's does
-    head, *rows = r.drawing().splitlines()
+    head, *rows = r.drawing(full=True).splitlines()
     assert head.startswith("CPU0") and "CPU1" in head
     assert any("vmd_irq" in row and row.startswith(" ") for row in rows)  # CPU1's column
+    # folded, it keeps what races: the free on CPU0 and the use on CPU1, and is shorter
+    compact = r.drawing()
+    obj = message.split("read of ")[1].split(".")[0]
+    assert f"kfree({obj})" in compact and f"read {obj}." in compact and "⋮" in compact
+    assert len(compact.splitlines()) < len(rows) // 2
     again = replay(SEED.program(protocol=protocol, desc_free=desc_free), r.schedule)
     assert str(again.failure) == message

@@ -40,8 +40,8 @@ class Report:
     bound: str = ""  # what "safe" covers
     notes: list[str] = field(default_factory=list)
 
-    def drawing(self) -> str:
-        return render(self.counterexample) if self.counterexample is not None else ""
+    def drawing(self, full: bool = False) -> str:
+        return render(self.counterexample, full) if self.counterexample is not None else ""
 
     def as_dict(self) -> dict:
         ce = self.counterexample

@@ -67,8 +67,38 @@ def _fit(text: str) -> str:
     return text if len(text) <= WIDTH - 2 else text[: WIDTH - 3] + "…"
 
 
-def render(ex: Execution) -> str:
-    """The execution as CPU columns, ending with the violation if there is one."""
+def interacting(ex: Execution) -> list[bool]:
+    """Which steps matter to the drawing: those dependent on a step of another thread
+    (the accesses the race is made of), each thread's first and last step, and the
+    failing step. The CPU each step ran on is left out of the test: every step of a CPU
+    depends on the interrupt taken there, which would keep them all."""
+    from vmdsim.check.dependence import dependent
+
+    trace = ex.trace
+    own = [frozenset(a for a in s.accesses if not (a[0].startswith("cpu") and a[1] == ""))
+           for s in trace]
+    keep = [False] * len(trace)
+    for i in range(len(trace)):
+        for j in range(i + 1, len(trace)):
+            if trace[i].thread != trace[j].thread and dependent(own[i], own[j]):
+                keep[i] = keep[j] = True
+    seen: set[str] = set()
+    for i, s in enumerate(trace):
+        if s.thread not in seen or s.kind == "irq":
+            keep[i] = True
+        seen.add(s.thread)
+    last: dict[str, int] = {s.thread: i for i, s in enumerate(trace)}
+    for i in last.values():
+        keep[i] = True
+    return keep
+
+
+def render(ex: Execution, full: bool = False) -> str:
+    """The execution as CPU columns, ending with the violation if there is one.
+
+    Unless ``full``, runs of steps that touch nothing another thread touches are
+    folded into one ``⋮ N steps`` row: what is left is the race, as the seed's
+    diagram draws it."""
     cpus = sorted({s.cpu for s in ex.trace}, key=lambda c: (c < 0, c))
     failed_cpu = None
     for s in reversed(ex.trace):
@@ -80,7 +110,21 @@ def render(ex: Execution) -> str:
     col = {c: i for i, c in enumerate(cpus)}
     lines = ["".join(_cpu_name(c).ljust(WIDTH) for c in cpus).rstrip()]
     prev_thread: dict[int, str] = {}
-    for s in ex.trace:
+    keep = [True] * len(ex.trace) if full else interacting(ex)
+    folded: dict[int, int] = {}  # per CPU: steps folded since the last row
+
+    def flush(cpu: int) -> None:
+        n = folded.pop(cpu, 0)
+        if n:
+            cells = [""] * len(cpus)
+            cells[col[cpu]] = f"   ⋮ {n} step{'s' if n > 1 else ''}"
+            lines.append("".join(c.ljust(WIDTH) for c in cells).rstrip())
+
+    for i, s in enumerate(ex.trace):
+        if not keep[i]:
+            folded[s.cpu] = folded.get(s.cpu, 0) + 1
+            continue
+        flush(s.cpu)
         rows = []
         if prev_thread.get(s.cpu) != s.thread and s.kind != "irq":
             rows.append(f"[{s.thread}]")
@@ -90,6 +134,8 @@ def render(ex: Execution) -> str:
             cells = [""] * len(cpus)
             cells[col[s.cpu]] = _fit(text)
             lines.append("".join(c.ljust(WIDTH) for c in cells).rstrip())
+    for cpu in list(folded):
+        flush(cpu)
     if ex.failure is not None:
         first = str(ex.failure).splitlines()[0] if str(ex.failure) else type(ex.failure).__name__
         text = f"<-- {ex.verdict.upper()}: {first}"
