@@ -113,11 +113,17 @@ def register(main: click.Group) -> None:
     @main.command()
     def policies() -> None:
         """The VMD vector-assignment policies and teardown protocols."""
-        from vmdsim.drivers.vmd.policies import POLICIES
+        from vmdsim.drivers.vmd.demux import DEFAULT_PROTOCOL, PROTOCOLS
+        from vmdsim.drivers.vmd.policies import DEFAULT_POLICY, POLICIES
 
+        click.echo("policies (--policy):")
         for name, pol in POLICIES.items():
-            doc = (pol.__doc__ or "").strip().splitlines()
-            click.echo(f"{name}: {doc[0] if doc else ''}")
+            default = " (default)" if name == DEFAULT_POLICY else ""
+            click.echo(f"  {name}{default}: {pol.summary}")
+        click.echo("protocols (--protocol):")
+        for name, proto in PROTOCOLS.items():
+            default = " (default)" if name == DEFAULT_PROTOCOL else ""
+            click.echo(f"  {name}{default}: {proto.summary}")
 
     @main.command()
     @TOPOLOGY
