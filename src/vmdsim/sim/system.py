@@ -15,11 +15,20 @@ from typing import Any
 from vmdsim.drivers.nvme import nvme_init
 from vmdsim.drivers.pcieport.portdrv import pcie_portdrv_init
 from vmdsim.drivers.vmd.module import vmd_init
+from vmdsim.errors import VmdsimError
 from vmdsim.hw.machine import Machine
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
 
 DESC_FREE = ("rcu", "immediate")
+
+
+class NoSuchSlotError(VmdsimError, KeyError):
+    """A hot-plug act names a root port the machine does not have. A ``KeyError`` for
+    callers that look slots up, a ``VmdsimError`` so the command reports it in one line."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""  # KeyError would quote it
 
 
 class System:
@@ -49,5 +58,5 @@ class System:
         port = self.machine.by_name.get(name)
         if port is None or port not in self.machine.root_ports:
             ports = ", ".join(rp.name for rp in self.machine.root_ports)
-            raise KeyError(f"no root port {name!r}; the machine has: {ports}")
+            raise NoSuchSlotError(f"no root port {name!r}; the machine has: {ports}")
         return port
