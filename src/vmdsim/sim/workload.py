@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of
+from vmdsim.drivers.vmd.query import vmd_devices, vmd_vector_calls
 from vmdsim.errors import VmdsimError
 from vmdsim.hw.nvme import NvmeController
 from vmdsim.kernel.pci import pci_read_config_dword
@@ -76,6 +77,7 @@ class Outcome:
     removed: int = 0
     inserted: int = 0
     sim_ms: float = 0.0
+    vector_runs_before: int = 0  # VMD vector handler runs before the load (boot-time events)
     per_queue_posted: dict[str, int] = field(default_factory=dict)
 
 
@@ -109,6 +111,7 @@ def run_load(system: System, load: Load,
     """Drive ``load`` through ``system``; returns what was posted, lost and abandoned."""
     rng = random.Random(load.seed)
     out = Outcome()
+    out.vector_runs_before = sum(sum(vmd_vector_calls(v)) for v in vmd_devices(system.k))
     for ev in load.hotplug:
         system.slot(ev.slot)  # names checked before anything runs
     heap: list[tuple[float, int, str, Any]] = []
