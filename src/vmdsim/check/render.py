@@ -60,7 +60,7 @@ def describe(step: Step) -> str:
 
 
 def _cpu_name(cpu: int) -> str:
-    return "rcu callbacks" if cpu == -2 else f"CPU{cpu}"
+    return "unbound (devices, kthreads)" if cpu == -2 else f"CPU{cpu}"
 
 
 def _fit(text: str) -> str:
