@@ -65,11 +65,16 @@ def dependent(a: frozenset[Access], b: frozenset[Access]) -> bool:
     return any(y[0] in objs and any(conflict(x, y) for x in a) for y in b)
 
 
+def _is_cpu_key(acc: Access) -> bool:
+    return acc[1] == "" and acc[0].startswith("cpu")
+
+
 def happens_before(trace: Sequence[Step]) -> tuple[list[int], list[list[int]]]:
     """Per step j: the bitset of steps that happen before it, and its direct predecessors."""
     hb: list[int] = []
     preds: list[list[int]] = []
     by_obj: dict[str, list[int]] = {}
+    last_on_cpu: dict[str, int] = {}  # a CPU's steps are totally ordered: its last is enough
     last_of_thread: dict[str, int] = {}
     for j, step in enumerate(trace):
         candidates: set[int] = set()
@@ -77,7 +82,12 @@ def happens_before(trace: Sequence[Step]) -> tuple[list[int], list[list[int]]]:
         if t is not None:
             candidates.add(t)
         for acc in step.accesses:
-            candidates.update(by_obj.get(acc[0], ()))
+            if _is_cpu_key(acc):
+                t = last_on_cpu.get(acc[0])
+                if t is not None:
+                    candidates.add(t)
+            else:
+                candidates.update(by_obj.get(acc[0], ()))
         mine: list[int] = []
         bits = 0
         for i in candidates:
@@ -87,8 +97,11 @@ def happens_before(trace: Sequence[Step]) -> tuple[list[int], list[list[int]]]:
         hb.append(bits)
         preds.append(sorted(mine))
         last_of_thread[step.thread] = j
-        for obj in {acc[0] for acc in step.accesses}:
+        for obj in {acc[0] for acc in step.accesses if not _is_cpu_key(acc)}:
             by_obj.setdefault(obj, []).append(j)
+        for acc in step.accesses:
+            if _is_cpu_key(acc):
+                last_on_cpu[acc[0]] = j
     return hb, preds
 
 
