@@ -93,14 +93,14 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
                         max_executions=max_executions)
     else:
         stats = pct(program, runs, depth, seed, on_execution=stop_at_violation)
-    seconds = time.perf_counter() - t0
     if not found:
-        return Report(program.name, strategy, "safe", stats, seconds, bound=covered)
+        return Report(program.name, strategy, "safe", stats, time.perf_counter() - t0,
+                      bound=covered)
     ex = found[0]
     if minimize:
         ex = minimal(program, ex)
-    return Report(program.name, strategy, ex.verdict, stats, seconds, ex, encode(ex.labels),
-                  covered)
+    return Report(program.name, strategy, ex.verdict, stats, time.perf_counter() - t0, ex,
+                  encode(ex.labels), covered)
 
 
 def _coverage(strategy: str, bound: int, runs: int, depth: int, seed: int,
@@ -124,9 +124,14 @@ def signature(ex: Execution) -> tuple[str, ...]:
     return (ex.verdict, name, getattr(failure, "field", ""))
 
 
-def minimal(program: Program, ex: Execution, max_bound: int = 4) -> Execution:
-    """The same violation with the fewest preemptions that bounded search finds."""
+def minimal(program: Program, ex: Execution, max_bound: int = 2,
+            budget: int = 300) -> Execution:
+    """The same violation with as few context switches as a short search finds: first
+    pull later runs of a thread up to its earlier ones while the violation stays
+    (a few replays), then bounded search with 0, 1, 2 preemptions (``budget``
+    executions each). The original if nothing shorter shows up."""
     want = signature(ex)
+    best = _pull_runs_together(program, ex, want)
     for b in range(max_bound + 1):
         hit: list[Execution] = []
 
@@ -136,8 +141,51 @@ def minimal(program: Program, ex: Execution, max_bound: int = 4) -> Execution:
                 return False
             return True
 
-        bounded(program, b, on_execution=same, max_executions=20000)
-        if hit:
+        bounded(program, b, on_execution=same, max_executions=budget)
+        if hit and context_switches(hit[0]) < context_switches(best):
             best = hit[0]
-            return best if context_switches(best) <= context_switches(ex) else ex
-    return ex
+            break
+    return best
+
+
+def _runs(labels: list[str]) -> list[tuple[str, int]]:
+    out: list[tuple[str, int]] = []
+    for lab in labels:
+        if out and out[-1][0] == lab:
+            out[-1] = (lab, out[-1][1] + 1)
+        else:
+            out.append((lab, 1))
+    return out
+
+
+def _pull_runs_together(program: Program, ex: Execution, want: tuple[str, ...]) -> Execution:
+    """Greedy: bring two runs of one thread together (pull the later one up, or push the
+    earlier one down), keep it if the replay (labels that cannot run are skipped)
+    shows the same violation with fewer switches."""
+    from vmdsim.check.program import World
+    from vmdsim.check.schedule import replay_loose
+
+    world = World(program)
+    best = ex
+    improved = True
+    while improved:
+        improved = False
+        runs = _runs(best.labels)
+        for i in range(len(runs)):
+            for j in range(i + 2, len(runs)):
+                if runs[j][0] != runs[i][0]:
+                    continue
+                # pull run j up behind run i, or push run i down in front of run j
+                for order in (runs[:i + 1] + [runs[j]] + runs[i + 1:j] + runs[j + 1:],
+                              runs[:i] + runs[i + 1:j] + [runs[i]] + runs[j:]):
+                    labels = [lab for lab, n in order for _ in range(n)]
+                    e = replay_loose(program, labels, world)
+                    if (e.complete and e.verdict != "safe" and signature(e) == want
+                            and context_switches(e) < context_switches(best)):
+                        best, improved = e, True
+                        break
+                if improved:
+                    break
+            if improved:
+                break
+    return best

@@ -46,12 +46,12 @@ class Scenario:
             if value is None:
                 continue
             if opt not in self.options:
-                valid = ", ".join(f"--{o}" for o in self.options) or "none"
-                raise ScenarioError(f"scenario {self.name} has no option --{opt}; "
+                valid = ", ".join(f"--{_flag(o)}" for o in self.options) or "none"
+                raise ScenarioError(f"scenario {self.name} has no option --{_flag(opt)}; "
                                     f"its options: {valid}")
             if value not in self.options[opt]:
-                raise ScenarioError(f"scenario {self.name}: --{opt} {value!r} is not one of "
-                                    f"{', '.join(self.options[opt])}")
+                raise ScenarioError(f"scenario {self.name}: --{_flag(opt)} {value!r} is not "
+                                    f"one of {', '.join(self.options[opt])}")
             kwargs[opt] = value
         return self.build(**kwargs)
 
@@ -66,6 +66,10 @@ class Scenario:
             if key in self.expect:
                 return self.expect[key]
         return self.expect.get((), None)
+
+
+def _flag(opt: str) -> str:
+    return opt.replace("_", "-")
 
 
 REGISTRY: dict[str, Scenario] = {}
@@ -99,6 +103,9 @@ def find(name: str) -> Scenario:
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)
         added = list(_captured)
+        for sc in added:  # a file's scenario is not a built-in one
+            if REGISTRY.get(sc.name) is sc:
+                del REGISTRY[sc.name]
         if len(added) != 1:
             raise ScenarioError(f"{name}: a scenario file must register exactly one scenario "
                                 f"with @scenario(...); it registered {len(added)}")

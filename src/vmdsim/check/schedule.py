@@ -63,3 +63,19 @@ def replay(program: Program, schedule: str | list[str], world: World | None = No
         return 0
 
     return run_once(program, world or World(program), chooser)
+
+
+def replay_loose(program: Program, labels: list[str], world: World | None = None) -> Execution:
+    """Follow ``labels`` where they can run, skipping those that cannot; then the first
+    enabled choice. For searching nearby schedules, not for reproducing one."""
+    todo = list(labels)
+
+    def chooser(s: ControlledScheduler, choices: list) -> int:
+        names = [c.label for c in choices]
+        while todo:
+            lab = todo.pop(0)
+            if lab in names:
+                return names.index(lab)
+        return 0
+
+    return run_once(program, world or World(program), chooser)
