@@ -201,3 +201,21 @@ def test_free_running_wait_that_cannot_end_is_a_deadlock():
     k = Kernel(ncpus=1)
     with pytest.raises(Deadlock, match="would wait forever for Godot"):
         k.run_on(0, lambda: k.sched.block_until(lambda: False, "Godot", sleep=True))
+
+
+def test_a_context_that_never_finishes_is_a_livelock():
+    from vmdsim.kernel.controlled import Livelock
+
+    k = Kernel(ncpus=1)
+    s = ControlledScheduler(1)
+    s.max_steps = 50
+    k.install_scheduler(s)
+    c = Cell()
+
+    def spin():
+        while True:
+            c.a = c.a + 1
+
+    s.spawn(0, spin, name="spinner")
+    assert not s.run()
+    assert isinstance(s.failure, Livelock) and "spinner" in str(s.failure)

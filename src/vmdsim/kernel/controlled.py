@@ -65,6 +65,12 @@ def cpu_key(cpu_id: int) -> Access:
     return (f"cpu{cpu_id}", "", WRITE)
 
 
+class Livelock(VmdsimError):
+    """An execution ran past its step budget: some context never finishes."""
+
+    kind = "livelock"
+
+
 class ControlledScheduler(Scheduler):
     """Build state free-running, ``k.install_scheduler(this)``, ``spawn`` tasks, ``run()``.
 
@@ -73,6 +79,7 @@ class ControlledScheduler(Scheduler):
     """
 
     controlled = True
+    max_steps = 200_000  # a run longer than this has a context that never finishes
 
     def __init__(self, ncpus: int, chooser: Chooser | None = None) -> None:
         super().__init__(ncpus)
@@ -219,6 +226,11 @@ class ControlledScheduler(Scheduler):
                         self.failure = Deadlock("no context can run: " + "; ".join(
                             f"{c.name} on CPU{c.cpu.id} waits for {c.waiting_for}"
                             for c in stuck))
+                    break
+                if len(self.trace) >= self.max_steps:
+                    busy = ", ".join(c.name for c in self.unfinished())
+                    self.failure = Livelock(f"still running after {self.max_steps} steps: "
+                                            f"{busy}")
                     break
                 i = self.chooser(self, choices)
                 if i is None:
