@@ -103,6 +103,13 @@ def register(main: click.Group) -> None:
 
     @main.command()
     @TOPOLOGY
+    def dmesg(topology) -> None:
+        """The kernel log of booting TOPOLOGY: what each driver found, bound or refused."""
+        for line in _system(topology).k.pci.dmesg:
+            click.echo(line)
+
+    @main.command()
+    @TOPOLOGY
     @click.option("--policy", help="VMD vector-assignment policy")
     def interrupts(topology, policy) -> None:
         """/proc/interrupts of TOPOLOGY once booted, with each child IRQ's VMD vector."""
