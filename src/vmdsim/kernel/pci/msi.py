@@ -493,12 +493,18 @@ def __pci_enable_msix_range(dev: pci_dev, minvec: int, maxvec: int,
     rc = pci_setup_msi_context(dev)
     if rc:
         return rc
+    return _enable_range(dev, minvec, nvec, affd, msix_capability_init)
+
+
+def _enable_range(dev: pci_dev, minvec: int, nvec: int, affd: Any, init: Any) -> int:
+    """The retry loop both ``__pci_enable_msi_range`` and ``__pci_enable_msix_range`` run:
+    spread for affinity, try ``init``; a positive answer is how many it could do."""
     while True:
         if affd is not None:
             nvec = irq_calc_affinity_vectors(minvec, nvec, affd, dev.k.ncpus)
             if nvec < minvec:
                 return -ENOSPC
-        rc = msix_capability_init(dev, nvec, affd)
+        rc = init(dev, nvec, affd)
         if rc == 0:
             return nvec
         if rc < 0:
@@ -615,19 +621,7 @@ def __pci_enable_msi_range(dev: pci_dev, minvec: int, maxvec: int,
     if pci_msi_get_device_domain(dev) is None:
         return -ENODEV
     nvec = min(nvec, maxvec)
-    while True:
-        if affd is not None:
-            nvec = irq_calc_affinity_vectors(minvec, nvec, affd, dev.k.ncpus)
-            if nvec < minvec:
-                return -ENOSPC
-        rc = msi_capability_init(dev, nvec, affd)
-        if rc == 0:
-            return nvec
-        if rc < 0:
-            return rc
-        if rc < minvec:
-            return -ENOSPC
-        nvec = rc
+    return _enable_range(dev, minvec, nvec, affd, msi_capability_init)
 
 
 def pci_msi_shutdown(dev: pci_dev) -> None:
