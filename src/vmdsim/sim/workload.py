@@ -116,14 +116,16 @@ def run_load(system: System, load: Load,
         system.slot(ev.slot)  # names checked before anything runs
     heap: list[tuple[float, int, str, Any]] = []
     seq = 0
+    loaded: set[tuple[int, int]] = set()  # (drive, qid) with an arrival in the heap
 
     def schedule_queues(now: float) -> None:
         nonlocal seq
         if load.rate <= 0:
             return
         for name, drive, qid in io_queues(system):
-            if any(e[2] == "io" and e[3][1] is drive and e[3][2] == qid for e in heap):
+            if (id(drive), qid) in loaded:
                 continue
+            loaded.add((id(drive), qid))
             seq += 1
             heapq.heappush(heap, (now + rng.expovariate(load.rate) * 1000, seq, "io",
                                   (name, drive, qid)))
@@ -143,6 +145,7 @@ def run_load(system: System, load: Load,
         if kind == "io":
             name, drive, qid = what
             if drive.bus is None:
+                loaded.discard((id(drive), qid))
                 continue  # pulled: its queues stop with it
             if drive.complete(qid):
                 out.posted += 1

@@ -16,7 +16,7 @@ from __future__ import annotations
 from vmdsim.check.program import Program
 from vmdsim.check.scenario import scenario
 from vmdsim.check.scenarios.live_move import lost_check
-from vmdsim.check.scenarios.worlds import device_completes, pin_vector, vector_of, vmd_world
+from vmdsim.check.scenarios.worlds import device_completes, pin_vector, queue_vector, vmd_world
 from vmdsim.kernel.pci.msi import pci_irq_vector
 
 QID = 1
@@ -29,7 +29,7 @@ def enable_race(protocol: str = "srcu") -> Program:
         w = vmd_world(protocol=protocol)
         w.drive = w.drives[0]
         w.virq = pci_irq_vector(w.drive.pdev, QID)
-        pin_vector(w, vector_of(w, w.virq), 1)  # the walk runs beside the enabling CPU
+        pin_vector(w, queue_vector(w, w.drive, QID), 1)  # the walk runs beside the enabler
         w.k.run_on(0, w.k.irq.disable_irq, w.virq)
         return w
 

@@ -24,8 +24,7 @@ from vmdsim.check.scenarios.worlds import (
     device_completes,
     footprint,
     pin_vector,
-    queue_route,
-    vector_of,
+    queue_vector,
     vmd_world,
 )
 from vmdsim.drivers.pcieport.portdrv import pcie_portdrv_init
@@ -50,8 +49,7 @@ def hot_remove(protocol: str = "srcu") -> Program:
     def setup():
         w = vmd_world(protocol=protocol, hotplug=True, ports=pcie_portdrv_init)
         w.drive = w.drives[0]
-        child, _ = queue_route(w, w.drive, QID)
-        pin_vector(w, vector_of(w, child), 1)
+        pin_vector(w, queue_vector(w, w.drive, QID), 1)
         w.port = w.m.root_ports[0]
         return w
 

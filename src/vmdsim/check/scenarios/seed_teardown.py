@@ -22,8 +22,7 @@ from vmdsim.check.scenario import scenario
 from vmdsim.check.scenarios.worlds import (
     device_completes,
     pin_vector,
-    queue_route,
-    vector_of,
+    queue_vector,
     vmd_world,
 )
 from vmdsim.kernel.pci import device_release_driver
@@ -43,8 +42,7 @@ def seed_teardown(protocol: str = "srcu", desc_free: str = "immediate") -> Progr
     def setup():
         w = vmd_world(protocol=protocol, desc_free=desc_free)
         w.drive = w.drives[0]
-        child, _ = queue_route(w, w.drive, QID)
-        pin_vector(w, vector_of(w, child), 1)
+        pin_vector(w, queue_vector(w, w.drive, QID), 1)
         return w
 
     def threads(w):

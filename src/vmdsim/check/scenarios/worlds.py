@@ -13,7 +13,7 @@ from typing import Any
 
 from vmdsim.drivers.nvme import nvme_core_of, nvme_init
 from vmdsim.drivers.vmd.module import vmd_init
-from vmdsim.drivers.vmd.query import vmd_devices, vmd_irq_vector
+from vmdsim.drivers.vmd.query import vmd_devices
 from vmdsim.hw.machine import Machine
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
@@ -53,15 +53,9 @@ def vmd_world(*, protocol: str = "srcu", policy: str | None = None, desc_free: s
     return w
 
 
-def queue_route(w: SimpleNamespace, drive: Any, qid: int) -> tuple[int, int]:
-    """(child IRQ, CPU its VMD vector is delivered to) for I/O queue ``qid`` of a drive."""
-    virq = pci_irq_vector(drive.pdev, qid)
-    found = vmd_irq_vector(w.k, virq)
-    if found is None:
-        raise RuntimeError(f"queue {qid} of {drive.dev.name} is not a VMD child")
-    vmd, index = found
-    cpu, _ = w.k.irq.irq_vector_of(vmd.irqs[index].virq)
-    return virq, cpu
+def queue_vector(w: SimpleNamespace, drive: Any, qid: int) -> Any:
+    """The VMD vector (``vmd_irq_list``) I/O queue ``qid`` of a drive is multiplexed onto."""
+    return vector_of(w, pci_irq_vector(drive.pdev, qid))
 
 
 def device_completes(drive_hw: Any, qid: int) -> None:
