@@ -5,10 +5,15 @@ they touch the same field of the same object (``*`` is the whole object: an
 allocation or a free) and at least one of them writes. Reads commute, and so
 do RCU/SRCU reader entries and exits among themselves (a reader's entry only
 matters to a grace-period wait or callback, which reads the reader state).
-Lock acquisitions of one lock are dependent; a release is not dependent on
-anything (as in source-DPOR's treatment of mutexes): an acquisition is
-disabled while the lock is held, so the order of two critical sections is
-decided by the order of their acquisitions.
+Every operation on one lock (acquire, release) is dependent on every other:
+the lock word is written by both. A release must be dependent on the next
+acquisition, because it *enables* it: if it were not, the explorer would
+believe a thread blocked on the lock could start a reordering from a state in
+which the lock is still held, find it cannot, and silently drop that
+reordering (the soundness bug of issue 10). A release-acquire pair cannot be
+reversed, so :func:`races` reports it as a race between the acquisition that
+release ended and the new acquisition — the two critical sections swap, as
+in Nidhugg's and the JACM 2017 paper's treatment of locks.
 Every step carries its CPU as a written key, so steps of one CPU never
 commute: an interrupt is taken between them, not inside.
 
@@ -20,8 +25,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from vmdsim.kernel.controlled import Access, Step
-from vmdsim.kernel.shared import RCU_LOCK, RCU_UNLOCK, READ, RELEASE, WAIT
+from vmdsim.kernel.controlled import WAITS_ON_CONDITION, Access, Step
+from vmdsim.kernel.shared import RCU_LOCK, RCU_UNLOCK, READ, WAIT, WRITE
 
 _READS = frozenset({READ, WAIT})
 _SECTION = frozenset({RCU_LOCK, RCU_UNLOCK})
@@ -54,8 +59,6 @@ def conflict(a: Access, b: Access) -> bool:
         return False
     ka, kb = a[2], b[2]
     if ka in _READS and kb in _READS:
-        return False
-    if RELEASE in (ka, kb) and "*" not in (a[1], b[1]):
         return False
     return not (ka in _SECTION and kb in _SECTION)
 
@@ -107,25 +110,86 @@ def happens_before(trace: Sequence[Step]) -> tuple[list[int], list[list[int]]]:
 
 def races(trace: Sequence[Step], hb: list[int], preds: list[list[int]]) -> list[tuple[int, int]]:
     """Pairs (i, j): dependent steps of different threads with nothing ordering them but
-    each other — the pairs whose order the explorer must also try reversed."""
+    each other, such that j could have been taken before i — the pairs whose order the
+    explorer must also try reversed.
+
+    Two kinds of pair cannot be reversed as they stand, because step i is what made
+    step j possible (the scheduler records that on the steps):
+
+    - i freed a resource j needs (a lock, the CPU, the interrupt flag): the pair
+      reported is (the step at which i's thread took that resource, j) — the two
+      critical sections, tasks or interrupts swap, as in Nidhugg's and the JACM 2017
+      paper's treatment of locks — if nothing else orders those two;
+    - i ended j's wait on a condition (a grace period, a handler finishing) or created
+      j's thread (a spawn, a raised vector): no pair; the other orders come from the
+      races of the steps that started the wait or the spawn.
+
+    A pending step (one that could not run when the execution ended) that waits for a
+    held resource races with the step that took it."""
     out = []
     for j, mine in enumerate(preds):
+        step = trace[j]
+        thread = step.thread
+        if step.holder == WAITS_ON_CONDITION:
+            continue  # blocked on a condition: it can be moved before nothing
+        if step.holder >= 0 and trace[step.holder].thread != thread:
+            h = step.holder
+            others = _others(trace, hb, mine, h, h, holder_thread=True)
+            if not (others >> h) & 1:
+                out.append((h, j))
         if not mine:
             continue
         through_others = 0
         for k in mine:
             through_others |= hb[k]
-        thread = trace[j].thread
         for i in mine:
-            if trace[i].thread != thread and not (through_others >> i) & 1:
+            if trace[i].thread == thread:
+                continue
+            freed = [trace[i].releases[r] for r in step.needs if r in trace[i].releases]
+            if freed:
+                h = min(freed)
+                if h < 0 or trace[h].thread == thread:
+                    continue
+                others = _others(trace, hb, mine, i, h)
+                if not (others >> h) & 1:
+                    out.append((h, j))
+                continue
+            if i == step.enabler or _creates(trace[i], thread):
+                continue
+            if step.holder >= 0 and trace[i].thread == trace[step.holder].thread \
+                    and i > step.holder:
+                continue  # the holder's steps while it holds: covered by (holder, j)
+            if not (through_others >> i) & 1:
                 out.append((i, j))
     return out
 
 
-def initials(trace: Sequence[Step], hb: list[int], i: int, j: int) -> list[str]:
-    """Threads that can start ``notdep(i).j``: the steps after i not ordered after it,
-    then j; a thread is initial if its first step there has no predecessor there."""
-    v = [k for k in range(i + 1, j) if not (hb[k] >> i) & 1] + [j]
+def _creates(step: Step, thread: str) -> bool:
+    """``step`` spawned ``thread`` or raised the vector whose delivery ``thread`` is."""
+    acc = step.accesses
+    return (f"spawn {thread}", "", WRITE) in acc or (f"raise {thread}", "", WRITE) in acc
+
+
+def _others(trace: Sequence[Step], hb: list[int], mine: list[int], i: int, h: int,
+            holder_thread: bool = False) -> int:
+    """What orders j's predecessors other than i and h (and, for a pending step, than
+    the holder's own steps since it took the resource)."""
+    others = 0
+    thread = trace[h].thread
+    for k in mine:
+        if k == i or k == h or (holder_thread and k > h and trace[k].thread == thread):
+            continue
+        others |= hb[k] | (1 << k)
+    return others
+
+
+def initials(trace: Sequence[Step], hb: list[int], i: int, j: int,
+             executed: int | None = None) -> list[str]:
+    """Threads that can start ``notdep(i).j``: the steps after i not ordered after it
+    (only executed ones: the trace's first ``executed`` steps), then j; a thread is
+    initial if its first step there has no predecessor there."""
+    end = j if executed is None else min(j, executed)
+    v = [k for k in range(i + 1, end) if not (hb[k] >> i) & 1] + [j]
     in_v = 0
     seen: set[str] = set()
     out: list[str] = []

@@ -148,12 +148,12 @@ def _execute(program: Program, world: World, nodes: list[Node], prefix: list[str
 
 
 def _add_backtracks(ex: Execution, nodes: list[Node]) -> int:
-    trace = ex.trace
+    trace = ex.trace + ex.pending  # a blocked thread's next step races too
     hb, preds = happens_before(trace)
-    found = races(trace, hb, preds)
+    found = [(i, j) for i, j in races(trace, hb, preds) if i < len(ex.trace)]
     for i, j in found:
         node = nodes[i]
-        starts = initials(trace, hb, i, j)
+        starts = initials(trace, hb, i, j, executed=len(ex.trace))
         if node.backtrack.intersection(starts):
             continue
         for q in starts:

@@ -73,6 +73,9 @@ class Execution:
     failed_thread: str = ""
     complete: bool = True  # False: abandoned by the chooser (sleep-set blocked, bound hit)
     world: Any = field(default=None, repr=False)
+    # The next step of each context that could not run when the execution ended (blocked
+    # on a lock, a grace period, a busy CPU): never executed, but it races all the same.
+    pending: list[Step] = field(default_factory=list)
 
 
 class _Snapshot(pickle.Pickler):
@@ -211,6 +214,7 @@ def run_once(program: Program, world_source: World, chooser: Chooser) -> Executi
 
     sched.chooser = recording
     sched.run()
+    pending = sched.pending_steps()
     complete = sched.failure is not None or not sched.unfinished()
     failure = sched.failure
     failed = sched.failed_ctx.name if sched.failed_ctx is not None else ""
@@ -219,4 +223,5 @@ def run_once(program: Program, world_source: World, chooser: Chooser) -> Executi
             program.check(world)
         except BaseException as e:  # noqa: BLE001 - the check's failure is the verdict
             failure, failed = e, "end of execution"
-    return Execution(sched.trace, labels, verdict_of(failure), failure, failed, complete, world)
+    return Execution(sched.trace, labels, verdict_of(failure), failure, failed, complete, world,
+                     pending)

@@ -29,7 +29,7 @@ from vmdsim.kernel.sched import (
     kernel_function,
     state,
 )
-from vmdsim.kernel.shared import ACQUIRE, WRITE, hook, instrument
+from vmdsim.kernel.shared import ACQUIRE, READ, WRITE, hook, instrument
 
 Access = tuple[str, str, str]  # (object name, field, access kind)
 
@@ -59,6 +59,30 @@ class Step:
     where: str  # the kernel function that made it
     accesses: frozenset[Access] = field(default_factory=frozenset)
     vector: int = 0
+    # What enabled it, for the explorer's race analysis (indices into the trace):
+    enabler: int = -1  # the step after which its thread became able to run, if it waited
+    needs: tuple[str, ...] = ()  # resources it must find free: "lock NAME", "cpuN", "irqflagN"
+    releases: dict[str, int] = field(default_factory=dict)  # resource -> step that took it
+    # Pending steps: the step that took the resource it waits for; WAITS_ON_CONDITION if
+    # it waits for a condition (it can run before nothing: no race).
+    holder: int = -1
+
+
+WAITS_ON_CONDITION = -2
+
+# A failing step ends the execution: it disables every other context's next step, so
+# it is dependent on each of them (the explorer must also try them before it).
+FAILURE_WRITE: Access = ("execution", "failure", WRITE)
+FAILURE_READ: Access = ("execution", "failure", READ)
+
+
+def _needs(ctx: Context) -> tuple[str, ...]:
+    """What a context's next step must find free: its CPU (nothing else on top of it)
+    and, for an acquisition, the lock."""
+    nxt = ctx.next
+    if nxt is not None and nxt[2] == ACQUIRE:
+        return (f"cpu{ctx.cpu.id}", f"lock {nxt[0]}")
+    return (f"cpu{ctx.cpu.id}",)
 
 
 def cpu_key(cpu_id: int) -> Access:
@@ -93,12 +117,24 @@ class ControlledScheduler(Scheduler):
         self.unpinned = Cpu(-2, self)  # housekeeping kthreads (rcuop): a CPU of their own
         self.irq_seq: dict[tuple[int, int], int] = {}
         self._effects: list[Access] = []
+        self._released: dict[str, int] = {}
         self.failing: Context | None = None  # the context whose error is unwinding
+        # When each choice became able to run, and what held it back before that.
+        self._ready_since: dict[str, int] = {}
+        self._held_by: dict[str, int] = {}
+        self._last_step: dict[str, int] = {}
+        self._was_ready: set[str] = set()
 
     def _note_failure(self, error: BaseException) -> None:
         ctx = state.cur
         if ctx is not None and ctx.glet is not None and self.failing is None:
             self.failing = ctx
+            # A freed object raises on any access, before a scheduling point could
+            # announce it: the failing step still touched the object.
+            obj = getattr(error, "object", None)
+            if obj is not None and hasattr(obj, "kname"):
+                kind = WRITE if getattr(error, "access", "") == "write" else READ
+                self._effects.append((obj.kname(), "*", kind))
 
     def adopt(self, sched: Scheduler) -> None:
         """Take over a free-running scheduler's CPUs and hooks (the state after setup)."""
@@ -127,10 +163,30 @@ class ControlledScheduler(Scheduler):
               name: str | None = None) -> Context:
         """A task that runs ``fn(*args)`` on ``cpu_id`` (None: the housekeeping CPU)."""
         cpu = self.unpinned if cpu_id is None else self.cpu(cpu_id)
-        ctx = Context(self._unique(name or getattr(fn, "__name__", "task")), cpu, fn, args)
+        base = name or getattr(fn, "__name__", "task")
+        parent = state.cur if state.cur is not None and state.cur.glet is not None else None
+        if parent is not None:
+            # Named after its spawner, so that it has the same name in every execution
+            # whatever other contexts were spawned before it.
+            base = f"{parent.name}>{base}"
+        ctx = Context(self._unique(base), cpu, fn, args)
         cpu.tasks.append(ctx)
         self.contexts.append(ctx)
+        if state.cur is not None and state.cur.glet is not None:
+            # Spawned by a running step: its start depends on that step.
+            ctx.spawn_key = (f"spawn {ctx.name}", "", WRITE)
+            self._effects.append(ctx.spawn_key)
         return ctx
+
+    # -- what the explorer needs to know of enabling ----------------------------------
+    def now(self) -> int:
+        return len(self.trace)
+
+    def note_release(self, resource: str, taken_at: int) -> None:
+        self._released[resource] = taken_at
+
+    def note_effect(self, access: Access) -> None:
+        self._effects.append(access)
 
     # -- hooks, called from inside a context ----------------------------------------
     def _point(self, obj: Any, fld: str, kind: str) -> None:
@@ -147,13 +203,18 @@ class ControlledScheduler(Scheduler):
         cpu = self.cpus[cpu_id]
         self._effects.append((f"cpu{cpu_id}", "pending", WRITE))
         if vector not in cpu.pending:
+            # This raise creates the delivery: it is the one its delivery depends on.
+            self._effects.append((f"raise {self._irq_label(cpu, vector)}", "", WRITE))
             cpu.pending.append(vector)
 
     def irqs_changed(self, cpu: Cpu) -> None:
         """Delivery is the chooser's decision, made at the next choice."""
 
-    def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool) -> None:
+    def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool,
+                    access: Access | None = None) -> None:
         if cond():
+            if access is not None:
+                self._effects.append(access)  # the check read it, and did not wait
             return
         ctx = state.cur
         if ctx is None or ctx.glet is None:
@@ -162,10 +223,11 @@ class ControlledScheduler(Scheduler):
         if sleep and ctx.in_irq:
             raise SchedError(f"BUG: scheduling while atomic: {ctx!r} sleeps waiting for {what}")
         ctx.wait, ctx.waiting_for, ctx.sleeping = cond, what, sleep
-        # Resuming re-reads what the wait reads: the access that led here.
-        ctx.next = ctx.performing or (what, "", "wait")
+        # Resuming re-reads what the wait reads: by default the access that led here.
+        ctx.next = access or ctx.performing or (what, "", "wait")
         if sleep:
             ctx.cpu.curr = None
+            self.note_release(f"cpu{ctx.cpu.id}", ctx.holds_cpu_since)
         self.root.switch()
         ctx.wait, ctx.sleeping = None, False
 
@@ -199,10 +261,69 @@ class ControlledScheduler(Scheduler):
                         out.append(Choice("run", t.name, ctx=t))
             if cpu.pending and cpu.irqs_enabled:
                 for v in cpu.pending:
-                    n = self.irq_seq.get((cpu.id, v), 0) + 1
-                    label = f"irq{v}@cpu{cpu.id}" + (f"#{n}" if n > 1 else "")
-                    out.append(Choice("irq", label, cpu=cpu, vector=v))
+                    out.append(Choice("irq", self._irq_label(cpu, v), cpu=cpu, vector=v))
         return out
+
+    def pending_steps(self) -> list[Step]:
+        """The step each unfinished context would take next and did not: what it
+        announced, on its CPU. One that could run was cut off by a failure (which
+        therefore depends on it); one that could not waits for a held resource (its
+        ``holder``) or for a condition."""
+        failed = self.failure is not None and not isinstance(self.failure, Deadlock)
+        ready = {c.label for c in self.choices()}
+        out = []
+        for c in self.unfinished():
+            if c is self.failed_ctx or (c.name in ready and not failed):
+                continue
+            acc = {cpu_key(c.cpu.id)}
+            if c.next is not None:
+                acc.add(c.next)
+            if c.state == "new" and c.spawn_key is not None:
+                acc.add((c.spawn_key[0], "", READ))
+            if c.name in ready:
+                acc.add(FAILURE_READ)
+                holder = -1
+            else:
+                holder = self._holder(c)
+            out.append(Step(c.name, c.cpu.id, "run", c.next, c.where or c.name,
+                            frozenset(acc), needs=_needs(c), holder=holder))
+        return out
+
+    def _holder(self, ctx: Context) -> int:
+        """The step that took what ``ctx`` waits for: a lock, or its CPU;
+        WAITS_ON_CONDITION for a wait (a grace period, a handler finishing)."""
+        if ctx.wait is not None and not ctx.wait():
+            return WAITS_ON_CONDITION
+        nxt = ctx.next
+        if nxt is not None and nxt[2] == ACQUIRE:
+            owner = ctx.next_obj.owner
+            if owner is not None and owner is not ctx:
+                return ctx.next_obj.taken_at
+        top = ctx.cpu.top
+        if top is not None and top is not ctx:
+            return top.holds_cpu_since
+        return -1
+
+    def _track_ready(self, choices: list[Choice]) -> None:
+        """Note when each choice became able to run, and what held it back until then."""
+        n = len(self.trace)
+        ready = {c.label for c in choices}
+        for lab in ready - self._was_ready:
+            self._ready_since[lab] = n
+        for c in self.contexts:
+            if c.state != "done" and c.name not in ready:
+                self._held_by[c.name] = self._holder(c)
+        for cpu in self.cpus:
+            if cpu.pending and not cpu.irqs_enabled:
+                for v in cpu.pending:
+                    lab = self._irq_label(cpu, v)
+                    if lab not in ready:
+                        self._held_by[lab] = cpu.irqs_off_at
+        self._was_ready = ready
+
+    def _irq_label(self, cpu: Cpu, v: int) -> str:
+        n = self.irq_seq.get((cpu.id, v), 0) + 1
+        return f"irq{v}@cpu{cpu.id}" + (f"#{n}" if n > 1 else "")
 
     def unfinished(self) -> list[Context]:
         return [c for c in self.contexts if c.state != "done"]
@@ -232,16 +353,27 @@ class ControlledScheduler(Scheduler):
                     self.failure = Livelock(f"still running after {self.max_steps} steps: "
                                             f"{busy}")
                     break
+                self._track_ready(choices)
                 i = self.chooser(self, choices)
                 if i is None:
                     break  # the chooser abandons this execution
                 self.step(choices[i])
+                self._annotate(choices[i].label)
         finally:
             instrument(False)
             VmdsimError.on_raise = None
             hook.fn = None
             state.cur = None
         return self.failure is None
+
+    def _annotate(self, label: str) -> None:
+        """Record on the step just taken what enabled it (see :class:`Step`)."""
+        n = len(self.trace) - 1
+        step = self.trace[n]
+        since = self._ready_since.get(label, 0)
+        if since > self._last_step.get(label, -1) + 1:
+            step.enabler = since - 1
+        self._last_step[label] = n
 
     def step(self, choice: Choice) -> None:
         if choice.kind == "irq":
@@ -254,17 +386,23 @@ class ControlledScheduler(Scheduler):
             self.contexts.append(ctx)
             ctx.saved_flag = cpu.irqs_enabled  # type: ignore[attr-defined]
             cpu.irq_stack.append(ctx)
+            n = len(self.trace)
+            ctx.holds_cpu_since = n
             cpu.irqs_enabled = False
+            cpu.irqs_off_at = n
             acc = (f"cpu{cpu.id}", "pending", WRITE)
+            made = (f"raise {ctx.name}", "", READ)
             self.trace.append(Step(ctx.name, cpu.id, "irq", acc, "interrupt",
-                                   frozenset({acc, cpu_key(cpu.id)}), choice.vector))
+                                   frozenset({acc, made, cpu_key(cpu.id)}), choice.vector,
+                                   needs=(f"irqflag{cpu.id}",)))
             return
         ctx = choice.ctx
         if ctx.kind == "task" and ctx.cpu.curr is None:
             ctx.cpu.curr = ctx
-        self._resume(ctx)
+            ctx.holds_cpu_since = len(self.trace)
+        self._resume(ctx, _needs(ctx))
 
-    def _resume(self, ctx: Context) -> None:
+    def _resume(self, ctx: Context, needs: tuple[str, ...] = ()) -> None:
         from greenlet import greenlet
 
         if ctx.glet is None:
@@ -273,6 +411,9 @@ class ControlledScheduler(Scheduler):
         performed, where = ctx.next, ctx.where
         ctx.performing = performed
         self._effects = []
+        self._released = {}
+        if ctx.steps == 0 and ctx.spawn_key is not None:
+            self._effects.append((ctx.spawn_key[0], "", READ))
         state.cur = ctx
         ctx.next = None
         ctx.glet.switch(ctx)
@@ -282,7 +423,7 @@ class ControlledScheduler(Scheduler):
         if performed is not None:
             accesses.add(performed)
         self.trace.append(Step(ctx.name, ctx.cpu.id, "run", performed, where or ctx.name,
-                               frozenset(accesses)))
+                               frozenset(accesses), needs=needs, releases=self._released))
 
     def _body(self, ctx: Context) -> None:
         try:
@@ -292,12 +433,17 @@ class ControlledScheduler(Scheduler):
         except BaseException as e:  # noqa: BLE001 - every failure is a verdict
             if self.failure is None:
                 self.failure, self.failed_ctx = e, ctx
+                self._effects.append(FAILURE_WRITE)
             ctx.error = e
         ctx.state = "done"
         ctx.next = None
         cpu = ctx.cpu
         if ctx.kind == "irq":
             cpu.irq_stack.remove(ctx)
+            self.note_release(f"cpu{cpu.id}", ctx.holds_cpu_since)
+            if ctx.saved_flag:  # type: ignore[attr-defined]
+                self.note_release(f"irqflag{cpu.id}", ctx.holds_cpu_since)
             cpu.irqs_enabled = ctx.saved_flag  # type: ignore[attr-defined]
         elif cpu.curr is ctx:
             cpu.curr = None
+            self.note_release(f"cpu{cpu.id}", ctx.holds_cpu_since)

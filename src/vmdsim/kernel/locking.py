@@ -37,6 +37,7 @@ class raw_spinlock_t(KObject):
     def __init__(self, name: str = "lock") -> None:
         self.name = name
         self.owner = None
+        self.taken_at = -1  # explored runs: the step that took it
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -65,6 +66,7 @@ def _acquire(lock: raw_spinlock_t) -> None:
         ctx.cpu.sched.block_until(lambda: lock.owner is None,
                                   f"{lock.name} (held by {owner.name})", sleep=lock.sleeps)
     lock.owner = ctx
+    lock.taken_at = ctx.cpu.sched.now()
     ctx.locks_held.append(lock)
 
 
@@ -74,6 +76,7 @@ def _release(lock: raw_spinlock_t) -> None:
         holder = lock.owner.name if lock.owner is not None else "nobody"
         raise LockError(f"{ctx.name}: unlock of {lock.name}, which is held by {holder}")
     sched_point(lock, lock.name, RELEASE)
+    ctx.cpu.sched.note_release(f"lock {lock.kname()}", lock.taken_at)
     lock.owner = None
     ctx.locks_held.remove(lock)
 
@@ -83,19 +86,24 @@ def local_irq_save() -> bool:
     """Clear this CPU's interrupt flag; returns what it was."""
     cpu = current().cpu
     flags = cpu.irqs_enabled
-    cpu.irqs_enabled = False
+    local_irq_disable()
     return flags
 
 
 def local_irq_restore(flags: bool) -> None:
     cpu = current().cpu
+    if flags and not cpu.irqs_enabled:
+        cpu.sched.note_release(f"irqflag{cpu.id}", cpu.irqs_off_at)
     cpu.irqs_enabled = flags
     if flags:
         cpu.sched.irqs_changed(cpu)
 
 
 def local_irq_disable() -> None:
-    current().cpu.irqs_enabled = False
+    cpu = current().cpu
+    if cpu.irqs_enabled:
+        cpu.irqs_off_at = cpu.sched.now()
+    cpu.irqs_enabled = False
 
 
 def local_irq_enable() -> None:

@@ -128,9 +128,13 @@ def _poisoned_class(cls: type) -> type:
     def __repr__(self):  # noqa: N807
         return f"<freed {object.__getattribute__(self, '__dict__')['_kmem'].name}>"
 
+    def kname(self):
+        # The name it had while live: the explorer matches accesses by name.
+        return f"{cls.__name__}#{object.__getattribute__(self, '_kid')}"
+
     twin = type(f"freed_{cls.__name__}", (cls,), {
         "__getattribute__": __getattribute__, "__setattr__": __setattr__,
-        "__delattr__": __delattr__, "__repr__": __repr__,
+        "__delattr__": __delattr__, "__repr__": __repr__, "kname": kname,
         "_kasan_check": staticmethod(_kasan_check), "__module__": cls.__module__,
         "__reduce_ex__": lambda self, proto: _reduce_freed(self, cls)})
     _poisoned[cls] = twin

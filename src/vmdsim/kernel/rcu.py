@@ -29,7 +29,7 @@ from typing import Any
 
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.sched import HARNESS, Context, current
-from vmdsim.kernel.shared import RCU_LOCK, RCU_UNLOCK, WAIT, KObject, sched_point
+from vmdsim.kernel.shared import RCU_LOCK, RCU_UNLOCK, WAIT, WRITE, KObject, sched_point
 
 
 class RcuError(VmdsimError):
@@ -44,6 +44,8 @@ class Rcu(KObject):
     def __init__(self) -> None:
         self.nesting: dict[Context, tuple[int, int]] = {}  # ctx -> (depth, section serial)
         self.active: set[int] = set()  # serials of sections in progress
+        self.reader_of: dict[int, str] = {}  # serial -> the name of the reading context
+        # (kept after the section ends: a later wait that finds it over still read it)
         self._serials = itertools.count(1)
         self.callbacks: list[tuple[frozenset[int], Callable[..., Any], tuple]] = []
         self.gp_completed = 0
@@ -57,6 +59,7 @@ class Rcu(KObject):
             sched_point(self, "readers", RCU_LOCK)
             serial = next(self._serials)
             self.active.add(serial)
+            self.reader_of[serial] = ctx.name
         self.nesting[ctx] = (depth + 1, serial)
 
     def read_unlock(self) -> None:
@@ -66,6 +69,8 @@ class Rcu(KObject):
             raise RcuError(f"{ctx.name}: rcu_read_unlock() without rcu_read_lock()")
         if depth == 1:
             sched_point(self, "readers", RCU_UNLOCK)
+            # What a grace-period wait for this one reader reads (see _wait_for).
+            ctx.cpu.sched.note_effect((self.kname(), f"reader {ctx.name}", WRITE))
             del self.nesting[ctx]
             self.active.discard(serial)
         else:
@@ -91,10 +96,19 @@ class Rcu(KObject):
             raise RcuError(f"{ctx.name}: synchronize_rcu() inside an RCU read-side section "
                            "would wait for itself")
         sched_point(self, "readers", WAIT)
-        snap = self._snapshot()
-        ctx.cpu.sched.block_until(lambda: self._elapsed(snap), "an RCU grace period",
-                                  sleep=True)
+        self._wait_for(self._snapshot())
         self.gp_completed += 1
+
+    def _wait_for(self, snap: frozenset[int]) -> None:
+        """Wait for the readers of ``snap`` to finish, one at a time: each wait ends with
+        one reader's ``rcu_read_unlock``, which the explorer needs to know (a wait that
+        several steps end together cannot be ordered against each of them)."""
+        sched = current().cpu.sched
+        for serial in sorted(snap):
+            who = self.reader_of[serial]
+            sched.block_until(lambda serial=serial: serial not in self.active,
+                              "an RCU grace period", sleep=True,
+                              access=(self.kname(), f"reader {who}", WAIT))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
         """Run ``fn(*args)`` after a grace period."""
@@ -114,14 +128,11 @@ class Rcu(KObject):
 
     def _spawn(self, sched: Any, snap: frozenset[int], fn: Callable[..., Any],
                args: tuple) -> None:
-        ctx = sched.spawn(None, self._invoke, fn, args,
-                          name=f"rcu_cb:{getattr(fn, '__name__', 'cb')}")
-        ctx.wait = lambda: self._elapsed(snap)
-        ctx.waiting_for = "an RCU grace period"
-        ctx.next = (self.kname(), "readers", WAIT)  # its start reads the reader state
+        sched.spawn(None, self._invoke, snap, fn, args,
+                    name=f"rcu_cb:{getattr(fn, '__name__', 'cb')}")
 
-    def _invoke(self, fn: Callable[..., Any], args: tuple) -> None:
-        current().wait = None
+    def _invoke(self, snap: frozenset[int], fn: Callable[..., Any], args: tuple) -> None:
+        self._wait_for(snap)
         self.callbacks_invoked += 1
         fn(*args)
 

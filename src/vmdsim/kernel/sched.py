@@ -59,6 +59,7 @@ class Cpu:
         self.irq_stack: list[Context] = []
         self.pending: list[int] = []  # vectors requested while the flag was clear
         self.tasks: list[Context] = []  # tasks pinned here (controlled mode)
+        self.irqs_off_at = -1  # explored runs: the step that last cleared the flag
 
     @property
     def top(self) -> Context | None:
@@ -92,6 +93,8 @@ class Context:
         self.error: BaseException | None = None
         self.locks_held: list[Any] = []
         self.steps = 0
+        self.holds_cpu_since = -1  # explored runs: the step at which it took its CPU
+        self.spawn_key: tuple[str, str, str] | None = None  # read by its first step
 
     @property
     def in_irq(self) -> bool:
@@ -262,8 +265,21 @@ class Scheduler:
             self.deliver_pending(cpu)
 
     # -- waiting -----------------------------------------------------------------
-    def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool) -> None:
-        """Wait (spin, or sleep if ``sleep``) until ``cond()`` holds."""
+    def now(self) -> int:
+        """The index of the step being executed (explored runs); -1 free-running."""
+        return -1
+
+    def note_release(self, resource: str, taken_at: int) -> None:
+        """The running step frees ``resource`` (a lock, a CPU, the interrupt flag), taken
+        at step ``taken_at``: the explorer's record of what enabled what."""
+
+    def note_effect(self, access: tuple[str, str, str]) -> None:
+        """The running step also touches ``access`` (beyond the point it announced)."""
+
+    def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool,
+                    access: tuple[str, str, str] | None = None) -> None:
+        """Wait (spin, or sleep if ``sleep``) until ``cond()`` holds; ``access`` is what
+        the wake-up reads (default: the access that led to the wait)."""
         if cond():
             return
         ctx = current()

@@ -18,7 +18,7 @@ import itertools
 
 from vmdsim.kernel.rcu import RcuError
 from vmdsim.kernel.sched import Context, current
-from vmdsim.kernel.shared import RCU_LOCK, RCU_UNLOCK, WAIT, KObject, sched_point
+from vmdsim.kernel.shared import RCU_LOCK, RCU_UNLOCK, WAIT, WRITE, KObject, sched_point
 
 
 class srcu_struct(KObject):
@@ -68,7 +68,9 @@ def srcu_read_unlock(ssp: srcu_struct, idx: int) -> None:
     if idx not in ssp.readers:
         raise RcuError(f"srcu_read_unlock({ssp.name}, {idx}): no such reader")
     sched_point(ssp, "readers", RCU_UNLOCK)
-    del ssp.readers[idx]
+    ctx = ssp.readers.pop(idx)
+    # What a grace-period wait for this one reader reads.
+    ctx.cpu.sched.note_effect((ssp.kname(), f"reader {ctx.name}", WRITE))
 
 
 def synchronize_srcu(ssp: srcu_struct) -> None:
@@ -79,7 +81,9 @@ def synchronize_srcu(ssp: srcu_struct) -> None:
         raise RcuError(f"{ctx.name}: synchronize_srcu({ssp.name}) inside its own read-side "
                        "section would wait for itself")
     sched_point(ssp, "readers", WAIT)
-    snap = frozenset(ssp.readers)
-    ctx.cpu.sched.block_until(lambda: snap.isdisjoint(ssp.readers),
-                              f"an SRCU grace period of {ssp.name}", sleep=True)
+    # One reader at a time, as synchronize_rcu: each wait is ended by one unlock.
+    for tok, reader in sorted(ssp.readers.items()):
+        ctx.cpu.sched.block_until(lambda tok=tok: tok not in ssp.readers,
+                                  f"an SRCU grace period of {ssp.name}", sleep=True,
+                                  access=(ssp.kname(), f"reader {reader.name}", WAIT))
     ssp.gp_completed += 1
