@@ -12,6 +12,7 @@ from types import SimpleNamespace
 import pytest
 
 from vmdsim.check.dpor import dpor
+from vmdsim.check.odpor import odpor
 from vmdsim.check.program import Program
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.locking import raw_spinlock_t, spin_lock, spin_unlock
@@ -102,3 +103,35 @@ def test_locked_sections_have_two_traces():
     stats, outs = count(program("locked increments", body, body))
     assert stats.executions == 2
     assert {ex.world.v.__dict__["x"] for ex in outs} == {2}
+
+
+@pytest.mark.parametrize("bodies,traces", [
+    ([w("x"), w("y")], 1), ([w("x"), w("x")], 2), ([r("x"), w("x")], 2),
+    ([r("x"), r("x")], 1), ([w("x"), w("x"), w("x")], 6),
+])
+def test_optimal_dpor_runs_one_execution_per_trace_and_none_blocked(bodies, traces):
+    outs = []
+    stats = odpor(program("optimal", *bodies),
+                  on_execution=lambda ex: (ex.complete and outs.append(ex)) or True)
+    assert stats.executions == traces and stats.blocked == 0
+    assert all(ex.verdict == "safe" for ex in outs)
+
+
+def test_optimal_dpor_on_locked_sections_and_crossed_writes():
+    def locked(wd):
+        spin_lock(wd.lock)
+        wd.v.x = wd.v.x + 1
+        spin_unlock(wd.lock)
+
+    def t0(wd):
+        wd.v.x = 1
+        wd.v.y = 1
+
+    def t1(wd):
+        wd.v.y = 2
+        wd.v.x = 2
+
+    s1 = odpor(program("locked", locked, locked))
+    s2 = odpor(program("xy-yx", t0, t1))
+    assert (s1.executions, s1.blocked) == (2, 0)
+    assert (s2.executions, s2.blocked) == (3, 0)

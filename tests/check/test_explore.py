@@ -101,9 +101,10 @@ def test_schedule_strings():
         replay(miniature(False), "nobody")
 
 
-@pytest.mark.parametrize("strategy", ["dpor", "bounded", "pct"])
+@pytest.mark.parametrize("strategy", ["source-dpor", "bounded", "pct"])
 @pytest.mark.parametrize("wait", [False, True])
 def test_several_processes_give_the_same_verdict_and_counts(strategy, wait):
+    # (the default, optimal DPOR, runs in one process; --jobs runs source-DPOR)
     one = explore(miniature(wait), strategy, runs=40, seed=3, minimize=False)
     two = explore(miniature(wait), strategy, runs=40, seed=3, minimize=False, jobs=2)
     assert (two.verdict, two.stats) == (one.verdict, one.stats)
@@ -142,3 +143,41 @@ def test_a_world_tied_to_its_original_by_a_closure_is_set_up_again_instead():
     assert not World(prog).copies
     plain = Program("plain", lambda: SimpleNamespace(k=Kernel(1), box={"n": 0}), lambda w: [])
     assert World(plain).copies
+
+
+class Flag(KObject):
+    flag = shared()
+
+    def __init__(self) -> None:
+        self.__dict__["flag"] = 0
+
+
+def _spinner(with_writer: bool) -> Program:
+    def setup():
+        return SimpleNamespace(k=Kernel(2), f=Flag())
+
+    def spin(w):
+        while not w.f.flag:
+            pass
+
+    def write(w):
+        if with_writer:
+            w.f.flag = 1
+
+    return Program("spinner", setup, lambda w: [(0, lambda: spin(w), "spinner"),
+                                                (1, lambda: write(w), "writer")])
+
+
+def test_a_spin_loop_that_nothing_ends_is_a_livelock_within_its_spin_budget():
+    r = explore(_spinner(False))
+    assert r.verdict == "livelock"
+    assert "spinner spins re-reading Flag#" in str(r.counterexample.failure)
+    assert len(r.counterexample.trace) < 2 * 100 + 10  # its own budget, not 200,000 steps
+
+
+def test_a_spin_loop_that_a_write_ends_is_safe_and_the_budget_is_per_program():
+    assert explore(_spinner(True)).verdict == "safe"
+    prog = _spinner(False)
+    prog.spin_limit = 5
+    r = explore(prog)
+    assert r.verdict == "livelock" and "(5 repeated steps)" in str(r.counterexample.failure)

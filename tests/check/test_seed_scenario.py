@@ -31,6 +31,7 @@ def test_the_seed_verdicts(protocol, desc_free, expected, touched):
     assert r.verdict == expected
     if expected == "safe":
         assert r.bound == "every schedule" and r.stats.executions > 1
+        assert r.strategy == "optimal" and r.stats.blocked == 0  # one run per trace
         return
     message = str(r.counterexample.failure)
     assert f"read of {touched}" in message

@@ -24,8 +24,8 @@ def test_seed_check_finds_the_use_after_free_and_draws_it_in_cpu_columns(seed_ch
     lines = head.splitlines()
     assert lines[0] == "scenario seed-teardown protocol=kfree-rcu desc_free=immediate"
     assert lines[1] == "verdict: use-after-free"
-    m = re.fullmatch(r"explored: (\d+) executions, (\d+) pruned by sleep sets, (\d+) steps, "
-                     r"(\d+) races reversed, [\d.]+ s \[dpor\]", lines[2])
+    m = re.fullmatch(r"explored: (\d+) executions, (\d+) sleep-set blocked, (\d+) steps, "
+                     r"(\d+) races reversed, [\d.]+ s \[optimal\]", lines[2])
     assert m and int(m[1]) > 1 and int(m[3]) > 0
     rows = drawing.splitlines()
     assert rows[0].split()[:2] == ["CPU0", "CPU1"]
@@ -60,7 +60,8 @@ def test_check_json_has_a_top_level_verdict_and_a_replay_token():
     d = json.loads(ok(cli("check", "seed-teardown", "--protocol", "rfc-v3", "--desc-free",
                           "immediate", "--json")))
     assert d["verdict"] == "use-after-free"
-    assert d["program"] == "seed-teardown" and d["strategy"] == "dpor"
+    assert d["program"] == "seed-teardown" and d["strategy"] == "optimal"
+    assert d["blocked"] == 0  # optimal DPOR: no execution blocked by its sleep set
     assert d["options"] == {"protocol": "rfc-v3", "desc_free": "immediate"}
     assert d["executions"] > 0 and d["bound"] == "every schedule"
     assert d["replay"] == f"seed-teardown[protocol=rfc-v3,desc_free=immediate]:{d['schedule']}"
@@ -124,3 +125,26 @@ def test_a_replay_token_that_does_not_fit_says_why():
     r = invoke("replay", "seed-teardown:nonsense")
     assert r.exit_code == 2
     assert r.stderr == "vmdsim: error: step 1: 'nonsense' cannot run here; enabled: unbind, nvme\n"
+
+
+@pytest.mark.parametrize("args,says", [
+    (("--strategy", "pct", "--runs", "0"), "--runs 0: PCT needs at least one run"),
+    (("--strategy", "pct", "--depth", "0"), "--depth 0: a PCT bug depth is 1 or more"),
+    (("--strategy", "bounded", "--bound", "-1"), "--bound -1: a preemption bound is 0 or more"),
+    (("--jobs", "0"), "--jobs 0: at least one process is needed"),
+    (("--strategy", "optimal", "--jobs", "2"), "optimal DPOR runs in one process"),
+])
+def test_an_argument_that_would_make_the_verdict_vacuous_is_refused(args, says):
+    # A use-after-free scenario: a vacuous search would have printed "safe".
+    r = invoke("check", "seed-teardown", "--protocol", "kfree-rcu", "--desc-free", "immediate",
+               *args)
+    assert r.exit_code == 2 and r.stdout == ""
+    assert says in r.stderr and "safe" not in r.stderr
+
+
+def test_optimal_dpor_finds_the_seed_race_too():
+    r = invoke("check", "seed-teardown", "--protocol", "kfree-rcu", "--desc-free", "immediate",
+               "--strategy", "optimal", "--json")
+    assert r.exit_code == 0
+    d = json.loads(r.stdout)
+    assert d["verdict"] == "use-after-free" and d["strategy"] == "optimal"

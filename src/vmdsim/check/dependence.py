@@ -154,7 +154,7 @@ def races(trace: Sequence[Step], hb: list[int], preds: list[list[int]]) -> list[
                 if not (others >> h) & 1:
                     out.append((h, j))
                 continue
-            if i == step.enabler or _creates(trace[i], thread):
+            if i in step.enablers or _creates(trace[i], thread):
                 continue
             if step.holder >= 0 and trace[i].thread == trace[step.holder].thread \
                     and i > step.holder:

@@ -1,10 +1,18 @@
 """``explore(program)``: a verdict, statistics, and a minimal counterexample.
 
-Strategies: ``dpor`` (exhaustive: ``safe`` is a proof for every schedule of
-the program, which is bounded by construction — finite threads, no loops
-without progress), ``bounded`` (every schedule with at most ``bound``
-preemptions: ``safe`` holds up to that bound), ``pct`` (``runs`` random
-PCT schedules: ``safe`` means none of them failed).
+Strategies: ``optimal`` (optimal DPOR with wakeup trees) and
+``source-dpor`` (source-DPOR with sleep sets, kept for comparison) are
+exhaustive; ``dpor``, the default, is ``optimal`` in one process and
+``source-dpor`` split at the first step over ``--jobs`` processes (the report
+names the one that ran). Exhaustive means: ``safe`` is a proof for every
+schedule of the program, which is bounded by construction — finite threads,
+no loops without progress (a loop that only re-reads waits for a write, and is
+a ``livelock`` if none can come) — with respect to the shared state the
+program declares (``shared`` fields, locks,
+RCU, allocation). ``bounded`` covers every schedule with at most ``bound``
+preemptions: ``safe`` holds up to that bound. ``pct`` runs ``runs`` random
+PCT schedules: ``safe`` means none of them failed. An argument that would
+make a verdict vacuous (no runs, a negative bound, depth 0) is refused.
 
 A counterexample is minimised: the same violation is searched for again
 with preemption bounds 0, 1, 2, ... and the first schedule found is kept, so
@@ -18,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vmdsim.check.dpor import Stats, dpor
+from vmdsim.check.odpor import odpor
 from vmdsim.check.parallel import explore_parallel
 from vmdsim.check.program import Execution, Program
 from vmdsim.check.render import render
@@ -25,7 +34,28 @@ from vmdsim.check.schedule import encode
 from vmdsim.check.strategies import bounded, pct
 from vmdsim.errors import VmdsimError
 
-STRATEGIES = ("dpor", "bounded", "pct")
+STRATEGIES = ("dpor", "source-dpor", "optimal", "bounded", "pct")
+
+
+def check_arguments(strategy: str, *, bound: int, runs: int, depth: int, jobs: int,
+                    max_executions: int | None = None) -> None:
+    """Refuse what would make a verdict vacuous or meaningless (issue 10, item 8)."""
+    if strategy not in STRATEGIES:
+        raise VmdsimError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    if jobs < 1:
+        raise VmdsimError(f"--jobs {jobs}: at least one process is needed")
+    if max_executions is not None and max_executions < 1:
+        raise VmdsimError(f"a cap of {max_executions} executions explores nothing")
+    if strategy == "bounded" and bound < 0:
+        raise VmdsimError(f"--bound {bound}: a preemption bound is 0 or more")
+    if strategy == "pct":
+        if runs < 1:
+            raise VmdsimError(f"--runs {runs}: PCT needs at least one run to say anything")
+        if depth < 1:
+            raise VmdsimError(f"--depth {depth}: a PCT bug depth is 1 or more")
+    if strategy == "optimal" and jobs > 1:
+        raise VmdsimError("--jobs: optimal DPOR runs in one process here; use "
+                          "--strategy source-dpor, bounded or pct to split the work")
 
 
 @dataclass
@@ -65,8 +95,12 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
             seed: int = 0, depth: int = 2, reduce: bool = True, minimize: bool = True,
             max_executions: int | None = None, jobs: int = 1,
             progress: Callable[[Execution], None] | None = None) -> Report:
-    if strategy not in STRATEGIES:
-        raise VmdsimError(f"unknown strategy {strategy!r}; choose from {', '.join(STRATEGIES)}")
+    check_arguments(strategy, bound=bound, runs=runs, depth=depth, jobs=jobs,
+                    max_executions=max_executions)
+    if strategy == "dpor":
+        strategy = "optimal" if jobs == 1 and reduce else "source-dpor"
+    if strategy == "optimal" and not reduce:
+        strategy = "source-dpor"  # every schedule: the reduction is what optimal adds
     found: list[Execution] = []
 
     def stop_at_violation(ex: Execution) -> bool:
@@ -79,34 +113,38 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
 
     t0 = time.perf_counter()
     covered = _coverage(strategy, bound, runs, depth, seed, max_executions)
+    label = strategy if reduce or strategy != "source-dpor" else "no-reduction"
     if jobs > 1:
         if max_executions is not None:
             raise VmdsimError("--jobs and a cap on executions do not go together")
-        stats, hit = explore_parallel(program, strategy, jobs, reduce=reduce, bound=bound,
+        stats, hit = explore_parallel(program, "dpor" if strategy == "source-dpor"
+                                      else strategy, jobs, reduce=reduce, bound=bound,
                                       runs=runs, depth=depth, seed=seed)
         found.extend([hit] if hit is not None else [])
-    elif strategy == "dpor":
+    elif strategy == "source-dpor":
         stats = dpor(program, on_execution=stop_at_violation, reduce=reduce,
                      max_executions=max_executions)
+    elif strategy == "optimal":
+        stats = odpor(program, on_execution=stop_at_violation, max_executions=max_executions)
     elif strategy == "bounded":
         stats = bounded(program, bound, on_execution=stop_at_violation,
                         max_executions=max_executions)
     else:
         stats = pct(program, runs, depth, seed, on_execution=stop_at_violation)
     if not found:
-        return Report(program.name, strategy, "safe", stats, time.perf_counter() - t0,
+        return Report(program.name, label, "safe", stats, time.perf_counter() - t0,
                       bound=covered)
     ex = found[0]
     if minimize:
         ex = minimal(program, ex)
-    return Report(program.name, strategy, ex.verdict, stats, time.perf_counter() - t0, ex,
+    return Report(program.name, label, ex.verdict, stats, time.perf_counter() - t0, ex,
                   encode(ex.labels), covered)
 
 
 def _coverage(strategy: str, bound: int, runs: int, depth: int, seed: int,
               max_executions: int | None) -> str:
     cap = "" if max_executions is None else f" (stopped after {max_executions} executions)"
-    if strategy == "dpor":
+    if strategy in ("source-dpor", "optimal"):
         return "every schedule" + cap
     if strategy == "bounded":
         return f"every schedule with at most {bound} preemptions" + cap

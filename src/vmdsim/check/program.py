@@ -51,6 +51,10 @@ class Program:
     threads: Callable[[Any], list[Thread]]
     check: Callable[[Any], None] | None = None
     description: str = ""
+    # Budgets of one execution: repeated read-only steps before a context counts as
+    # spinning (it then waits for a write), and steps in all before ``livelock``.
+    spin_limit: int = ControlledScheduler.spin_limit
+    max_steps: int = ControlledScheduler.max_steps
 
 
 def verdict_of(exc: BaseException | None) -> str:
@@ -200,6 +204,7 @@ def run_once(program: Program, world_source: World, chooser: Chooser) -> Executi
     world = world_source.fresh()
     k = world.k
     sched = ControlledScheduler(k.ncpus, chooser)
+    sched.spin_limit, sched.max_steps = program.spin_limit, program.max_steps
     k.install_scheduler(sched)
     for cpu, fn, name in program.threads(world):
         sched.spawn(cpu, fn, name=name)

@@ -60,7 +60,9 @@ class Step:
     accesses: frozenset[Access] = field(default_factory=frozenset)
     vector: int = 0
     # What enabled it, for the explorer's race analysis (indices into the trace):
-    enabler: int = -1  # the step after which its thread became able to run, if it waited
+    # The steps that made it possible, if it had to wait: the one after which its wait
+    # condition came true, and the one after which its thread could run at all.
+    enablers: tuple[int, ...] = ()
     needs: tuple[str, ...] = ()  # resources it must find free: "lock NAME", "cpuN", "irqflagN"
     releases: dict[str, int] = field(default_factory=dict)  # resource -> step that took it
     # Pending steps: the step that took the resource it waits for; WAITS_ON_CONDITION if
@@ -81,12 +83,13 @@ def _needs(ctx: Context) -> tuple[str, ...]:
     and, for an acquisition, the lock."""
     nxt = ctx.next
     if nxt is not None and nxt[2] == ACQUIRE:
-        return (f"cpu{ctx.cpu.id}", f"lock {nxt[0]}")
-    return (f"cpu{ctx.cpu.id}",)
+        return (ctx.cpu.key, f"lock {nxt[0]}")
+    return (ctx.cpu.key,)
 
 
-def cpu_key(cpu_id: int) -> Access:
-    return (f"cpu{cpu_id}", "", WRITE)
+def cpu_key(cpu: Cpu) -> Access:
+    """Written by every step on ``cpu``: one CPU's steps never commute."""
+    return (cpu.key, "", WRITE)
 
 
 class Livelock(VmdsimError):
@@ -104,6 +107,10 @@ class ControlledScheduler(Scheduler):
 
     controlled = True
     max_steps = 200_000  # a run longer than this has a context that never finishes
+    # A context that repeats read-only steps this many times, writing nothing, spins: it
+    # waits (as GenMC's spin-assume does) until another step writes what it read, and is
+    # a livelock if nothing left to run can.
+    spin_limit = 100
 
     def __init__(self, ncpus: int, chooser: Chooser | None = None) -> None:
         super().__init__(ncpus)
@@ -114,7 +121,9 @@ class ControlledScheduler(Scheduler):
         self.failed_ctx: Context | None = None
         self.contexts: list[Context] = []
         self.names: set[str] = set()
-        self.unpinned = Cpu(-2, self)  # housekeeping kthreads (rcuop): a CPU of their own
+        # Unbound contexts (device acts, RCU callbacks, work items): each has a pseudo-CPU
+        # of its own (id -2), as kthreads and devices run concurrently.
+        self.unbound: list[Cpu] = []
         self.irq_seq: dict[tuple[int, int], int] = {}
         self._effects: list[Access] = []
         self._released: dict[str, int] = {}
@@ -124,6 +133,8 @@ class ControlledScheduler(Scheduler):
         self._held_by: dict[str, int] = {}
         self._last_step: dict[str, int] = {}
         self._was_ready: set[str] = set()
+        self._cond_true: dict[str, bool] = {}
+        self._cond_since: dict[str, int] = {}
 
     def _note_failure(self, error: BaseException) -> None:
         ctx = state.cur
@@ -162,14 +173,20 @@ class ControlledScheduler(Scheduler):
     def spawn(self, cpu_id: int | None, fn: Callable[..., Any], *args: Any,
               name: str | None = None) -> Context:
         """A task that runs ``fn(*args)`` on ``cpu_id`` (None: the housekeeping CPU)."""
-        cpu = self.unpinned if cpu_id is None else self.cpu(cpu_id)
         base = name or getattr(fn, "__name__", "task")
         parent = state.cur if state.cur is not None and state.cur.glet is not None else None
         if parent is not None:
             # Named after its spawner, so that it has the same name in every execution
             # whatever other contexts were spawned before it.
             base = f"{parent.name}>{base}"
-        ctx = Context(self._unique(base), cpu, fn, args)
+        unique = self._unique(base)
+        if cpu_id is None:
+            cpu = Cpu(-2, self)
+            cpu.key = f"cpu-2:{unique}"  # named after its context: stable across runs
+            self.unbound.append(cpu)
+        else:
+            cpu = self.cpu(cpu_id)
+        ctx = Context(unique, cpu, fn, args)
         cpu.tasks.append(ctx)
         self.contexts.append(ctx)
         if state.cur is not None and state.cur.glet is not None:
@@ -212,9 +229,9 @@ class ControlledScheduler(Scheduler):
 
     def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool,
                     access: Access | None = None) -> None:
+        if access is not None:
+            self._effects.append(access)  # the check reads it, whether it waits or not
         if cond():
-            if access is not None:
-                self._effects.append(access)  # the check read it, and did not wait
             return
         ctx = state.cur
         if ctx is None or ctx.glet is None:
@@ -227,7 +244,7 @@ class ControlledScheduler(Scheduler):
         ctx.next = access or ctx.performing or (what, "", "wait")
         if sleep:
             ctx.cpu.curr = None
-            self.note_release(f"cpu{ctx.cpu.id}", ctx.holds_cpu_since)
+            self.note_release(ctx.cpu.key, ctx.holds_cpu_since)
         self.root.switch()
         ctx.wait, ctx.sleeping = None, False
 
@@ -237,6 +254,8 @@ class ControlledScheduler(Scheduler):
         """A context may run unless it waits, or is about to take a lock someone holds
         (spinning changes nothing, so the attempt is not a step of its own)."""
         if ctx.wait is not None and not ctx.wait():
+            return False
+        if ctx.spin_wait is not None:
             return False
         nxt = ctx.next
         if nxt is not None and nxt[2] == ACQUIRE:
@@ -248,7 +267,7 @@ class ControlledScheduler(Scheduler):
 
     def choices(self) -> list[Choice]:
         out: list[Choice] = []
-        for cpu in [*self.cpus, self.unpinned]:
+        for cpu in [*self.cpus, *self.unbound]:
             top = cpu.top
             if top is not None:
                 if self._ready(top):
@@ -270,23 +289,28 @@ class ControlledScheduler(Scheduler):
         therefore depends on it); one that could not waits for a held resource (its
         ``holder``) or for a condition."""
         failed = self.failure is not None and not isinstance(self.failure, Deadlock)
-        ready = {c.label for c in self.choices()}
+        final = self.choices()
+        self._track_ready(final)
+        ready = {c.label for c in final}
         out = []
         for c in self.unfinished():
             if c is self.failed_ctx or (c.name in ready and not failed):
                 continue
-            acc = {cpu_key(c.cpu.id)}
+            acc = {cpu_key(c.cpu)}
             if c.next is not None:
                 acc.add(c.next)
             if c.state == "new" and c.spawn_key is not None:
                 acc.add((c.spawn_key[0], "", READ))
+            enablers: tuple[int, ...] = ()
             if c.name in ready:
                 acc.add(FAILURE_READ)
                 holder = -1
+                enablers = self._enablers(c.name)  # the failure may have enabled it too
             else:
                 holder = self._holder(c)
             out.append(Step(c.name, c.cpu.id, "run", c.next, c.where or c.name,
-                            frozenset(acc), needs=_needs(c), holder=holder))
+                            frozenset(acc), needs=_needs(c), holder=holder,
+                            enablers=enablers))
         return out
 
     def _holder(self, ctx: Context) -> int:
@@ -311,7 +335,14 @@ class ControlledScheduler(Scheduler):
         for lab in ready - self._was_ready:
             self._ready_since[lab] = n
         for c in self.contexts:
-            if c.state != "done" and c.name not in ready:
+            if c.state == "done":
+                continue
+            if c.wait is not None:
+                true = c.wait()
+                if true and not self._cond_true.get(c.name, False):
+                    self._cond_since[c.name] = n
+                self._cond_true[c.name] = true
+            if c.name not in ready:
                 self._held_by[c.name] = self._holder(c)
         for cpu in self.cpus:
             if cpu.pending and not cpu.irqs_enabled:
@@ -343,7 +374,14 @@ class ControlledScheduler(Scheduler):
                 choices = self.choices()
                 if not choices:
                     stuck = self.unfinished()
-                    if stuck:
+                    spinning = [c for c in stuck if c.spin_wait is not None]
+                    if spinning:
+                        self.failure = Livelock("; ".join(
+                            f"{c.name} spins re-reading "
+                            f"{', '.join(sorted(f'{o}.{f}' for o, f in c.spin_wait))} "
+                            f"({self.spin_limit} repeated steps) and nothing left to run "
+                            "writes them" for c in spinning))
+                    elif stuck:
                         self.failure = Deadlock("no context can run: " + "; ".join(
                             f"{c.name} on CPU{c.cpu.id} waits for {c.waiting_for}"
                             for c in stuck))
@@ -369,11 +407,20 @@ class ControlledScheduler(Scheduler):
     def _annotate(self, label: str) -> None:
         """Record on the step just taken what enabled it (see :class:`Step`)."""
         n = len(self.trace) - 1
-        step = self.trace[n]
-        since = self._ready_since.get(label, 0)
-        if since > self._last_step.get(label, -1) + 1:
-            step.enabler = since - 1
+        self.trace[n].enablers = self._enablers(label)
         self._last_step[label] = n
+        self._cond_since.pop(label, None)
+
+    def _enablers(self, label: str) -> tuple[int, ...]:
+        last = self._last_step.get(label, -1)
+        out = []
+        since = self._ready_since.get(label, 0)
+        if since > last + 1:
+            out.append(since - 1)
+        cond = self._cond_since.get(label)
+        if cond is not None and cond > last + 1:
+            out.append(cond - 1)
+        return tuple(out)
 
     def step(self, choice: Choice) -> None:
         if choice.kind == "irq":
@@ -393,7 +440,7 @@ class ControlledScheduler(Scheduler):
             acc = (f"cpu{cpu.id}", "pending", WRITE)
             made = (f"raise {ctx.name}", "", READ)
             self.trace.append(Step(ctx.name, cpu.id, "irq", acc, "interrupt",
-                                   frozenset({acc, made, cpu_key(cpu.id)}), choice.vector,
+                                   frozenset({acc, made, cpu_key(cpu)}), choice.vector,
                                    needs=(f"irqflag{cpu.id}",)))
             return
         ctx = choice.ctx
@@ -419,11 +466,40 @@ class ControlledScheduler(Scheduler):
         ctx.glet.switch(ctx)
         state.cur = None
         ctx.steps += 1
-        accesses = {cpu_key(ctx.cpu.id), *self._effects}
+        accesses = {cpu_key(ctx.cpu), *self._effects}
         if performed is not None:
             accesses.add(performed)
         self.trace.append(Step(ctx.name, ctx.cpu.id, "run", performed, where or ctx.name,
                                frozenset(accesses), needs=needs, releases=self._released))
+        self._spin_check(ctx, where, performed, accesses)
+
+    def _spin_check(self, ctx: Context, where: str, performed: Access | None,
+                    accesses: set[Access]) -> None:
+        """Count a context's repeated read-only steps; wake spinners on a write."""
+        writes = {(a[0], a[1]) for a in accesses
+                  if a[2] not in (READ, "wait") and not (a[1] == "" and a[0].startswith("cpu"))}
+        if writes:
+            ctx.spin_seen.clear()
+            ctx.spin_reads.clear()
+            ctx.spin_repeats = 0
+            for c in self.contexts:
+                if c.spin_wait is not None and any(
+                        (o, f) in c.spin_wait or (o, "*") in c.spin_wait or f == "*" and
+                        any(o == r[0] for r in c.spin_wait) for o, f in writes):
+                    c.spin_wait = None
+                    c.spin_seen.clear()
+                    c.spin_reads.clear()
+                    c.spin_repeats = 0
+            return
+        key = (where, performed)
+        if key in ctx.spin_seen:
+            ctx.spin_repeats += 1
+        else:
+            ctx.spin_seen.add(key)
+        ctx.spin_reads.update((a[0], a[1]) for a in accesses if a[2] in (READ, "wait"))
+        if ctx.spin_repeats >= self.spin_limit and ctx.spin_reads:
+            ctx.spin_wait = set(ctx.spin_reads)
+            ctx.waiting_for = "a write to what it spins on"
 
     def _body(self, ctx: Context) -> None:
         try:
@@ -440,10 +516,10 @@ class ControlledScheduler(Scheduler):
         cpu = ctx.cpu
         if ctx.kind == "irq":
             cpu.irq_stack.remove(ctx)
-            self.note_release(f"cpu{cpu.id}", ctx.holds_cpu_since)
+            self.note_release(cpu.key, ctx.holds_cpu_since)
             if ctx.saved_flag:  # type: ignore[attr-defined]
                 self.note_release(f"irqflag{cpu.id}", ctx.holds_cpu_since)
             cpu.irqs_enabled = ctx.saved_flag  # type: ignore[attr-defined]
         elif cpu.curr is ctx:
             cpu.curr = None
-            self.note_release(f"cpu{cpu.id}", ctx.holds_cpu_since)
+            self.note_release(cpu.key, ctx.holds_cpu_since)

@@ -60,6 +60,7 @@ class Cpu:
         self.pending: list[int] = []  # vectors requested while the flag was clear
         self.tasks: list[Context] = []  # tasks pinned here (controlled mode)
         self.irqs_off_at = -1  # explored runs: the step that last cleared the flag
+        self.key = f"cpu{cpu_id}"  # how the explorer names it (see ControlledScheduler)
 
     @property
     def top(self) -> Context | None:
@@ -95,6 +96,11 @@ class Context:
         self.steps = 0
         self.holds_cpu_since = -1  # explored runs: the step at which it took its CPU
         self.spawn_key: tuple[str, str, str] | None = None  # read by its first step
+        # Explored runs: a loop that only re-reads (see ControlledScheduler.spin_limit).
+        self.spin_seen: set[tuple[str, Any]] = set()
+        self.spin_repeats = 0
+        self.spin_reads: set[tuple[str, str]] = set()
+        self.spin_wait: set[tuple[str, str]] | None = None
 
     @property
     def in_irq(self) -> bool:

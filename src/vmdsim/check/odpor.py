@@ -1,0 +1,200 @@
+"""Optimal DPOR with wakeup trees (Abdulla, Aronis, Jonsson, Sagonas, JACM 2017).
+
+Exactly one complete execution per Mazurkiewicz trace, and no execution
+abandoned because every enabled thread was asleep: where source-DPOR adds
+one thread to a backtrack set and hopes its continuation reverses the race,
+optimal DPOR records the whole reversing sequence ``v = notdep(e).e'`` in a
+*wakeup tree* at the state before ``e`` and replays it, so the explorer
+never starts a continuation that a sleeping thread would block.
+
+Stateless, as the source-DPOR explorer: every execution re-runs the program
+from its post-setup state along the labels of the current branch, then
+follows the branch's wakeup subtree, then chooses freely. After each
+execution its races are found (:func:`vmdsim.check.dependence.races`, which
+also turns a release/acquire pair into the swap of two critical sections
+and counts the pending steps of blocked threads) and each reversal is
+inserted into the wakeup tree of the state before its first step, unless a
+thread asleep there already covers it (a *weak initial* of ``v``).
+
+If a branch of a wakeup tree asks for a thread that cannot run, the
+dependence relation has lied (an enabling was not declared as a dependence):
+the explorer stops with :class:`ExplorerError` rather than guess.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from vmdsim.check.dependence import dependent, happens_before, races
+from vmdsim.check.dpor import Stats
+from vmdsim.check.program import Execution, Program, World, run_once
+from vmdsim.errors import VmdsimError
+from vmdsim.kernel.controlled import Access, ControlledScheduler, Step
+
+
+class ExplorerError(VmdsimError):
+    """The explorer found itself inconsistent: its verdict could not be trusted."""
+
+
+@dataclass
+class WNode:
+    """A node of a wakeup tree: the next step of thread ``label`` and what it touches."""
+
+    label: str
+    accesses: frozenset[Access]
+    children: list[WNode] = field(default_factory=list)
+
+
+@dataclass
+class ONode:
+    """The state before one step of the current execution."""
+
+    enabled: list[str]
+    sleep: dict[str, frozenset[Access]]  # asleep on arrival
+    wut: list[WNode]  # branches still to explore here, the one being explored first
+    done: dict[str, frozenset[Access]] = field(default_factory=dict)  # explored: asleep now
+    step: frozenset[Access] = frozenset()  # what the chosen step touched
+
+    @property
+    def chosen(self) -> str:
+        return self.wut[0].label if self.wut else ""
+
+
+def odpor(program: Program, *, on_execution: Callable[[Execution], bool] | None = None,
+          max_executions: int | None = None, world: World | None = None) -> Stats:
+    """Explore every Mazurkiewicz trace of ``program`` once; ``on_execution`` returns False
+    to stop early."""
+    world = world or World(program)
+    stats = Stats()
+    nodes: list[ONode] = []
+    while True:
+        follow = len(nodes)
+        ex = run_once(program, world, _chooser(nodes))
+        if nodes and not nodes[-1].wut:
+            nodes.pop()  # the state where every enabled thread was asleep
+        stats.steps += len(ex.trace)
+        for d in range(max(follow - 1, 0), len(ex.trace)):
+            node = nodes[d]
+            node.step = ex.trace[d].accesses
+            if not node.wut[0].accesses:
+                node.wut[0].accesses = node.step
+        if ex.complete:
+            stats.executions += 1
+        else:
+            stats.blocked += 1
+        stats.races += _insert_reversals(ex, nodes)
+        if on_execution is not None and on_execution(ex) is False:
+            return stats
+        if max_executions is not None and stats.executions >= max_executions:
+            return stats
+        if not _next_branch(nodes):
+            return stats
+
+
+def _chooser(nodes: list[ONode]) -> Callable[[ControlledScheduler, list], int | None]:
+    def choose(s: ControlledScheduler, choices: list) -> int | None:
+        d = len(s.trace)
+        labels = [c.label for c in choices]
+        if d < len(nodes):
+            want = nodes[d].chosen
+        else:
+            parent = nodes[d - 1] if d else None
+            sleep: dict[str, frozenset[Access]] = {}
+            wut: list[WNode] = []
+            if parent is not None:
+                last = s.trace[d - 1].accesses
+                for lab, acc in (*parent.sleep.items(), *parent.done.items()):
+                    if not dependent(acc, last):
+                        sleep[lab] = acc
+                wut = parent.wut[0].children
+            node = ONode(labels, sleep, wut)
+            nodes.append(node)
+            if not wut:
+                awake = [lab for lab in labels if lab not in sleep]
+                if not awake:
+                    return None  # sleep-set blocked: optimal DPOR should never get here
+                wut.append(WNode(awake[0], frozenset()))
+            want = node.chosen
+        if want not in labels:
+            raise ExplorerError(
+                f"explorer: the schedule asks for {want!r} at step {d}, but only "
+                f"{', '.join(labels) or 'nothing'} can run: a dependence the explorer "
+                "relies on was not declared, so no verdict is given")
+        return labels.index(want)
+
+    return choose
+
+
+def _next_branch(nodes: list[ONode]) -> bool:
+    """Retire the deepest explored branch and move to the next one still to explore."""
+    while nodes:
+        node = nodes[-1]
+        finished = node.wut.pop(0)
+        node.done[finished.label] = node.step
+        if node.wut:
+            return True
+        nodes.pop()
+    return False
+
+
+def _insert_reversals(ex: Execution, nodes: list[ONode]) -> int:
+    trace = ex.trace + ex.pending  # a blocked thread's next step races too
+    hb, preds = happens_before(trace)
+    found = 0
+    for i, j in races(trace, hb, preds):
+        if i >= len(ex.trace) or i >= len(nodes):
+            continue
+        found += 1
+        node = nodes[i]
+        # the steps after i not ordered after it (executed ones: a pending step cannot
+        # run before j), then j
+        v = [k for k in range(i + 1, min(j, len(ex.trace))) if not (hb[k] >> i) & 1]
+        v.append(j)
+        mask = 0
+        for k in v:
+            mask |= 1 << k
+        if any(_weak_initial(trace, hb, v, mask, lab, acc)
+               for lab, acc in (*node.sleep.items(), *node.done.items())):
+            continue  # a sleeping thread already covers this reversal
+        _insert(trace, hb, node.wut, v, mask)
+    return found
+
+
+def _weak_initial(trace: Sequence[Step], hb: list[int], v: list[int], mask: int,
+                  label: str, accesses: frozenset[Access]) -> bool:
+    """``label`` is a weak initial of ``v``: its first step in ``v`` has no predecessor
+    in ``v``, or it has no step in ``v`` and its next step commutes with all of ``v``."""
+    for k in v:
+        if trace[k].thread == label:
+            return not hb[k] & mask
+    return not any(dependent(accesses, trace[k].accesses) for k in v)
+
+
+def _insert(trace: Sequence[Step], hb: list[int], tree: list[WNode], v: list[int],
+            mask: int) -> None:
+    """Insert the sequence ``v`` into the wakeup tree ``tree``, unless a branch there
+    already starts a sequence equivalent to it."""
+    v = list(v)
+    children = tree
+    while True:
+        for child in children:
+            if _weak_initial(trace, hb, v, mask, child.label, child.accesses):
+                if not child.children:
+                    return  # a leaf that v extends: exploring it will reach v
+                for n, k in enumerate(v):
+                    if trace[k].thread == child.label:
+                        del v[n]
+                        mask &= ~(1 << k)
+                        break
+                if not v:
+                    return
+                children = child.children
+                break
+        else:
+            chain = children
+            for k in v:
+                node = WNode(trace[k].thread, trace[k].accesses)
+                chain.append(node)
+                chain = node.children
+            return
