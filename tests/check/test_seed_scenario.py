@@ -21,7 +21,7 @@ SEED = find("seed-teardown")
 @pytest.mark.parametrize("protocol,desc_free,expected,touched", [
     ("rfc-v3", "rcu", "use-after-free", "vmd_irq#"),
     ("kfree-rcu", "immediate", "use-after-free", "irq_desc#"),
-    ("kfree-rcu", "rcu", "safe", None),
+    pytest.param("kfree-rcu", "rcu", "safe", None, marks=pytest.mark.slow),  # ~1 min
     ("srcu", "immediate", "safe", None),
     ("srcu", "rcu", "safe", None),
 ])
