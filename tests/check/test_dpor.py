@@ -76,31 +76,34 @@ def test_one_execution_per_trace(name, bodies, traces, schedules):
     assert full.executions == schedules
 
 
+def _xy(wd):
+    wd.v.x = 1
+    wd.v.y = 1
+
+
+def _yx(wd):
+    wd.v.y = 2
+    wd.v.x = 2
+
+
+def _locked_increment(wd):
+    spin_lock(wd.lock)
+    wd.v.x = wd.v.x + 1
+    spin_unlock(wd.lock)
+
+
 def test_two_step_threads_on_a_shared_variable():
     # T0: x=1; y=1   T1: y=2; x=2. A trace is fixed by the order of the two x writes
     # and of the two y writes: 4 combinations, but "T1's x before T0's x" with "T0's y
     # before T1's y" is a cycle (T1.y < T1.x < T0.x < T0.y < T1.y): 3 traces.
-    def t0(wd):
-        wd.v.x = 1
-        wd.v.y = 1
-
-    def t1(wd):
-        wd.v.y = 2
-        wd.v.x = 2
-
-    stats, outs = count(program("xy-yx", t0, t1))
+    stats, outs = count(program("xy-yx", _xy, _yx))
     assert stats.executions == 3
     finals = {(ex.world.v.__dict__["x"], ex.world.v.__dict__["y"]) for ex in outs}
     assert finals == {(2, 2), (2, 1), (1, 1)}
 
 
 def test_locked_sections_have_two_traces():
-    def body(wd):
-        spin_lock(wd.lock)
-        wd.v.x = wd.v.x + 1
-        spin_unlock(wd.lock)
-
-    stats, outs = count(program("locked increments", body, body))
+    stats, outs = count(program("locked increments", _locked_increment, _locked_increment))
     assert stats.executions == 2
     assert {ex.world.v.__dict__["x"] for ex in outs} == {2}
 
@@ -118,20 +121,7 @@ def test_optimal_dpor_runs_one_execution_per_trace_and_none_blocked(bodies, trac
 
 
 def test_optimal_dpor_on_locked_sections_and_crossed_writes():
-    def locked(wd):
-        spin_lock(wd.lock)
-        wd.v.x = wd.v.x + 1
-        spin_unlock(wd.lock)
-
-    def t0(wd):
-        wd.v.x = 1
-        wd.v.y = 1
-
-    def t1(wd):
-        wd.v.y = 2
-        wd.v.x = 2
-
-    s1 = odpor(program("locked", locked, locked))
-    s2 = odpor(program("xy-yx", t0, t1))
+    s1 = odpor(program("locked", _locked_increment, _locked_increment))
+    s2 = odpor(program("xy-yx", _xy, _yx))
     assert (s1.executions, s1.blocked) == (2, 0)
     assert (s2.executions, s2.blocked) == (3, 0)
