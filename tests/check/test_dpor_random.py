@@ -24,7 +24,7 @@ from vmdsim.check.dpor import dpor
 from vmdsim.check.odpor import odpor
 
 FAST = range(0, 30)
-SLOW = range(30, 400)
+SLOW = range(30, 250)
 
 
 def _compare(seed: int) -> None:
