@@ -183,13 +183,25 @@ def _others(trace: Sequence[Step], hb: list[int], mine: list[int], i: int, h: in
     return others
 
 
-def initials(trace: Sequence[Step], hb: list[int], i: int, j: int,
-             executed: int | None = None) -> list[str]:
-    """Threads that can start ``notdep(i).j``: the steps after i not ordered after it
-    (only executed ones: the trace's first ``executed`` steps), then j; a thread is
+def execution_races(executed: Sequence[Step], pending: Sequence[Step]
+                    ) -> tuple[list[Step], list[int], list[tuple[int, int]]]:
+    """The races of an execution: its steps, then the pending ones (a blocked thread's
+    next step races too, but is never the step to move later); with happens-before."""
+    trace = [*executed, *pending]
+    hb, preds = happens_before(trace)
+    found = [(i, j) for i, j in races(trace, hb, preds) if i < len(executed)]
+    return trace, hb, found
+
+
+def notdep(hb: list[int], i: int, j: int, executed: int) -> list[int]:
+    """``notdep(i).j``: the executed steps after i not ordered after it (a pending step
+    cannot run before j), then j."""
+    return [k for k in range(i + 1, min(j, executed)) if not (hb[k] >> i) & 1] + [j]
+
+
+def initials(trace: Sequence[Step], hb: list[int], v: list[int]) -> list[str]:
+    """Threads that can start the sequence ``v`` (see :func:`notdep`): a thread is
     initial if its first step there has no predecessor there."""
-    end = j if executed is None else min(j, executed)
-    v = [k for k in range(i + 1, end) if not (hb[k] >> i) & 1] + [j]
     in_v = 0
     seen: set[str] = set()
     out: list[str] = []

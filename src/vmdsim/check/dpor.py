@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vmdsim.check.dependence import dependent, happens_before, initials, races
+from vmdsim.check.dependence import dependent, execution_races, initials, notdep
 from vmdsim.check.program import Execution, Program, World, run_once
 from vmdsim.kernel.controlled import Access, ControlledScheduler
 
@@ -148,12 +148,10 @@ def _execute(program: Program, world: World, nodes: list[Node], prefix: list[str
 
 
 def _add_backtracks(ex: Execution, nodes: list[Node]) -> int:
-    trace = ex.trace + ex.pending  # a blocked thread's next step races too
-    hb, preds = happens_before(trace)
-    found = [(i, j) for i, j in races(trace, hb, preds) if i < len(ex.trace)]
+    trace, hb, found = execution_races(ex.trace, ex.pending)
     for i, j in found:
         node = nodes[i]
-        starts = initials(trace, hb, i, j, executed=len(ex.trace))
+        starts = initials(trace, hb, notdep(hb, i, j, len(ex.trace)))
         if node.backtrack.intersection(starts):
             continue
         for q in starts:

@@ -8,11 +8,11 @@ names the one that ran). Exhaustive means: ``safe`` is a proof for every
 schedule of the program, which is bounded by construction — finite threads,
 no loops without progress (a loop that only re-reads waits for a write, and is
 a ``livelock`` if none can come) — with respect to the shared state the
-program declares (``shared`` fields, locks,
-RCU, allocation). ``bounded`` covers every schedule with at most ``bound``
-preemptions: ``safe`` holds up to that bound. ``pct`` runs ``runs`` random
-PCT schedules: ``safe`` means none of them failed. An argument that would
-make a verdict vacuous (no runs, a negative bound, depth 0) is refused.
+program declares (``shared`` fields, locks, RCU, allocation). ``bounded``
+covers every schedule with at most ``bound`` preemptions: ``safe`` holds up to
+that bound. ``pct`` runs ``runs`` random PCT schedules: ``safe`` means none of
+them failed. An argument that would make a verdict vacuous (no runs, a
+negative bound, depth 0) is refused.
 
 A counterexample is minimised: the same violation is searched for again
 with preemption bounds 0, 1, 2, ... and the first schedule found is kept, so
@@ -117,8 +117,7 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
     if jobs > 1:
         if max_executions is not None:
             raise VmdsimError("--jobs and a cap on executions do not go together")
-        stats, hit = explore_parallel(program, "dpor" if strategy == "source-dpor"
-                                      else strategy, jobs, reduce=reduce, bound=bound,
+        stats, hit = explore_parallel(program, strategy, jobs, reduce=reduce, bound=bound,
                                       runs=runs, depth=depth, seed=seed)
         found.extend([hit] if hit is not None else [])
     elif strategy == "source-dpor":

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from vmdsim.check.dependence import dependent, happens_before, races
+from vmdsim.check.dependence import dependent, execution_races, notdep
 from vmdsim.check.dpor import Stats
 from vmdsim.check.program import Execution, Program, World, run_once
 from vmdsim.errors import VmdsimError
@@ -139,18 +139,10 @@ def _next_branch(nodes: list[ONode]) -> bool:
 
 
 def _insert_reversals(ex: Execution, nodes: list[ONode]) -> int:
-    trace = ex.trace + ex.pending  # a blocked thread's next step races too
-    hb, preds = happens_before(trace)
-    found = 0
-    for i, j in races(trace, hb, preds):
-        if i >= len(ex.trace) or i >= len(nodes):
-            continue
-        found += 1
+    trace, hb, found = execution_races(ex.trace, ex.pending)
+    for i, j in found:
         node = nodes[i]
-        # the steps after i not ordered after it (executed ones: a pending step cannot
-        # run before j), then j
-        v = [k for k in range(i + 1, min(j, len(ex.trace))) if not (hb[k] >> i) & 1]
-        v.append(j)
+        v = notdep(hb, i, j, len(ex.trace))
         mask = 0
         for k in v:
             mask |= 1 << k
@@ -158,7 +150,7 @@ def _insert_reversals(ex: Execution, nodes: list[ONode]) -> int:
                for lab, acc in (*node.sleep.items(), *node.done.items())):
             continue  # a sleeping thread already covers this reversal
         _insert(trace, hb, node.wut, v, mask)
-    return found
+    return len(found)
 
 
 def _weak_initial(trace: Sequence[Step], hb: list[int], v: list[int], mask: int,

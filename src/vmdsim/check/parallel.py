@@ -37,7 +37,7 @@ def _stop(found: list) -> Any:
 def _subtree(k: int) -> tuple[Stats, tuple[list[str], str] | None]:
     program, strategy, opts = _job["program"], _job["strategy"], _job["opts"]
     found: list = []
-    if strategy == "dpor":
+    if strategy == "source-dpor":
         stats = dpor(program, on_execution=_stop(found), only_root=k, reduce=opts["reduce"])
     else:
         stats = bounded(program, opts["bound"], on_execution=_stop(found), only_root=k)

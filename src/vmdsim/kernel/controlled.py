@@ -29,7 +29,7 @@ from vmdsim.kernel.sched import (
     kernel_function,
     state,
 )
-from vmdsim.kernel.shared import ACQUIRE, READ, WRITE, hook, instrument
+from vmdsim.kernel.shared import ACQUIRE, READ, WAIT, WRITE, hook, instrument
 
 Access = tuple[str, str, str]  # (object name, field, access kind)
 
@@ -87,6 +87,20 @@ def _needs(ctx: Context) -> tuple[str, ...]:
     return (ctx.cpu.key,)
 
 
+def _reset_spin(ctx: Context) -> None:
+    ctx.spin_wait = None
+    ctx.spin_seen.clear()
+    ctx.spin_reads.clear()
+    ctx.spin_repeats = 0
+
+
+def _meets(write: tuple[str, str], reads: set[tuple[str, str]]) -> bool:
+    """A written (object, field) is one of ``reads``, or either side is the whole object."""
+    obj, fld = write
+    return write in reads or (obj, "*") in reads or (
+        fld == "*" and any(r[0] == obj for r in reads))
+
+
 def cpu_key(cpu: Cpu) -> Access:
     """Written by every step on ``cpu``: one CPU's steps never commute."""
     return (cpu.key, "", WRITE)
@@ -130,7 +144,6 @@ class ControlledScheduler(Scheduler):
         self.failing: Context | None = None  # the context whose error is unwinding
         # When each choice became able to run, and what held it back before that.
         self._ready_since: dict[str, int] = {}
-        self._held_by: dict[str, int] = {}
         self._last_step: dict[str, int] = {}
         self._was_ready: set[str] = set()
         self._cond_true: dict[str, bool] = {}
@@ -189,7 +202,7 @@ class ControlledScheduler(Scheduler):
         ctx = Context(unique, cpu, fn, args)
         cpu.tasks.append(ctx)
         self.contexts.append(ctx)
-        if state.cur is not None and state.cur.glet is not None:
+        if parent is not None:
             # Spawned by a running step: its start depends on that step.
             ctx.spawn_key = (f"spawn {ctx.name}", "", WRITE)
             self._effects.append(ctx.spawn_key)
@@ -241,7 +254,7 @@ class ControlledScheduler(Scheduler):
             raise SchedError(f"BUG: scheduling while atomic: {ctx!r} sleeps waiting for {what}")
         ctx.wait, ctx.waiting_for, ctx.sleeping = cond, what, sleep
         # Resuming re-reads what the wait reads: by default the access that led here.
-        ctx.next = access or ctx.performing or (what, "", "wait")
+        ctx.next = access or ctx.performing or (what, "", WAIT)
         if sleep:
             ctx.cpu.curr = None
             self.note_release(ctx.cpu.key, ctx.holds_cpu_since)
@@ -329,7 +342,8 @@ class ControlledScheduler(Scheduler):
         return -1
 
     def _track_ready(self, choices: list[Choice]) -> None:
-        """Note when each choice became able to run, and what held it back until then."""
+        """Note when each choice became able to run, and when each wait's condition came
+        true (the enablers of :class:`Step`)."""
         n = len(self.trace)
         ready = {c.label for c in choices}
         for lab in ready - self._was_ready:
@@ -342,14 +356,6 @@ class ControlledScheduler(Scheduler):
                 if true and not self._cond_true.get(c.name, False):
                     self._cond_since[c.name] = n
                 self._cond_true[c.name] = true
-            if c.name not in ready:
-                self._held_by[c.name] = self._holder(c)
-        for cpu in self.cpus:
-            if cpu.pending and not cpu.irqs_enabled:
-                for v in cpu.pending:
-                    lab = self._irq_label(cpu, v)
-                    if lab not in ready:
-                        self._held_by[lab] = cpu.irqs_off_at
         self._was_ready = ready
 
     def _irq_label(self, cpu: Cpu, v: int) -> str:
@@ -477,26 +483,19 @@ class ControlledScheduler(Scheduler):
                     accesses: set[Access]) -> None:
         """Count a context's repeated read-only steps; wake spinners on a write."""
         writes = {(a[0], a[1]) for a in accesses
-                  if a[2] not in (READ, "wait") and not (a[1] == "" and a[0].startswith("cpu"))}
+                  if a[2] not in (READ, WAIT) and not (a[1] == "" and a[0].startswith("cpu"))}
         if writes:
-            ctx.spin_seen.clear()
-            ctx.spin_reads.clear()
-            ctx.spin_repeats = 0
+            _reset_spin(ctx)
             for c in self.contexts:
-                if c.spin_wait is not None and any(
-                        (o, f) in c.spin_wait or (o, "*") in c.spin_wait or f == "*" and
-                        any(o == r[0] for r in c.spin_wait) for o, f in writes):
-                    c.spin_wait = None
-                    c.spin_seen.clear()
-                    c.spin_reads.clear()
-                    c.spin_repeats = 0
+                if c.spin_wait is not None and any(_meets(w, c.spin_wait) for w in writes):
+                    _reset_spin(c)
             return
         key = (where, performed)
         if key in ctx.spin_seen:
             ctx.spin_repeats += 1
         else:
             ctx.spin_seen.add(key)
-        ctx.spin_reads.update((a[0], a[1]) for a in accesses if a[2] in (READ, "wait"))
+        ctx.spin_reads.update((a[0], a[1]) for a in accesses if a[2] in (READ, WAIT))
         if ctx.spin_repeats >= self.spin_limit and ctx.spin_reads:
             ctx.spin_wait = set(ctx.spin_reads)
             ctx.waiting_for = "a write to what it spins on"
