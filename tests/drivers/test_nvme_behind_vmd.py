@@ -63,10 +63,13 @@ def test_every_drive_binds_in_the_vmd_domain_with_vmd_msi_irqs():
 
 def test_a_completion_reaches_its_queue_handler_through_the_vmd():
     m, k = booted()
-    for q in range(5):
+    before = rows(k, "nvme2q")  # the admin queue already took its commands' completions
+    for q in range(5):  # queue 0: an event completes the Asynchronous Event Request
         assert m.nvmes[2].complete(q)
     for name, r in rows(k, "nvme2q").items():
-        assert (r["real"], r["spurious"], r["completions"]) == (1, 0, 1), name
+        b = before[name]
+        assert (r["real"] - b["real"], r["spurious"] - b["spurious"],
+                r["completions"] - b["completions"]) == (1, 0, 1), name
     assert all(m.nvmes[2].pending(q) == 0 for q in range(5))
 
 

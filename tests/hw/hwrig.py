@@ -39,6 +39,9 @@ NVME_REG_VS = 0x08
 NVME_REG_CC = 0x14
 NVME_REG_CSTS = 0x1C
 NVME_REG_AQA = 0x24
+NVME_REG_ASQ = 0x28
+NVME_REG_ACQ = 0x30
+ASQ_RAM, ACQ_RAM = 0x100000, 0x101000  # where the tests put the admin queues in RAM
 NVME_REG_DBS = 0x1000
 VMD_CFGBAR, VMD_MEMBAR1, VMD_MEMBAR2 = 0, 2, 4
 
@@ -183,10 +186,53 @@ class Board:
             drive.set_bits(PCI_COMMAND, 2, MEM_EN)
         return rp, drive, window
 
-    def enable_nvme(self, bar0: int) -> None:
+    def enable_nvme(self, bar0: int, io_queues: int | None = -1,
+                    vector=lambda q: q) -> None:
+        """Admin queues in RAM (32 entries), controller on, then I/O queues 1..io_queues
+        (-1: as many as Set Features grants; None: none) created with admin commands,
+        queue q on MSI-X entry ``vector(q)`` (None: IEN off)."""
         self.write(bar0 + NVME_REG_AQA, 4, 31 | 31 << 16)
+        self.write(bar0 + NVME_REG_ASQ, 8, ASQ_RAM)
+        self.write(bar0 + NVME_REG_ACQ, 8, ACQ_RAM)
         self.write(bar0 + NVME_REG_CC, 4, 1)
         assert self.read(bar0 + NVME_REG_CSTS) & 1
+        self.nvme_sq_tail = self.nvme_cq_head = 0
+        self.nvme_phase = 1
+        if io_queues == -1:
+            status, granted = self.nvme_admin(bar0, 0x09, 0x07, 0xFFFE | 0xFFFE << 16)
+            assert status == 0
+            io_queues = (granted & 0xFFFF) + 1
+        for q in range(1, (io_queues or 0) + 1):
+            iv = vector(q)
+            flags = 1 if iv is None else 3
+            assert self.nvme_admin(bar0, 0x05, q | 1023 << 16, flags | (iv or 0) << 16,
+                                   prp1=0x200000 + q * 0x4000) == (0, 0)
+            assert self.nvme_admin(bar0, 0x01, q | 1023 << 16, 1 | q << 16,
+                                   prp1=0x400000 + q * 0x10000) == (0, 0)
+
+    def nvme_admin(self, bar0: int, opcode: int, cdw10: int = 0, cdw11: int = 0, *,
+                   prp1: int = 0, cid: int = 0, reap: bool = True) -> tuple[int, int] | None:
+        """Write a submission entry into RAM, ring the admin doorbell; (status, DW0) of the
+        completion entry that comes back (the controller answers at once), head consumed."""
+        entry = ASQ_RAM + 64 * self.nvme_sq_tail
+        for i, dw in enumerate([opcode | cid << 16, 0, 0, 0, 0, 0, prp1 & 0xFFFFFFFF,
+                                prp1 >> 32, 0, 0, cdw10, cdw11, 0, 0, 0, 0]):
+            self.rc.mem_write(entry + 4 * i, 4, dw)
+        self.nvme_sq_tail = (self.nvme_sq_tail + 1) % 32
+        self.write(bar0 + NVME_REG_DBS, 4, self.nvme_sq_tail)
+        return self.nvme_reap(bar0) if reap else None
+
+    def nvme_reap(self, bar0: int) -> tuple[int, int] | None:
+        """The next admin completion entry if its phase tag says it is new: (status, DW0)."""
+        entry = ACQ_RAM + 16 * self.nvme_cq_head
+        dw3 = self.rc.mem_read(entry + 12, 4)
+        if (dw3 >> 16) & 1 != self.nvme_phase:
+            return None
+        self.nvme_cq_head = (self.nvme_cq_head + 1) % 32
+        if self.nvme_cq_head == 0:
+            self.nvme_phase ^= 1
+        self.write(bar0 + NVME_REG_DBS + 4, 4, self.nvme_cq_head)
+        return dw3 >> 17, self.rc.mem_read(entry, 4)
 
     def bring_up_primary_port(self, slot: int, bus: int, window: int) -> tuple[Config, Config]:
         """Primary-domain root port at 00:slot.0 -> ``bus``, 1 MiB ``window``, drive BAR0 there."""

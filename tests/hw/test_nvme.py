@@ -97,9 +97,49 @@ def test_queue_completion_fires_that_queues_vector():
     b = board()
     b.enable_nvme(WINDOW)
     vectors_to_cpu(b, 5)
-    for q in (3, 0, 4):
+    for q in (3, 1, 4):
         assert b.nvme.complete(q)
-    assert b.irqs == [(1, 0x43), (1, 0x40), (1, 0x44)]
+    assert b.irqs == [(1, 0x43), (1, 0x41), (1, 0x44)]
+
+
+def test_admin_commands_complete_in_ram_with_phase_tags_and_signal_entry_0():
+    b = board()
+    b.enable_nvme(WINDOW, io_queues=None)
+    vectors_to_cpu(b, 5)
+    # Set Features, Number of Queues: asked for 2 pairs, granted all 4 (0-based in DW0)
+    assert b.nvme_admin(WINDOW, 0x09, 0x07, 1 | 1 << 16) == (0, 3 | 3 << 16)
+    assert b.irqs == [(1, 0x40)]
+    assert b.nvme_admin(WINDOW, 0x7F) == (0x001, 0)  # Invalid Command Opcode
+    assert b.nvme.admin_commands == 2
+
+
+def test_create_queue_errors_are_the_specs_status_codes():
+    b = board("{ queues = 4, msix_vectors = 2 }")
+    b.enable_nvme(WINDOW, io_queues=None)
+    create_cq = 0x05
+    assert b.nvme_admin(WINDOW, create_cq, 5 | 15 << 16, 3) == (0x101, 0)  # QID beyond 4
+    assert b.nvme_admin(WINDOW, create_cq, 1 | 1024 << 16, 3) == (0x102, 0)  # > MQES
+    assert b.nvme_admin(WINDOW, create_cq, 1 | 15 << 16, 3 | 2 << 16) == (0x108, 0)  # IV 2
+    assert b.nvme_admin(WINDOW, create_cq, 1 | 15 << 16, 2) == (0x002, 0)  # PC = 0, CQR
+    assert b.nvme_admin(WINDOW, 0x01, 1 | 15 << 16, 1 | 1 << 16) == (0x100, 0)  # no CQ 1
+    assert b.nvme_admin(WINDOW, create_cq, 1 | 15 << 16, 3 | 1 << 16) == (0, 0)
+    assert b.nvme_admin(WINDOW, 0x01, 1 | 15 << 16, 1 | 1 << 16) == (0, 0)
+    assert b.nvme_admin(WINDOW, 0x04, 1) == (0x10C, 0)  # its SQ still uses it
+    assert b.nvme_admin(WINDOW, 0x00, 1) == (0, 0)
+    assert b.nvme_admin(WINDOW, 0x04, 1) == (0, 0)
+    assert not b.nvme.complete(1)  # deleted: nothing completes there any more
+
+
+def test_an_event_completes_an_outstanding_async_event_request():
+    b = board()
+    b.enable_nvme(WINDOW)
+    vectors_to_cpu(b, 5)
+    assert not b.nvme.complete(0)  # no Asynchronous Event Request outstanding
+    b.nvme_admin(WINDOW, 0x0C, cid=31, reap=False)
+    assert b.irqs == []  # an event request completes only when something happens
+    assert b.nvme.complete(0)
+    assert b.irqs == [(1, 0x40)]
+    assert b.nvme_reap(WINDOW) == (0, 0x040002)  # Notice: Namespace Attribute Changed
 
 
 def test_masked_vector_sets_pba_and_is_delivered_on_unmask():
@@ -132,16 +172,21 @@ def test_has_work_register_counts_unconsumed_entries_and_head_write_consumes():
     assert b.read(cq_head[3]) == 1 and b.nvme.invalid_doorbell_writes == 1
 
 
-def test_admin_queue_depth_comes_from_aqa_and_a_full_queue_refuses():
+def test_admin_queue_depth_comes_from_aqa_and_a_full_queue_stalls_the_fetch():
     b = board()
-    b.enable_nvme(WINDOW)  # AQA: 32-entry admin queues
+    b.enable_nvme(WINDOW, io_queues=None)  # AQA: 32-entry admin queues
     vectors_to_cpu(b, 5)
-    posted = sum(b.nvme.complete(0) for _ in range(40))
-    assert posted == 31  # one slot stays empty: head == tail means empty
-    assert b.read(WINDOW + NVME_REG_DBS + 4) == 31
-    assert len(b.irqs) == 31 and b.nvme.completions_refused == 9
-    b.write(WINDOW + NVME_REG_DBS + 4, 4, 31)  # head wraps at 32
-    assert b.nvme.complete(0)
+    get_features = 0x0A
+    for _ in range(31):
+        b.nvme_admin(WINDOW, get_features, 0x07, reap=False)
+    assert b.nvme.admin_commands == 31 and len(b.irqs) == 31  # the completion queue is full
+    b.nvme_admin(WINDOW, get_features, 0x07, reap=False)  # the tail wraps to 0
+    assert b.nvme.admin_commands == 31  # no room for its completion: not fetched yet
+    assert b.nvme_reap(WINDOW) == (0, 3 | 3 << 16)  # the host frees one entry...
+    assert b.nvme.admin_commands == 32 and len(b.irqs) == 32  # ...and the fetch resumes
+    for _ in range(31):
+        assert b.nvme_reap(WINDOW) is not None
+    assert b.nvme_reap(WINDOW) is None and b.nvme_phase == 0  # wrapped: phase inverted
 
 
 def test_a_disabled_controller_completes_nothing():
@@ -156,13 +201,13 @@ def test_a_disabled_controller_completes_nothing():
     assert b.read(WINDOW + NVME_REG_DBS + 12) == 0
 
 
-def test_fewer_vectors_than_queues_share_by_modulo():
+def test_each_queue_signals_the_vector_its_create_command_named():
     b = board("{ queues = 4, msix_vectors = 2 }")
-    b.enable_nvme(WINDOW)
+    b.enable_nvme(WINDOW, vector=lambda q: 0 if q == 4 else (None if q == 3 else 1))
     vectors_to_cpu(b, 2)
-    for q in range(5):
-        b.nvme.complete(q)
-    assert [v for _, v in b.irqs] == [0x40, 0x41, 0x40, 0x41, 0x40]
+    for q in range(1, 5):
+        assert b.nvme.complete(q)
+    assert [v for _, v in b.irqs] == [0x41, 0x41, 0x40]  # queue 3: interrupts off (IEN 0)
     with pytest.raises(ValueError, match="no queue 5"):
         b.nvme.complete(5)
 
@@ -170,8 +215,9 @@ def test_fewer_vectors_than_queues_share_by_modulo():
 def test_no_message_with_msix_disabled():
     b = board()
     b.enable_nvme(WINDOW)
+    dropped = b.nvme.msix.dropped  # the admin commands' completions, before MSI-X was on
     assert b.nvme.complete(1)  # posted, but the interrupt would be INTx: not modelled
-    assert b.irqs == [] and b.nvme.msix.dropped == 1
+    assert b.irqs == [] and b.nvme.msix.dropped == dropped + 1
 
 
 # -- LTR ---------------------------------------------------------------------------------

@@ -16,36 +16,45 @@ in one go:
    1, PCI_IRQ_ALL_TYPES)``); read CAP: I/O queue depth ``min(MQES + 1,
    io_queue_depth = 1024)``, doorbell stride ``4 << DSTRD``.
 4. ``nvme_pci_configure_admin_queue``: disable the controller (CC.EN = 0,
-   wait until CSTS.RDY = 0), allocate the admin queue (32 entries), write AQA,
-   ASQ and ACQ, enable it (CC: NVM command set, 4 KiB pages, round-robin,
+   wait until CSTS.RDY = 0), allocate the admin queue (32 entries, its
+   submission and completion entries in coherent DMA memory,
+   :mod:`vmdsim.kernel.dma`), write AQA and the queues' bus addresses to ASQ
+   and ACQ, enable it (CC: NVM command set, 4 KiB pages, round-robin,
    64-byte SQ / 16-byte CQ entries, EN; wait for CSTS.RDY) and request its
    IRQ ``nvme<N>q0`` on vector 0.
 5. ``nvme_setup_io_queues``: ask for one I/O queue per CPU
    (``num_possible_cpus()``; no write or poll queues), cut to what the
-   controller grants (``nvme_set_queue_count``); free the admin IRQ and the
+   controller grants (``nvme_set_queue_count``: the admin command Set
+   Features, Number of Queues, :mod:`vmdsim.drivers.nvme_admin`); free the
+   admin IRQ and the
    single vector; allocate ``1 + nr_io_queues`` vectors with
    ``pci_alloc_irq_vectors_affinity(pdev, 1, 1 + nr_io_queues,
    PCI_IRQ_ALL_TYPES | PCI_IRQ_AFFINITY, {pre_vectors = 1})`` — the admin
    vector is not spread, each I/O vector gets its own group of CPUs, managed
    by the kernel; ``max_qid = max(vectors - 1, 1)``; request the admin IRQ
-   again; then create I/O queues 1..max_qid, queue q on vector q (all on
-   vector 0 if only one vector came), each with its IRQ ``nvme<N>q<q>``.
+   again; then create I/O queues 1..max_qid with the admin commands Create
+   I/O Completion Queue (interrupt vector q, or 0 if only one vector came)
+   and Create I/O Submission Queue, each with its IRQ ``nvme<N>q<q>``; a
+   queue the controller refuses is left out (Linux goes on with fewer).
+6. ``nvme_start_ctrl``: post an Asynchronous Event Request, which completes
+   (on the admin queue) when the controller reports an event.
 
 Every IRQ is requested as ``pci_request_irq`` does: ``IRQF_SHARED``,
 ``dev_id`` = the queue. With a single vector the admin queue and I/O queue 1
 share it, so every interrupt calls both handlers and one of them finds
 nothing: the shared-vector case whose cost the simulator measures.
 
-The handler ``nvme_irq`` asks its queue whether it has work. Linux looks at
-the phase bit of the next completion entry in host memory; the model's
-controller keeps no queue memory and offers the same fact by MMIO (see
-:mod:`vmdsim.hw.nvme`): a read of the queue's completion-queue head doorbell
-returns how many posted entries are unconsumed. Work -> consume it all by
-writing the new head to the doorbell (``nvme_ring_cq_doorbell``), count the
-call as *real*, ``IRQ_HANDLED``; none (or a device that reads all ones) ->
-count it as *spurious*, ``IRQ_NONE``. Per-queue counts: ``irq_real``,
-``irq_spurious``, ``completions`` (entries consumed), ``irq_cpus`` (calls per
-CPU); :func:`nvme_queue_stats` lists them for views.
+The handler ``nvme_irq`` asks its queue whether it has work. On the admin
+queue it walks the completion entries in DMA memory by phase tag, as Linux
+does. For I/O queues the model's controller keeps no entries in memory and
+offers the same fact by MMIO (see :mod:`vmdsim.hw.nvme`): a read of the
+queue's completion-queue head doorbell returns how many posted entries are
+unconsumed. Work -> consume it all by writing the new head to the doorbell
+(``nvme_ring_cq_doorbell``), count the call as *real*, ``IRQ_HANDLED``; none
+(or a device that reads all ones) -> count it as *spurious*, ``IRQ_NONE``.
+Per-queue counts: ``irq_real``, ``irq_spurious``, ``completions`` (entries
+consumed), ``irq_cpus`` (calls per CPU); :func:`nvme_queue_stats` lists them
+for views.
 
 Removal (``nvme_remove``): if the device is gone (surprise removal: config
 reads all ones, or the PCI core marked it disconnected) it is dead at once;
@@ -63,17 +72,11 @@ that runs after the queue was freed is a KASAN use-after-free report.
 Any probe failure (including every ``k.mem`` allocation failing in turn)
 unwinds as Linux's error labels do: nothing is left allocated or requested.
 
-Where the model simplifies: no admin or I/O commands are issued or
-completed (identify, Set Features, Create/Delete I/O SQ/CQ, namespaces,
-block-layer tag sets, timeouts and resets) — a queue exists on the
-controller once it is ready, with MQES + 1 entries, and always signals
-MSI-X entry q (the model's controller ignores the vector a Create I/O CQ
-would name, so a controller left with fewer vectors than queues by the IRQ
-core would signal masked entries). ``nvme_set_queue_count`` cannot ask the
-controller: it takes the controller's queue count to be its MSI-X table size
-minus one (true of the model's drives unless a topology gives them fewer
-vectors than queues). Queue memory has no DMA address: ASQ/ACQ get page-
-aligned placeholders the controller never dereferences. No CMB, HMB, doorbell
+Where the model simplifies: no I/O commands are issued (completions come
+from the hardware side); of the admin commands only those queue setup needs
+(no Identify, namespaces, block-layer tag sets beyond a command id, resets);
+the I/O queues are not deleted with admin commands before a shutdown (the
+controller's shutdown and the next reset drop them). No CMB, HMB, doorbell
 buffer, polled queues, INTx, runtime PM or suspend.
 """
 
@@ -81,6 +84,23 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmdsim.drivers.nvme_admin import (
+    CQE_SIZE,
+    NVME_CQ_IRQ_ENABLED,
+    NVME_FEAT_NUM_QUEUES,
+    NVME_QUEUE_PHYS_CONTIG,
+    SQE_SIZE,
+    nvme_admin_create_cq,
+    nvme_admin_create_sq,
+    nvme_admin_delete_cq,
+    nvme_admin_delete_sq,
+    nvme_admin_set_features,
+    nvme_command,
+    nvme_pci_submit_async_event,
+    nvme_poll_admin_cq,
+    nvme_submit_sync_cmd,
+)
+from vmdsim.kernel.dma import dma_alloc_coherent, dma_coherent, dma_free_coherent
 from vmdsim.kernel.io import iomem, readl, writel
 from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE, IRQF_SHARED
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock
@@ -108,7 +128,7 @@ from vmdsim.kernel.pci import (
 )
 from vmdsim.kernel.pci.pci_h import pci_channel_io_normal, pci_dev_is_disconnected
 from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id
-from vmdsim.kernel.pci.subsys import pci_info
+from vmdsim.kernel.pci.subsys import pci_err, pci_info
 from vmdsim.kernel.sched import current
 from vmdsim.kernel.shared import KObject, shared
 
@@ -194,9 +214,8 @@ class nvme_queue(KObject):
         self.q_db: iomem | None = None
         self.sq_tail = 0
         self.cq_phase = 1
-        # What Linux holds in DMA memory (cqes/sq_cmds): placeholders, see the docstring.
-        self.sq_dma_addr = 0
-        self.cq_dma_addr = 0
+        self.sq_cmds: dma_coherent | None = None  # submission entries, in DMA memory
+        self.cqes: dma_coherent | None = None  # completion entries, in DMA memory
         self.irq_real = 0  # model only: handler calls that found work
         self.irq_spurious = 0  # model only: handler calls that found none
         self.completions = 0  # model only: completion entries consumed
@@ -232,6 +251,8 @@ class nvme_dev(KObject):
         self.bar_mapped_size = 0
         self.dbs: iomem | None = None
         self.state = NVME_CTRL_NEW
+        self.admin_tags: dict[int, Any] = {}  # admin commands in flight, by command id
+        self.async_events = 0  # model only: Asynchronous Event Request completions seen
         self.shutdown_lock = mutex(f"nvme{instance}.shutdown_lock")
 
     @property
@@ -249,6 +270,8 @@ class nvme_core:
         self.k = k
         self.instances: set[int] = set()
         self.devices: list[nvme_dev] = []  # bound controllers, in probe order
+        # model only: the counters of freed queues, by queue name, so totals outlive them
+        self.retired: dict[str, dict[str, Any]] = {}
         self.driver: pci_driver | None = None
         self.io_queue_depth = IO_QUEUE_DEPTH
         self.write_queues = 0
@@ -347,6 +370,8 @@ def queue_request_irq(nvmeq: nvme_queue) -> int:
 # -- the interrupt handler ------------------------------------------------------------------
 def nvme_poll_cq(nvmeq: nvme_queue) -> int:
     """Consume every posted completion of ``nvmeq``; how many there were."""
+    if nvmeq.qid == 0:
+        return nvme_poll_admin_cq(nvmeq)
     db = nvmeq.q_db + 4  # the completion-queue head doorbell
     pending = readl(db)
     if pending == 0 or PCI_POSSIBLE_ERROR(pending) or pending >= nvmeq.q_depth:
@@ -381,9 +406,15 @@ def nvme_alloc_queue(dev: nvme_dev, qid: int, depth: int) -> int:
     nvmeq = dev.k.mem.kzalloc(nvme_queue, dev, qid, depth, owner=OWNER)
     if nvmeq is None:
         return -ENOMEM
-    # Placeholder bus addresses, page aligned, one page pair per queue.
-    base = 0x1000_0000 + (dev.instance << 20) + (qid << 13)
-    nvmeq.sq_dma_addr, nvmeq.cq_dma_addr = base, base + 0x1000
+    nvmeq.cqes = dma_alloc_coherent(dev.k, dev.pdev, depth * CQE_SIZE, owner=OWNER)
+    if nvmeq.cqes is None:
+        dev.k.mem.kfree(nvmeq)
+        return -ENOMEM
+    nvmeq.sq_cmds = dma_alloc_coherent(dev.k, dev.pdev, depth * SQE_SIZE, owner=OWNER)
+    if nvmeq.sq_cmds is None:
+        dma_free_coherent(dev.k, nvmeq.cqes)
+        dev.k.mem.kfree(nvmeq)
+        return -ENOMEM
     nvmeq.q_db = dev.dbs + qid * 2 * dev.db_stride * 4
     dev.queues[qid] = nvmeq
     dev.queue_count += 1
@@ -416,22 +447,59 @@ def nvme_suspend_io_queues(dev: nvme_dev) -> None:
 
 
 def nvme_free_queues(dev: nvme_dev, lowest: int) -> None:
+    retired = nvme_core_of(dev.k).retired
     for qid in range(dev.queue_count - 1, lowest - 1, -1):
-        dev.k.mem.kfree(dev.queues[qid])
+        nvmeq = dev.queues[qid]
+        _fold(retired.setdefault(nvmeq.name, _zero_counts()), _counts(nvmeq))
+        dma_free_coherent(dev.k, nvmeq.cqes)  # nvme_free_queue
+        dma_free_coherent(dev.k, nvmeq.sq_cmds)
+        dev.k.mem.kfree(nvmeq)
         dev.queues[qid] = None
         dev.queue_count -= 1
 
 
+def adapter_alloc_cq(dev: nvme_dev, qid: int, nvmeq: nvme_queue, vector: int) -> int:
+    flags = NVME_QUEUE_PHYS_CONTIG | (NVME_CQ_IRQ_ENABLED if vector != -1 else 0)
+    cmd = nvme_command(nvme_admin_create_cq, prp1=nvmeq.cqes.dma_handle,
+                       cdw10=qid | (nvmeq.q_depth - 1) << 16, cdw11=flags | max(vector, 0) << 16)
+    return nvme_submit_sync_cmd(dev, cmd)[0]
+
+
+def adapter_alloc_sq(dev: nvme_dev, qid: int, nvmeq: nvme_queue) -> int:
+    cmd = nvme_command(nvme_admin_create_sq, prp1=nvmeq.sq_cmds.dma_handle,
+                       cdw10=qid | (nvmeq.q_depth - 1) << 16,
+                       cdw11=NVME_QUEUE_PHYS_CONTIG | qid << 16)
+    return nvme_submit_sync_cmd(dev, cmd)[0]
+
+
+def adapter_delete_queue(dev: nvme_dev, opcode: int, qid: int) -> int:
+    return nvme_submit_sync_cmd(dev, nvme_command(opcode, cdw10=qid))[0]
+
+
 def nvme_create_queue(nvmeq: nvme_queue, qid: int) -> int:
+    """Create I/O CQ ``qid`` on its vector, then I/O SQ ``qid``, then request the IRQ.
+
+    A command the controller refuses returns its (positive) status; the caller then
+    goes on with fewer queues, as Linux does."""
     dev = nvmeq.dev
     vector = 0 if dev.num_vecs == 1 else qid
-    # Create I/O CQ (interrupt vector `vector`) and Create I/O SQ: not modelled.
+    result = adapter_alloc_cq(dev, qid, nvmeq, vector)
+    if result:
+        return result
+    result = adapter_alloc_sq(dev, qid, nvmeq)
+    if result < 0:
+        return result
+    if result:
+        adapter_delete_queue(dev, nvme_admin_delete_cq, qid)
+        return result
     nvmeq.cq_vector = vector
     nvme_init_queue(nvmeq, qid)
     result = queue_request_irq(nvmeq)
     if result < 0:
         dev.online_queues -= 1
-        return result  # (Delete I/O SQ/CQ: not modelled)
+        adapter_delete_queue(dev, nvme_admin_delete_sq, qid)
+        adapter_delete_queue(dev, nvme_admin_delete_cq, qid)
+        return result
     nvmeq.flags = nvmeq.flags | NVMEQ_ENABLED
     return result
 
@@ -457,15 +525,17 @@ def nvme_max_io_queues(dev: nvme_dev) -> int:
 
 
 def nvme_set_queue_count(dev: nvme_dev, count: int) -> int:
-    """Set Features (Number of Queues) -> how many I/O queues the controller grants.
-
-    Not a command in the model: the controller's count is taken to be its MSI-X table
-    size minus one (see the module docstring)."""
-    from vmdsim.kernel.pci.msi import pci_msix_vec_count
-
-    nvec = pci_msix_vec_count(dev.pdev)
-    granted = nvec - 1 if nvec > 1 else 1
-    return min(count, granted)
+    """Set Features (Number of Queues): how many of ``count`` I/O queues the controller
+    grants (0 if it refuses the command: the admin queue alone stays usable), or an errno."""
+    q_count = (count - 1) | (count - 1) << 16
+    status, result = nvme_submit_sync_cmd(
+        dev, nvme_command(nvme_admin_set_features, cdw10=NVME_FEAT_NUM_QUEUES, cdw11=q_count))
+    if status < 0:
+        return status
+    if status > 0:
+        pci_err(dev.pdev, f"{dev.name}: Could not set queue count ({status})")
+        return 0
+    return min(count, min(result & 0xFFFF, result >> 16) + 1)
 
 
 def nvme_setup_irqs(dev: nvme_dev, nr_io_queues: int) -> int:
@@ -487,8 +557,8 @@ def nvme_setup_io_queues(dev: nvme_dev) -> int:
 
     adminq = dev.queues[0]
     nr_io_queues = nvme_set_queue_count(dev, dev.nr_allocated_queues - 1)
-    if nr_io_queues == 0:
-        return 0
+    if nr_io_queues <= 0:
+        return nr_io_queues
     mutex_lock(dev.shutdown_lock)
     try:
         # Deregister the admin queue's interrupt, and give back the single setup vector.
@@ -607,8 +677,8 @@ def nvme_pci_configure_admin_queue(dev: nvme_dev) -> int:
     nvmeq = dev.queues[0]
     aqa = nvmeq.q_depth - 1
     writel(aqa | aqa << 16, dev.bar + NVME_REG_AQA)
-    lo_hi_writeq(nvmeq.sq_dma_addr, dev.bar + NVME_REG_ASQ)
-    lo_hi_writeq(nvmeq.cq_dma_addr, dev.bar + NVME_REG_ACQ)
+    lo_hi_writeq(nvmeq.sq_cmds.dma_handle, dev.bar + NVME_REG_ASQ)
+    lo_hi_writeq(nvmeq.cqes.dma_handle, dev.bar + NVME_REG_ACQ)
     result = nvme_enable_ctrl(dev)
     if result:
         return result
@@ -662,6 +732,7 @@ def nvme_probe(pdev: Any, id: Any) -> int:
         nvme_uninit_ctrl(dev)
         return result
     dev.state = NVME_CTRL_LIVE
+    nvme_pci_submit_async_event(dev)  # nvme_start_ctrl -> nvme_queue_async_events
     pci_set_drvdata(pdev, dev)
     nvme_core_of(pdev.k).devices.append(dev)
     pci_info(pdev, f"{dev.name}: NVMe {dev.vs >> 16}.{(dev.vs >> 8) & 0xFF}, "
@@ -724,6 +795,36 @@ def nvme_exit(k: Any) -> None:
     if core.driver is not None:
         pci_unregister_driver(k, core.driver)
         core.driver = None
+
+
+def _zero_counts() -> dict[str, Any]:
+    return {"real": 0, "spurious": 0, "completions": 0, "calls_per_cpu": {}}
+
+
+def _counts(q: nvme_queue) -> dict[str, Any]:
+    return {"real": q.irq_real, "spurious": q.irq_spurious, "completions": q.completions,
+            "calls_per_cpu": dict(q.irq_cpus)}
+
+
+def _fold(into: dict[str, Any], more: dict[str, Any]) -> None:
+    for key in ("real", "spurious", "completions"):
+        into[key] += more[key]
+    for cpu, n in more["calls_per_cpu"].items():
+        into["calls_per_cpu"][cpu] = into["calls_per_cpu"].get(cpu, 0) + n
+
+
+def nvme_queue_totals(k: Any) -> dict[str, dict[str, Any]]:
+    """Per queue name, the handler counts of every queue of that name since boot, live or
+    freed (a drive pulled and put back counts on): real, spurious, completions, calls
+    per CPU. The run's accounting takes differences of these."""
+    out = {name: _zero_counts() for name in nvme_core_of(k).retired}
+    for name, c in nvme_core_of(k).retired.items():
+        _fold(out[name], c)
+    for dev in nvme_core_of(k).devices:
+        for q in dev.queues:
+            if q is not None:
+                _fold(out.setdefault(q.name, _zero_counts()), _counts(q))
+    return out
 
 
 def nvme_queue_stats(k: Any) -> list[dict[str, Any]]:

@@ -71,7 +71,8 @@ class InterruptController:
 
 
 class HostMemory:
-    """Sparse system RAM, 4 KiB pages allocated on first touch."""
+    """Sparse system RAM: 4 KiB pages allocated when first written with something other
+    than zeros (a zeroed page reads the same whether it exists or not)."""
 
     def __init__(self, size: int) -> None:
         self.size = size
@@ -92,7 +93,12 @@ class HostMemory:
             return
         page = self.pages.get(addr // PAGE)
         if page is None:
+            if not value:
+                return  # an untouched page reads as zeros already
             page = self.pages[addr // PAGE] = bytearray(PAGE)
+        elif size == PAGE and not value:
+            del self.pages[addr // PAGE]  # a whole page zeroed: back to untouched
+            return
         page[off : off + size] = value.to_bytes(size, "little")
 
 

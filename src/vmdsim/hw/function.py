@@ -275,11 +275,11 @@ class PciFunction:
     # -- reset ----------------------------------------------------------------
     def reset(self) -> None:
         """Conventional reset: config space to power-on values, device state cleared."""
-        self.cfg.reset()
-        self._decode_changed(0, 0, 0)
         for cap in (self.msix, self.msi):
             if cap is not None:
-                cap.reset_state()
+                cap.reset_state()  # first: it counts the Pending Bits the reset clears
+        self.cfg.reset()
+        self._decode_changed(0, 0, 0)
         self.reset_state()
 
     def reset_state(self) -> None:

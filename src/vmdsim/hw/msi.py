@@ -55,11 +55,21 @@ class MsiCapability:
         cfg.init(pos + PCI_MSI_PENDING_64, 4, 0)
         cfg.on_write(pos + PCI_MSI_FLAGS, pos + PCI_MSI_FLAGS + 2, self._unmasked)
         cfg.on_write(pos + PCI_MSI_MASK_64, pos + PCI_MSI_MASK_64 + 4, self._unmasked)
+        # As for MSI-X: fired = sent + dropped + merged + discarded + pending_count.
+        self.fired = 0
         self.sent = 0
-        self.dropped = 0
+        self.dropped = 0  # MSI off, or a vector beyond those granted
+        self.merged = 0
+        self.discarded = 0
+
+    @property
+    def pending_count(self) -> int:
+        return self.fn.cfg.hw_read(self.pos + PCI_MSI_PENDING_64, 4).bit_count()
 
     def reset_state(self) -> None:
-        """All MSI state is in config space, which the function's reset restores."""
+        """All MSI state is in config space, which the function's reset restores (the
+        Pending Bits set before it are counted as discarded)."""
+        self.discarded += self.pending_count
 
     @property
     def enabled(self) -> bool:
@@ -73,10 +83,13 @@ class MsiCapability:
     def fire(self, n: int = 0) -> bool:
         """The function signals vector ``n``; True if a message went onto the bus."""
         cfg, pos = self.fn.cfg, self.pos
+        self.fired += 1
         if not self.enabled or n >= self.granted:
             self.dropped += 1
             return False
         if cfg.hw_read(pos + PCI_MSI_MASK_64, 4) >> n & 1:
+            if cfg.hw_read(pos + PCI_MSI_PENDING_64, 4) >> n & 1:
+                self.merged += 1
             cfg.hw_set(pos + PCI_MSI_PENDING_64, 4, 1 << n)
             return False
         return self._send(n)

@@ -65,12 +65,25 @@ class MsixCapability:
         cfg.init(pos + PCI_MSIX_TABLE, 4, table_offset | table_bar)
         cfg.init(pos + PCI_MSIX_PBA, 4, pba_offset | pba_bar)
         cfg.on_write(pos + PCI_MSIX_FLAGS, pos + PCI_MSIX_FLAGS + 2, self._control_written)
+        # Every firing ends in exactly one of: sent (at once, or later from its Pending
+        # Bit), dropped (MSI-X off), merged (its Pending Bit was already set), discarded
+        # (pending at a reset), or still pending: fired = sent + dropped + merged +
+        # discarded + pending_count, at any moment.
+        self.fired = 0
         self.sent = 0  # messages written onto the bus
         self.dropped = 0  # firings while MSI-X was disabled
+        self.merged = 0  # firings of an entry whose Pending Bit was already set
+        self.discarded = 0  # Pending Bits cleared by a reset, never sent
+        self.pending = 0
         self.reset_state()
+
+    @property
+    def pending_count(self) -> int:
+        return self.pending.bit_count()
 
     def reset_state(self) -> None:
         n = self.nvec
+        self.discarded += self.pending_count
         self.addr = [0] * n  # 64-bit message address
         self.data = [0] * n
         self.ctrl = [PCI_MSIX_ENTRY_CTRL_MASKBIT] * n
@@ -81,10 +94,13 @@ class MsixCapability:
     # -- the function's own logic ---------------------------------------------
     def fire(self, n: int) -> bool:
         """The function signals vector ``n``; True if a message went onto the bus."""
+        self.fired += 1
         if not self.enabled:
             self.dropped += 1
             return False
         if self.fmask or self.ctrl[n] & PCI_MSIX_ENTRY_CTRL_MASKBIT:
+            if self.pending >> n & 1:
+                self.merged += 1
             self.pending |= 1 << n
             return False
         self.sent += 1

@@ -19,29 +19,39 @@ What the model has, as the NVMe 1.4 and PCIe specs say:
   doorbells are at 0x1000 + 8q (submission tail) and 0x1004 + 8q
   (completion head).
 
-Interrupts: :meth:`complete` is the controller finishing a command on queue q
-(the hardware side: a test or a workload). It posts a completion queue entry
-and sends MSI-X vector q, the vector of that completion queue; with fewer
-vectors than queues, queue q uses vector q mod ``msix_vectors``. Real
-controllers take the vector from Create I/O Completion Queue; the model
-fixes it so a test knows which vector a queue raises.
+Queues are set up as on real controllers. CC.EN = 1 brings up the admin
+queues at ASQ/ACQ (sizes from AQA); the host then issues admin commands
+through them (:mod:`vmdsim.hw.nvme_admin`: Set Features Number of Queues,
+Create/Delete I/O Completion and Submission Queue): entries are fetched from
+and posted to host memory by DMA, with phase tags, and each admin completion
+signals MSI-X entry 0. An I/O completion queue signals the interrupt vector
+its Create I/O Completion Queue command named, and only if that command set
+IEN.
 
-Does queue q have work? A real driver looks at the phase tag of the next
-completion entry in host memory. The model keeps no queue memory, so it
-offers the same fact through MMIO: a *read* of queue q's completion head
+Interrupts: :meth:`complete` is the controller finishing a command on I/O
+queue q (the hardware side: a test or a workload), or, on queue 0, an
+asynchronous event completing an outstanding Asynchronous Event Request. It
+posts a completion entry and sends the vector of that completion queue. A
+queue that was not created (or was deleted, or a controller that is not
+ready) refuses.
+
+Does I/O queue q have work? A real driver looks at the phase tag of the
+next completion entry in host memory. The model keeps no I/O queue memory
+and offers the same fact through MMIO: a *read* of queue q's completion head
 doorbell returns the number of posted entries the driver has not consumed
 (real controllers leave doorbell reads undefined). The driver consumes
 entries as on real hardware, by writing the new head index to that
 doorbell. A vector's handler that reads 0 was called for a shared vector's
-other users, not for this queue.
+other users, not for this queue. (The admin queue has no such shortcut: its
+entries are in host memory.)
 
-Simplifications: commands are not fetched or executed (submission doorbell
-writes are recorded and ignored; completions come only from
-:meth:`complete`); I/O queues exist once the controller is ready, each
-with CAP.MQES + 1 entries (Linux's default I/O queue depth); the admin
-completion queue has AQA.ACQS + 1. No controller memory buffer, namespaces,
-interrupt coalescing, MSI or INTx (INTMS/INTMC are plain registers, as the
-spec says they must not be used with MSI-X), no power-state effects.
+Simplifications: I/O commands are not fetched or executed (I/O submission
+doorbell writes are recorded and ignored; I/O completions come only from
+:meth:`complete`, and their entries are not written to host memory). Admin
+commands complete at once, in the doorbell write that submits them. No
+controller memory buffer, namespaces, Identify, interrupt coalescing, MSI or
+INTx (INTMS/INTMC are plain registers, as the spec says they must not be
+used with MSI-X), no power-state effects.
 """
 
 from __future__ import annotations
@@ -49,6 +59,15 @@ from __future__ import annotations
 from vmdsim.hw.aer import AerCapability, send_message, signal_error
 from vmdsim.hw.function import Bar, PciFunction
 from vmdsim.hw.msix import MsixCapability
+from vmdsim.hw.nvme_admin import (
+    CQE_SIZE,
+    NVME_AER_NOTICE_NS_CHANGED_RESULT,
+    SQE_SIZE,
+    AdminState,
+    nvme_admin_create_cq,
+    nvme_admin_create_sq,
+    nvme_admin_delete_cq,
+)
 from vmdsim.hw.regs import (
     PCI_CAP_ID_PM,
     PCI_CLASS_STORAGE_EXPRESS,
@@ -151,11 +170,19 @@ class NvmeController(PciFunction):
             self.cfg.init(pos + PCI_LTR_MAX_SNOOP_LAT, 4, ltr_max_snoop | ltr_max_snoop << 16,
                           wmask=lat_mask | lat_mask << 16)
         self.finalize()
-        self._vector = [q % nvec for q in range(nq)]
         self._cap = _cap(queue_depth)
         self.lost_messages = 0  # PME/error messages with no root port above
-        self.completions = 0  # entries posted
-        self.completions_refused = 0  # complete() while not ready, or with the queue full
+        # I/O completions: every one posted is consumed (the host moved the head past it),
+        # discarded (the queue went away with it: controller reset, queue deleted), or
+        # still pending: completions = consumed + discarded + pending on I/O queues.
+        self.completions = 0  # I/O entries posted
+        self.consumed = 0
+        self.discarded = 0
+        self.events = 0  # asynchronous events reported (admin completions of AERs)
+        self.admin_posted = 0  # admin completion entries written (commands and events)
+        self.signalled = 0  # I/O completions that fired their queue's vector (IEN set)
+        self.completions_refused = 0  # complete() while not ready, no such queue, or full
+        self.admin_commands = 0  # admin submission entries executed
         self.invalid_doorbell_writes = 0
         self.reset_state()
 
@@ -167,7 +194,12 @@ class NvmeController(PciFunction):
                  wmask=PCI_PM_CTRL_STATE_MASK | PCI_PM_CTRL_PME_ENABLE,
                  w1c=PCI_PM_CTRL_PME_STATUS)
 
+    def _discard_io(self, queues) -> None:
+        if hasattr(self, "_tail"):
+            self.discarded += sum(self.pending(q) for q in queues if q)
+
     def reset_state(self) -> None:
+        self._discard_io(range(self.nr_queues))
         self._cc = self._csts = self._aqa = self._asq = self._acq = self._intm = 0
         self._ready = False
         nq = self.nr_queues
@@ -175,21 +207,46 @@ class NvmeController(PciFunction):
         self._tail = [0] * nq  # where the controller posts the next completion
         self._head = [0] * nq  # what the driver last wrote to the head doorbell
         self._sq_tail = [0] * nq
+        self._asq_depth = 0
+        self._asq_head = 0  # the next admin submission entry to fetch
+        self._acq_phase = 1
+        self.admin = AdminState(self.nr_io_queues, self.queue_depth - 1, self.msix.nvec)
 
     # -- the hardware side ----------------------------------------------------------
-    def queue_vector(self, q: int) -> int:
-        """The MSI-X entry queue ``q`` signals: q, or q mod the table size."""
-        return self._vector[q]
+    def queue_vector(self, q: int) -> int | None:
+        """The MSI-X entry completion queue ``q`` signals: 0 for the admin queue, the IV
+        its Create I/O Completion Queue named; None if it does not exist or has IEN clear."""
+        if q == 0:
+            return 0 if self._ready else None
+        cq = self.admin.cqs.get(q)
+        return cq.vector if cq is not None and cq.irq_enabled else None
+
+    def queue_exists(self, q: int) -> bool:
+        """I/O queue pair ``q`` was created (both its completion and submission queue)."""
+        return self._ready and q in self.admin.cqs and q in self.admin.sqs
 
     def complete(self, q: int) -> bool:
         """A command on queue ``q`` completes: post an entry and send the queue's vector.
 
-        Returns False, and posts nothing, while the controller is not ready or
-        when the completion queue is full (the driver has not consumed it).
+        On an I/O queue, some I/O command finished; on the admin queue (0), an
+        asynchronous event occurred and completes an outstanding Asynchronous
+        Event Request. Returns False, and posts nothing, while the controller is
+        not ready, when the host has not created queue ``q`` (or has no event
+        request outstanding), or when the completion queue is full (the driver has
+        not consumed it).
         """
         if not 0 <= q < self.nr_queues:
             raise ValueError(f"{self.name}: no queue {q} (admin 0, I/O 1..{self.nr_io_queues})")
-        if not self._ready:
+        if q == 0:
+            depth = self._depth[0]
+            if (not self._ready or not self.admin.aers
+                    or (self._tail[0] + 1) % depth == self._head[0]):
+                self.completions_refused += 1
+                return False
+            self.events += 1
+            self._post_admin(self.admin.aers.pop(0), 0, NVME_AER_NOTICE_NS_CHANGED_RESULT)
+            return True
+        if not self.queue_exists(q):
             self.completions_refused += 1
             return False
         tail = self._tail[q] + 1
@@ -200,7 +257,10 @@ class NvmeController(PciFunction):
             return False
         self._tail[q] = tail
         self.completions += 1
-        self.msix.fire(self._vector[q])
+        vector = self.queue_vector(q)
+        if vector is not None:
+            self.signalled += 1
+            self.msix.fire(vector)
         return True
 
     def pending(self, q: int) -> int:
@@ -284,13 +344,21 @@ class NvmeController(PciFunction):
         old, self._cc = self._cc, cc
         if cc & NVME_CC_ENABLE and not old & NVME_CC_ENABLE:
             nq = self.nr_queues
+            self._discard_io(range(nq))
             self._depth = [((self._aqa >> 16) & 0xFFF) + 1] + [self.queue_depth] * (nq - 1)
             self._tail, self._head, self._sq_tail = [0] * nq, [0] * nq, [0] * nq
+            self._asq_depth = (self._aqa & 0xFFF) + 1
+            self._asq_head, self._acq_phase = 0, 1
+            self.admin = AdminState(self.nr_io_queues, self.queue_depth - 1, self.msix.nvec)
             self._csts |= NVME_CSTS_RDY
             self._ready = True
         elif old & NVME_CC_ENABLE and not cc & NVME_CC_ENABLE:
-            self._csts = 0  # controller reset: not ready, queues gone
+            self._csts = 0  # controller reset: not ready, every queue deleted
             self._ready = False
+            self._discard_io(range(self.nr_queues))
+            nq = self.nr_queues
+            self._tail, self._head = [0] * nq, [0] * nq
+            self.admin = AdminState(self.nr_io_queues, self.queue_depth - 1, self.msix.nvec)
         if cc & NVME_CC_SHN_MASK:
             self._csts = (self._csts & ~NVME_CSTS_SHST_MASK) | NVME_CSTS_SHST_CMPLT
 
@@ -298,14 +366,64 @@ class NvmeController(PciFunction):
         q, which = divmod(off - NVME_REG_DBS, 8)
         if q >= self.nr_queues or not self._ready:
             return  # no such queue, or the controller is disabled: ignored
-        depth = self._depth[q]
+        if q and (q not in self.admin.cqs if which else q not in self.admin.sqs):
+            self.invalid_doorbell_writes += 1  # a queue the host never created
+            return
         if which == 0:
+            depth = self._asq_depth if q == 0 else self.admin.sqs[q].depth
             if value >= depth:
                 self.invalid_doorbell_writes += 1
             else:
                 self._sq_tail[q] = value
+                if q == 0:
+                    self._fetch_admin()
             return
+        depth = self._depth[q]
         if value >= depth or (value - self._head[q]) % depth > self.pending(q):
             self.invalid_doorbell_writes += 1  # a real controller reports an async event
             return
+        if q:
+            self.consumed += (value - self._head[q]) % depth
         self._head[q] = value
+        if q == 0:
+            self._fetch_admin()  # room again in a full admin completion queue
+
+    # -- admin commands -----------------------------------------------------------------
+    def _fetch_admin(self) -> None:
+        """Fetch, execute and complete admin entries up to the submission tail, while the
+        admin completion queue has room (a full one stalls the fetch, as the spec says)."""
+        depth = self._depth[0]
+        while self._ready and self._asq_head != self._sq_tail[0]:
+            if (self._tail[0] + 1) % depth == self._head[0]:
+                return
+            base = self._asq + self._asq_head * SQE_SIZE
+            cmd = [self.bus_master_read(base + 4 * i, 4) for i in range(16)]
+            if any(dw is None for dw in cmd):
+                self._csts |= NVME_CSTS_CFS  # a failed DMA fetch: controller fatal status
+                return
+            self._asq_head = (self._asq_head + 1) % self._asq_depth
+            self.admin_commands += 1
+            done = self.admin.execute(cmd)  # type: ignore[arg-type]
+            if done is None:
+                continue  # an Asynchronous Event Request: completes when an event occurs
+            status, result = done
+            if not status and cmd[0] & 0xFF in (nvme_admin_create_cq, nvme_admin_delete_cq):
+                qid = cmd[10] & 0xFFFF
+                self._discard_io([qid])
+                if qid in self.admin.cqs:
+                    self._depth[qid] = self.admin.cqs[qid].depth
+                self._tail[qid] = self._head[qid] = 0
+            elif not status and cmd[0] & 0xFF == nvme_admin_create_sq:
+                self._sq_tail[cmd[10] & 0xFFFF] = 0
+            self._post_admin(cmd[0] >> 16, status, result)
+
+    def _post_admin(self, cid: int, status: int, result: int) -> None:
+        entry = self._acq + self._tail[0] * CQE_SIZE
+        dw3 = cid | self._acq_phase << 16 | status << 17
+        for i, dw in enumerate((result, 0, self._asq_head, dw3)):  # DW3 (phase) last
+            self.bus_master_write(entry + 4 * i, 4, dw)
+        self._tail[0] = (self._tail[0] + 1) % self._depth[0]
+        if self._tail[0] == 0:
+            self._acq_phase ^= 1
+        self.admin_posted += 1
+        self.msix.fire(0)

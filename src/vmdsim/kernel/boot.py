@@ -39,6 +39,7 @@ from __future__ import annotations
 from typing import Any
 
 from vmdsim.errors import VmdsimError
+from vmdsim.kernel.dma import PageAllocator
 from vmdsim.kernel.io import IoSpace
 from vmdsim.kernel.pci.bus import pci_bus_add_devices
 from vmdsim.kernel.pci.pci_h import pci_bus
@@ -83,6 +84,7 @@ def boot(k: Any, machine: Any, *, native: dict[str, bool] | None = None) -> pci_
 
 def _boot_on_bsp(k: Any, rc: Any, native: dict[str, bool] | None) -> pci_bus:
     k.io = IoSpace(k, rc)
+    k.pages = PageAllocator(rc.ram.size)
     # Look the scheduler up per interrupt: the explorer replaces k.sched after boot.
     # A bound method, not a closure: it follows the kernel through a deep copy (the
     # explorer's snapshots) and looks the scheduler up per message (it is replaced).
@@ -112,3 +114,4 @@ def _unwind(k: Any, rc: Any, cfg: Any) -> None:
         pci_mmconfig_delete(k, cfg)
     rc.apic.attach(None)
     k.io = None
+    k.pages = None

@@ -261,6 +261,13 @@ class ControlledScheduler(Scheduler):
         self.root.switch()
         ctx.wait, ctx.sleeping = None, False
 
+    def sleep_until(self, cond: Callable[[], bool], what: str, *,
+                    access: Access | None = None) -> bool:
+        """Under the explorer a timed wait has no clock: it blocks until some schedule
+        makes ``cond()`` hold, and one that never does is reported as a deadlock."""
+        self.block_until(cond, what, sleep=True, access=access)
+        return True
+
     # -- the loop -------------------------------------------------------------------
     @staticmethod
     def _ready(ctx: Context) -> bool:

@@ -8,6 +8,7 @@ Subsystems are attributes with Linux's names on their methods:
 ``k.mem``     the slab allocator with KASAN/kmemleak checks
 ``k.rcu``     RCU state (readers, grace periods, callbacks)
 ``k.io``      the CPU's view of physical memory, set by ``boot``
+``k.pages``   free pages of RAM for coherent DMA buffers, set by ``boot``
 ``k.irq``     the IRQ core: descriptors, chips, domains, x86 vectors
 ``k.pci``     the PCI core, created on first use
 ============  ===========================================================
@@ -39,6 +40,7 @@ class Kernel:
         self.sched.rcu = self.rcu
         self.sched.quiescent_hooks.append(self.rcu.process_callbacks)
         self.io: Any = None
+        self.pages: Any = None  # kernel.dma.PageAllocator over the machine's RAM, set by boot
         self.irq = IrqSubsystem(self)
 
     def run_on(self, cpu: int, fn: Callable[..., Any], *args: Any,

@@ -282,6 +282,29 @@ class Scheduler:
     def note_effect(self, access: tuple[str, str, str]) -> None:
         """The running step also touches ``access`` (beyond the point it announced)."""
 
+    def sleep_until(self, cond: Callable[[], bool], what: str, *,
+                    access: tuple[str, str, str] | None = None) -> bool:
+        """Sleep until ``cond()`` holds or the timeout passes; False if it timed out.
+
+        Free-running, the sleeper holds no spinlock and its CPU may run others: the
+        interrupts that were waiting for the CPUs to be free are taken now (on their
+        CPUs), which is what would happen while it slept. If ``cond()`` still fails,
+        nothing left could make it hold: the timeout passes.
+        """
+        while not cond():
+            ctx = current()
+            spinning = [lk for lk in ctx.locks_held if not getattr(lk, "sleeps", False)]
+            if ctx.in_irq or not ctx.cpu.irqs_enabled or spinning:
+                raise SchedError(f"BUG: scheduling while atomic: {ctx!r} sleeps waiting "
+                                 f"for {what}")
+            idle = [c for c in self.cpus if c.pending and c.irqs_enabled
+                    and (c.top is None or c is ctx.cpu)]
+            if not idle:
+                return False
+            for c in idle:
+                self.deliver_pending(c)
+        return True
+
     def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool,
                     access: tuple[str, str, str] | None = None) -> None:
         """Wait (spin, or sleep if ``sleep``) until ``cond()`` holds; ``access`` is what

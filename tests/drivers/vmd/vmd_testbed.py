@@ -4,7 +4,9 @@ driver standing in for NVMe until the real one lands.
 Building machines and completing NVMe commands are hardware acts (a test
 standing in for the device); everything else goes through the kernel. The
 child driver ``nvmeq`` binds NVMe-class functions, enables the controller,
-allocates one MSI-X vector per queue (``pci_alloc_irq_vectors``, optionally
+creates its I/O queues with admin commands (polled: queue q on vector q),
+posts one Asynchronous Event Request (so that a completion on queue 0 is an
+event), allocates one MSI-X vector per queue (``pci_alloc_irq_vectors``, optionally
 with managed affinity for the I/O queues) and requests a handler per vector
 that consumes the completions of its queue through the head doorbell, as a
 real queue handler does: a call that finds nothing returns ``IRQ_NONE``.
@@ -19,6 +21,7 @@ from vmdsim.drivers.vmd import vmd_devices, vmd_init
 from vmdsim.hw.machine import Machine
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.dma import dma_alloc_coherent, dma_free_coherent
 from vmdsim.kernel.io import readl, writel
 from vmdsim.kernel.irq.affinity import irq_affinity
 from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE
@@ -39,6 +42,7 @@ from vmdsim.kernel.pci.msi import (
     pci_alloc_irq_vectors_affinity,
     pci_free_irq_vectors,
     pci_irq_vector,
+    pci_msix_vec_count,
 )
 from vmdsim.kernel.sched import current
 from vmdsim.kernel.shared import KObject
@@ -48,6 +52,8 @@ ENOMEM = 12
 ENODEV = 19
 NVME_REG_CC = 0x14
 NVME_REG_AQA = 0x24
+NVME_REG_ASQ = 0x28
+NVME_REG_ACQ = 0x30
 NVME_REG_DBS = 0x1000
 ADMIN_DEPTH = 32
 IO_DEPTH = 1024  # the model's CAP.MQES + 1
@@ -111,6 +117,56 @@ class nvmeq_ctrl(KObject):
         self.bar = None
         self.queues: list[nvmeq_queue] = []
         self.nvec = 0
+        self.asq = self.acq = None  # the admin queues' DMA memory
+        self.sq_tail = self.cq_head = 0
+        self.phase = 1
+
+
+def nvmeq_admin(ctrl: nvmeq_ctrl, opcode: int, cdw10: int = 0, cdw11: int = 0,
+                prp1: int = 0, cid: int = 0, wait: bool = True) -> int:
+    """Submit one admin command and poll the admin completion queue for it: its status."""
+    entry = ctrl.asq.cpu_addr + 64 * ctrl.sq_tail
+    for i, dw in enumerate([opcode | cid << 16, 0, 0, 0, 0, 0, prp1 & 0xFFFFFFFF, prp1 >> 32,
+                            0, 0, cdw10, cdw11, 0, 0, 0, 0]):
+        writel(dw, entry + 4 * i)
+    ctrl.sq_tail = (ctrl.sq_tail + 1) % ADMIN_DEPTH
+    writel(ctrl.sq_tail, ctrl.bar + NVME_REG_DBS)
+    if not wait:
+        return 0
+    cqe = ctrl.acq.cpu_addr + 16 * ctrl.cq_head
+    dw3 = readl(cqe + 12)
+    assert (dw3 >> 16) & 1 == ctrl.phase, "the controller completes admin commands at once"
+    ctrl.cq_head = (ctrl.cq_head + 1) % ADMIN_DEPTH
+    ctrl.phase ^= ctrl.cq_head == 0
+    writel(ctrl.cq_head, ctrl.bar + NVME_REG_DBS + 4)
+    return dw3 >> 17
+
+
+def nvmeq_create_queues(k, pdev, ctrl: nvmeq_ctrl, nq: int) -> int:
+    """Admin queues in DMA memory, controller on, I/O queues 1..nq-1 created on vector q."""
+    ctrl.asq = dma_alloc_coherent(k, pdev, 64 * ADMIN_DEPTH, owner="nvmeq")
+    ctrl.acq = dma_alloc_coherent(k, pdev, 16 * ADMIN_DEPTH, owner="nvmeq")
+    if ctrl.asq is None or ctrl.acq is None:
+        return -ENOMEM
+    bar = ctrl.bar
+    writel((ADMIN_DEPTH - 1) << 16 | (ADMIN_DEPTH - 1), bar + NVME_REG_AQA)
+    for off, buf in ((NVME_REG_ASQ, ctrl.asq), (NVME_REG_ACQ, ctrl.acq)):
+        writel(buf.dma_handle & 0xFFFFFFFF, bar + off)
+        writel(buf.dma_handle >> 32, bar + off + 4)
+    writel(1, bar + NVME_REG_CC)
+    for q in range(1, nq):
+        # Create I/O CQ q (contiguous, interrupts on vector q), then I/O SQ q on it.
+        if nvmeq_admin(ctrl, 0x05, q | (IO_DEPTH - 1) << 16, 0x3 | q << 16) or \
+                nvmeq_admin(ctrl, 0x01, q | (IO_DEPTH - 1) << 16, 0x1 | q << 16):
+            return -ENODEV
+    nvmeq_admin(ctrl, 0x0C, cid=31, wait=False)  # an Asynchronous Event Request
+    return 0
+
+
+def nvmeq_free_admin(k, ctrl: nvmeq_ctrl) -> None:
+    for buf in (ctrl.asq, ctrl.acq):
+        if buf is not None:
+            dma_free_coherent(k, buf)
 
 
 def nvmeq_irq(irq: int, queue: nvmeq_queue) -> int:
@@ -123,6 +179,10 @@ def nvmeq_irq(irq: int, queue: nvmeq_queue) -> int:
     queue.head = (queue.head + n) % queue.depth
     writel(queue.head, db)
     queue.consumed += n
+    if queue.q == 0:  # events came: ask for the next ones, as the NVMe driver does
+        queue.ctrl.cq_head = queue.head
+        for _ in range(n):
+            nvmeq_admin(queue.ctrl, 0x0C, cid=31, wait=False)
     return IRQ_HANDLED
 
 
@@ -140,15 +200,19 @@ def nvmeq_probe(pdev, id) -> int:
     if ctrl is None:
         return -ENOMEM
     ctrl.pdev, ctrl.bar = pdev, bar
-    writel((ADMIN_DEPTH - 1) << 16 | (ADMIN_DEPTH - 1), bar + NVME_REG_AQA)
-    writel(1, bar + NVME_REG_CC)
     nq = drv.queues
+    err = nvmeq_create_queues(k, pdev, ctrl, min(nq, pci_msix_vec_count(pdev)))
+    if err:
+        nvmeq_free_admin(k, ctrl)
+        k.mem.kfree(ctrl)
+        return err
     if drv.affinity:
         nvec = pci_alloc_irq_vectors_affinity(pdev, 1, nq, PCI_IRQ_MSIX | PCI_IRQ_AFFINITY,
                                               irq_affinity(pre_vectors=1))
     else:
         nvec = pci_alloc_irq_vectors(pdev, 1, nq, PCI_IRQ_MSIX)
     if nvec < 0:
+        nvmeq_free_admin(k, ctrl)
         k.mem.kfree(ctrl)
         return nvec
     ctrl.nvec = nvec
@@ -159,6 +223,8 @@ def nvmeq_probe(pdev, id) -> int:
         err = -ENOMEM
         if queue is not None:
             queue.virq = pci_irq_vector(pdev, q)
+            if q == 0:
+                queue.head = ctrl.cq_head  # past the admin commands' completions
             err = k.irq.request_irq(queue.virq, nvmeq_irq, 0, f"nvmeq{q}", queue)
             if err:
                 k.mem.kfree(queue)
@@ -177,6 +243,7 @@ def _nvmeq_teardown(pdev, ctrl: nvmeq_ctrl) -> None:
     pci_free_irq_vectors(pdev)
     for queue in ctrl.queues:
         k.mem.kfree(queue)
+    nvmeq_free_admin(k, ctrl)
     k.mem.kfree(ctrl)
 
 
