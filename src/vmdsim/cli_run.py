@@ -53,6 +53,13 @@ def _run_with_progress(system, load, quiet: bool):
         return run_load(system, load, progress=lambda now: bar.update(task, completed=now))
 
 
+def _exit_if_lost(m) -> None:
+    if m.lost_interrupts:
+        where = ", ".join(f"{x.queue} {x.count}" for x in m.accounting.lost_by_queue)
+        click.echo(f"vmdsim: {m.lost_interrupts} completion(s) lost: {where}", err=True)
+        sys.exit(1)
+
+
 def register(main: click.Group) -> None:
     @main.command()
     @TOPOLOGY
@@ -64,7 +71,9 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     def run(topology, protocol, policy, desc_free, rate, duration_ms, interrupts, hotplug, seed,
             as_json) -> None:
-        """Boot TOPOLOGY (default: the built-in machine), drive interrupt load, show the result."""
+        """Boot TOPOLOGY (default: the built-in machine), drive interrupt load, show the result.
+
+        Exit status 1 if any completion was lost (each one is listed)."""
         from vmdsim.sim.measure import measure
         from vmdsim.views.interrupts import proc_interrupts, queue_table, summary, vector_table
         from vmdsim.views.lspci import lspci
@@ -78,6 +87,7 @@ def register(main: click.Group) -> None:
             d.update(lspci=lspci(system.k).splitlines(), simulated_ms=round(out.sim_ms, 3),
                      hotplug={"removed": out.removed, "inserted": out.inserted})
             click.echo(json.dumps(d, indent=2))
+            _exit_if_lost(m)
             return
         click.echo(lspci(system.k, as_tree=True))
         click.echo("")
@@ -88,6 +98,7 @@ def register(main: click.Group) -> None:
         click.echo(queue_table(m))
         click.echo("")
         click.echo(summary(m))
+        _exit_if_lost(m)
 
     @main.command(name="lspci")
     @TOPOLOGY

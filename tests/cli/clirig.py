@@ -134,9 +134,9 @@ def summary_numbers(lines: list[str]) -> dict[str, float]:
     pats = {
         "posted": r"completions posted (\d+)",
         "delivered": r"interrupts delivered (\d+)",
-        "calls_per_interrupt": r"handler calls per delivered interrupt ([\d.]+)",
-        "real": r"\(real (\d+),",
-        "spurious": r"spurious (\d+):",
+        "calls_per_interrupt": r": ([\d.]+) calls and [\d.]+ spurious per delivered interrupt",
+        "real": r"= real (\d+) \+",
+        "spurious": r"\+ spurious (\d+):",
         "lost": r"lost interrupts (\d+)",
     }
     out = {}
@@ -144,4 +144,23 @@ def summary_numbers(lines: list[str]) -> dict[str, float]:
         m = re.search(pat, text)
         assert m, f"{key!r} not in the summary:\n{text}"
         out[key] = float(m.group(1))
+    return out
+
+
+def identities(lines: list[str]) -> list[tuple[str, int, int]]:
+    """Every summary line of the form ``name N + ... = name M + ...``, as (line, sum of the
+    left side, sum of the right side): each term's first integer is its count."""
+    out = []
+    for line in lines:
+        if " = " not in line:
+            continue
+        sides = []
+        for side in line.split(" = ", 1):
+            total = 0
+            for term in side.split(" + "):
+                m = re.search(r"\b(\d+)\b", term)
+                assert m, f"a term without a count in {line!r}: {term!r}"
+                total += int(m.group(1))
+            sides.append(total)
+        out.append((line, sides[0], sides[1]))
     return out

@@ -15,6 +15,7 @@ from clirig import (
     TOPOLOGIES,
     VECTOR_HEADER,
     cli,
+    identities,
     ok,
     path,
     proc_interrupts,
@@ -121,6 +122,10 @@ def test_run_tables_agree_with_each_other_and_with_the_summary(name):
     queues = table(sec["queues"], QUEUE_HEADER)
     s = summary_numbers(sec["summary"])
     assert sec["summary"][0] == "protocol srcu, policy least-loaded"
+    found = identities(sec["summary"])
+    assert len(found) == 7, found  # completions, 4 of messages, delivered, handler calls
+    for line, left, right in found:
+        assert left == right, line
     assert s["lost"] == 0 and "lost interrupts 0" in sec["summary"]
     assert s["posted"] > 0
     assert len(queues) == ex.drives * ex.queues_per_drive

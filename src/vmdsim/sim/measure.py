@@ -1,15 +1,15 @@
 """What a run cost: per-vector load, handler calls per interrupt, spurious calls, cross-CPU demux.
 
-All figures are read after a run from the drivers' own counters and the IRQ
-core's statistics (no scheduling points, nothing changed):
+All figures are differences over the load of counters the hardware, the IRQ
+core and the drivers keep (no scheduling points, nothing changed), checked
+against each other by :mod:`vmdsim.sim.accounting`:
 
 - *load* of a VMD vector: the child IRQs assigned to it; *max/min/mean* are
   over the fast vectors (those after the VMD's slow vector, where NVMe
   queues go), *imbalance* = max / mean;
-- *delivered interrupts*: runs of a VMD vector's handler during the load
-  (runs at boot, such as the root ports' hot-plug events on the slow vector,
-  come before any completion and are left out), plus, for NVMe IRQs that are
-  not VMD children (bypass, or no VMD), the interrupts the IRQ core counted;
+- *delivered interrupts*: interrupts the CPUs took during the load (the
+  interrupt controller's count; what boot took is left out), split into
+  those on VMD vectors and those straight from devices;
 - *handler calls per delivered interrupt*: NVMe handler calls / delivered —
   1.0 when nothing shares, more when queues share a vector and every child on
   it is called (the cost the review worried about);
@@ -27,11 +27,11 @@ from vmdsim.drivers.nvme import nvme_queue_stats
 from vmdsim.drivers.vmd.query import (
     vmd_devices,
     vmd_interrupts_column,
-    vmd_irq_vector,
     vmd_vector_calls,
     vmd_vector_child_calls,
     vmd_vector_loads,
 )
+from vmdsim.sim.accounting import Accounting
 from vmdsim.sim.system import System
 from vmdsim.sim.workload import Outcome
 
@@ -66,6 +66,7 @@ class Measurements:
     moves: int
     vectors: list[VectorRow] = field(default_factory=list)
     queues: list[dict[str, Any]] = field(default_factory=list)
+    accounting: Accounting = field(default_factory=Accounting)
 
     @property
     def calls_per_interrupt(self) -> float:
@@ -102,26 +103,28 @@ def measure(system: System, out: Outcome) -> Measurements:
         loads, calls = vmd_vector_loads(vmd), vmd_vector_calls(vmd)
         child = vmd_vector_child_calls(vmd)
         for i, irqs in enumerate(vmd.irqs):
-            vectors.append(VectorRow(vmd.name, i, irqs.virq, loads[i], calls[i], child[i],
-                                     irqs.cpu))
+            runs0, child0 = out.before.vectors.get((vmd.name, i), (0, 0)) if out.before else (0, 0)
+            vectors.append(VectorRow(vmd.name, i, irqs.virq, loads[i], calls[i] - runs0,
+                                     child[i] - child0, irqs.cpu))
             if i > vmd.first_vec or len(vmd.irqs) == 1 + vmd.first_vec:
                 fast_loads.append(loads[i])
+    a = out.accounting
+    before = out.before.queues if out.before is not None else {}
     queues = nvme_queue_stats(k)
-    delivered = sum(v.calls for v in vectors) - out.vector_runs_before
-    real = spurious = cross = 0
-    for q in queues:
+    cross = 0
+    for q in queues:  # the live queues' rows, counted over the load
         q["vmd"] = vmd_interrupts_column(k, q["irq"]) or "-"
-        real += q["real"]
-        spurious += q["spurious"]
+        b = before.get(q["name"], {"real": 0, "spurious": 0, "completions": 0})
+        for key in ("real", "spurious", "completions"):
+            q[key] -= b[key]
+        q["calls_per_cpu"] = a.calls_per_cpu.get(q["name"], {})
         cpus = set(q["cpus"])
         cross += sum(n for cpu, n in q["calls_per_cpu"].items() if cpus and cpu not in cpus)
-        if vmd_irq_vector(k, q["irq"]) is None:
-            desc = k.irq.irq_to_desc(q["irq"])
-            delivered += sum(desc.kstat_irqs) if desc is not None else 0
     return Measurements(
-        protocol=system.protocol, policy=system.policy, posted=out.posted,
-        lost_interrupts=out.lost, abandoned=out.abandoned, refused=out.refused,
-        delivered=delivered, handler_calls=real + spurious, real=real, spurious=spurious,
+        protocol=system.protocol, policy=system.policy, posted=a.posted,
+        lost_interrupts=a.lost, abandoned=a.abandoned, refused=out.refused,
+        delivered=a.delivered, handler_calls=a.handler_calls, real=a.real,
+        spurious=a.spurious,
         cross_cpu=cross, max_load=max(fast_loads, default=0), min_load=min(fast_loads, default=0),
         mean_load=sum(fast_loads) / len(fast_loads) if fast_loads else 0.0, moves=moves,
-        vectors=vectors, queues=queues)
+        vectors=vectors, queues=queues, accounting=a)

@@ -12,13 +12,15 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vmdsim.drivers.nvme import nvme_init
+from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of, nvme_init
 from vmdsim.drivers.pcieport.portdrv import pcie_portdrv_init
 from vmdsim.drivers.vmd.module import vmd_init
 from vmdsim.errors import VmdsimError
 from vmdsim.hw.machine import Machine
+from vmdsim.hw.nvme import NvmeController
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.pci import pci_read_config_dword
 
 DESC_FREE = ("rcu", "immediate")
 
@@ -60,3 +62,28 @@ class System:
             ports = ", ".join(rp.name for rp in self.machine.root_ports)
             raise NoSuchSlotError(f"no root port {name!r}; the machine has: {ports}")
         return port
+
+
+def drive_of(system: System, pdev: Any) -> NvmeController | None:
+    """The hardware drive behind a kernel ``pci_dev``: the one whose BAR0 holds the same
+    bus address (the workload is the harness: it may look at both sides)."""
+    lo = pci_read_config_dword(pdev, 0x10)[1] & ~0xF
+    hi = pci_read_config_dword(pdev, 0x14)[1]
+    addr = lo | hi << 32
+    for n in system.machine.nvmes:
+        if n.bus is not None and n.bar_address(0) == addr:
+            return n
+    return None
+
+
+def io_queues(system: System) -> list[tuple[str, NvmeController, int]]:
+    """(queue name, drive, qid) for every I/O queue the kernel has enabled."""
+    out = []
+    for dev in nvme_core_of(system.k).devices:
+        drive = drive_of(system, dev.pdev)
+        if drive is None:
+            continue
+        for q in dev.queues[1:]:
+            if q is not None and q.flags & NVMEQ_ENABLED:
+                out.append((q.name, drive, q.qid))
+    return out

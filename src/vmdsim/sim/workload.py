@@ -12,7 +12,9 @@ happens at the instant it is posted, free-running.
 A completion is *lost* if the run ends with it still unconsumed on a drive
 that is present: its interrupt never reached a handler that looked. A
 completion still unconsumed when its drive is pulled is *abandoned* (a
-surprise removal drops it by nature) and counted apart.
+surprise removal drops it by nature) and counted apart. Where every
+completion and interrupt went, and the identities that tie the counts
+together, is :mod:`vmdsim.sim.accounting`'s business: the run ends with it.
 """
 
 from __future__ import annotations
@@ -24,12 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of
-from vmdsim.drivers.vmd.query import vmd_devices, vmd_vector_calls
 from vmdsim.errors import VmdsimError
 from vmdsim.hw.nvme import NvmeController
-from vmdsim.kernel.pci import pci_read_config_dword
-from vmdsim.sim.system import System
+from vmdsim.sim.accounting import Accounting, AccountingError, Snapshot, account, snapshot
+from vmdsim.sim.system import System, io_queues
 
 
 class WorkloadError(VmdsimError):
@@ -72,38 +72,20 @@ class Load:
 class Outcome:
     posted: int = 0
     refused: int = 0  # the drive's queue was full or it was not ready
-    abandoned: int = 0  # unconsumed when its drive was pulled
-    lost: int = 0
     removed: int = 0
     inserted: int = 0
     sim_ms: float = 0.0
-    vector_runs_before: int = 0  # VMD vector handler runs before the load (boot-time events)
     per_queue_posted: dict[str, int] = field(default_factory=dict)
+    accounting: Accounting = field(default_factory=Accounting)
+    before: Snapshot | None = field(default=None, compare=False, repr=False)
 
+    @property
+    def lost(self) -> int:
+        return self.accounting.lost
 
-def drive_of(system: System, pdev: Any) -> NvmeController | None:
-    """The hardware drive behind a kernel ``pci_dev``: the one whose BAR0 holds the same
-    bus address (the workload is the harness: it may look at both sides)."""
-    lo = pci_read_config_dword(pdev, 0x10)[1] & ~0xF
-    hi = pci_read_config_dword(pdev, 0x14)[1]
-    addr = lo | hi << 32
-    for n in system.machine.nvmes:
-        if n.bus is not None and n.bar_address(0) == addr:
-            return n
-    return None
-
-
-def io_queues(system: System) -> list[tuple[str, NvmeController, int]]:
-    """(queue name, drive, qid) for every I/O queue the kernel has enabled."""
-    out = []
-    for dev in nvme_core_of(system.k).devices:
-        drive = drive_of(system, dev.pdev)
-        if drive is None:
-            continue
-        for q in dev.queues[1:]:
-            if q is not None and q.flags & NVMEQ_ENABLED:
-                out.append((q.name, drive, q.qid))
-    return out
+    @property
+    def abandoned(self) -> int:
+        return self.accounting.abandoned
 
 
 def run_load(system: System, load: Load,
@@ -111,7 +93,7 @@ def run_load(system: System, load: Load,
     """Drive ``load`` through ``system``; returns what was posted, lost and abandoned."""
     rng = random.Random(load.seed)
     out = Outcome()
-    out.vector_runs_before = sum(sum(vmd_vector_calls(v)) for v in vmd_devices(system.k))
+    out.before = snapshot(system)
     for ev in load.hotplug:
         system.slot(ev.slot)  # names checked before anything runs
     heap: list[tuple[float, int, str, Any]] = []
@@ -159,8 +141,10 @@ def run_load(system: System, load: Load,
             schedule_queues(now)
         if progress is not None:
             progress(now)
-    out.lost = sum(n.pending(q) for n in system.machine.nvmes if n.bus is not None
-                   for q in range(n.nr_queues))
+    out.accounting = account(system, out.before)
+    if out.accounting.posted != out.posted:
+        raise AccountingError(f"the workload posted {out.posted} completions, the drives "
+                              f"{out.accounting.posted} (a model bug)")
     return out
 
 
@@ -170,8 +154,6 @@ def _hotplug(system: System, ev: HotplugEvent, out: Outcome,
     if ev.action == "remove":
         if port.card is None:
             raise WorkloadError(f"at {ev.at_ms} ms: remove {ev.slot}: the slot is empty")
-        card = port.card
-        out.abandoned += sum(card.pending(q) for q in range(card.nr_queues))
         spares[ev.slot] = port.unpopulate()
         out.removed += 1
     else:

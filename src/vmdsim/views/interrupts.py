@@ -42,17 +42,35 @@ def queue_table(m: Measurements) -> str:
     return _table(["queue", "irq", "vmd vector", "cpus", "real", "spurious"], rows)
 
 
+def _messages(what: str, d: dict[str, int], note: str = "") -> str:
+    return (f"{what} {d['fired']} = sent {d['sent']} + merged {d['merged']} + dropped "
+            f"{d['dropped']} + discarded {d['discarded']} + pending {d['pending']}{note}")
+
+
 def summary(m: Measurements) -> str:
+    """The run's figures, each line an identity a reader can add up (see the README)."""
+    a = m.accounting
     lines = [
         f"protocol {m.protocol}, policy {m.policy}",
-        f"completions posted {m.posted}, interrupts delivered {m.delivered}",
-        f"handler calls per delivered interrupt {m.calls_per_interrupt:.3f} "
-        f"(real {m.real}, spurious {m.spurious}: "
-        f"{m.spurious_per_interrupt:.3f} spurious per interrupt)",
+        f"completions posted {a.posted}"
+        + (f" + pending at start {a.pending_at_start}" if a.pending_at_start else "")
+        + f" = consumed {a.consumed} + lost {a.lost} + abandoned {a.abandoned}"
+        f" + discarded {a.discarded}",
+        f"NVMe messages fired {a.nvme_messages['fired']} = I/O completions with interrupts "
+        f"on {a.signalled} + admin completions {a.admin}",
+        _messages("NVMe messages", a.nvme_messages),
+        _messages("port-service messages", a.port_messages),
+        _messages("VMD vector messages", a.vmd_messages,
+                  f" (for {a.remapped} child messages remapped)"),
+        f"interrupts delivered {a.delivered} = on VMD vectors {a.via_vmd} + straight from "
+        f"devices {a.direct}",
+        f"NVMe handler calls {a.handler_calls} = real {a.real} + spurious {a.spurious}: "
+        f"{m.calls_per_interrupt:.3f} calls and {m.spurious_per_interrupt:.3f} spurious per "
+        "delivered interrupt",
         f"fast-vector load max {m.max_load} min {m.min_load} mean {m.mean_load:.2f} "
         f"(imbalance {m.imbalance:.2f}), child IRQs moved {m.moves}",
         f"cross-CPU demux {m.cross_cpu_fraction:.1%} of handler calls",
-        f"lost interrupts {m.lost_interrupts}"
-        + (f" (abandoned at surprise removal: {m.abandoned})" if m.abandoned else ""),
+        f"lost interrupts {m.lost_interrupts}",
     ]
+    lines += [f"  lost on {x.queue}: {x.count} ({x.why})" for x in a.lost_by_queue]
     return "\n".join(lines)

@@ -20,7 +20,7 @@ from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.io import MMIO
 from vmdsim.kernel.pci.msi import pci_irq_vector
 from vmdsim.kernel.shared import WRITE, sched_point
-from vmdsim.sim.workload import drive_of
+from vmdsim.sim.system import drive_of
 from vmdsim.topology import parse
 
 
