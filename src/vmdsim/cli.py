@@ -35,11 +35,22 @@ def topology() -> None:
 @topology.command()
 @click.argument("file", type=click.Path(dir_okay=False))
 def validate(file: str) -> None:
-    """Check FILE and build the machine it describes."""
+    """Check FILE, build the machine it describes and boot it once with every driver:
+    every declared device must come up bound to its driver (else exit status 2)."""
     from vmdsim.hw.machine import Machine
     from vmdsim.hw.regs import PCI_DEVICE_ID
+    from vmdsim.sim.bindings import as_topology_errors, unbound_devices
+    from vmdsim.sim.system import System
 
     m = Machine.load(file)
+    trial = System(machine=Machine.load(file))
+    problems = unbound_devices(trial)
+    if problems:
+        for line in as_topology_errors(trial, problems):
+            click.echo(f"vmdsim: error: {line}", err=True)
+        click.echo(f"vmdsim: error: {file}: {len(problems)} declared device(s) would not "
+                   "come up bound to their driver", err=True)
+        sys.exit(2)
     empty = sum(1 for rp in m.root_ports if rp.card is None)
     click.echo(f"{file}: ok: {m.ncpus} CPUs, {len(m.vmds)} VMD(s), "
                f"{len(m.root_ports)} root port(s) ({empty} empty slot(s)), "

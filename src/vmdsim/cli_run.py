@@ -13,9 +13,26 @@ TOPOLOGY = click.argument("topology", required=False, type=click.Path(dir_okay=F
 
 
 def _system(topology, protocol=None, policy=None, desc_free="rcu"):
+    """Boot TOPOLOGY; every declared device that did not come up bound is said on stderr."""
+    from vmdsim.sim.bindings import unbound_devices
     from vmdsim.sim.system import System
 
-    return System(topology, protocol=protocol, policy=policy, desc_free=desc_free)
+    system = System(topology, protocol=protocol, policy=policy, desc_free=desc_free)
+    system.unbound = unbound_devices(system)
+    for u in system.unbound:
+        click.echo(f"vmdsim: warning: {u}", err=True)
+    return system
+
+
+def _exit_if_unbound(system, allow: bool) -> None:
+    if system.unbound and not allow:
+        click.echo(f"vmdsim: {len(system.unbound)} declared device(s) are not bound to their "
+                   "driver (see above; --allow-unbound runs anyway)", err=True)
+        sys.exit(1)
+
+
+ALLOW_UNBOUND = click.option("--allow-unbound", is_flag=True,
+                             help="go on when declared devices did not bind (else exit 1)")
 
 
 def _load_options(fn):
@@ -69,19 +86,25 @@ def register(main: click.Group) -> None:
                   default="rcu", show_default=True, help="IRQ descriptor freeing")
     @_load_options
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @ALLOW_UNBOUND
     def run(topology, protocol, policy, desc_free, rate, duration_ms, interrupts, hotplug, seed,
-            as_json) -> None:
+            as_json, allow_unbound) -> None:
         """Boot TOPOLOGY (default: the built-in machine), drive interrupt load, show the result.
 
-        Exit status 1 if any completion was lost (each one is listed)."""
+        Exit status 1 if a declared device did not come up bound to its driver (unless
+        --allow-unbound), or if any completion was lost (each one is listed)."""
         from vmdsim.sim.measure import measure
         from vmdsim.views.interrupts import proc_interrupts, queue_table, summary, vector_table
         from vmdsim.views.lspci import lspci
 
         system = _system(topology, protocol, policy, desc_free)
+        _exit_if_unbound(system, allow_unbound)
         load = _load(rate, duration_ms, interrupts, hotplug, seed)
         out = _run_with_progress(system, load, as_json)
         m = measure(system, out)
+        if not out.posted:
+            click.echo("vmdsim: warning: no completion was posted: the load was empty "
+                       "(raise --rate or --duration)", err=True)
         if as_json:
             d = m.as_dict()
             d.update(lspci=lspci(system.k).splitlines(), simulated_ms=round(out.sim_ms, 3),
@@ -150,21 +173,28 @@ def register(main: click.Group) -> None:
     @_load_options
     @click.option("--plot", type=click.Path(dir_okay=False), help="write a PNG comparison")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @ALLOW_UNBOUND
     def balance(topology, policies_, rate, duration_ms, interrupts, hotplug, seed, plot,
-                as_json) -> None:
-        """Run the same load and hot-plug churn under each policy and compare them."""
+                as_json, allow_unbound) -> None:
+        """Run the same load and hot-plug churn under each policy and compare them.
+
+        Exit status 1 as for ``run``: devices that did not bind, or completions lost
+        under any policy."""
         from vmdsim.sim.balance import compare, comparison_table, plot_comparison
 
         names = [p.strip() for p in policies_.split(",") if p.strip()]
         if not names:
             raise VmdsimError("--policy: name at least one policy")
+        _exit_if_unbound(_system(topology), allow_unbound)
         rows = compare(topology, names, _load(rate, duration_ms, interrupts, hotplug, seed))
         if plot:
             plot_comparison(rows, plot)
         if as_json:
             click.echo(json.dumps([m.as_dict() | {"vectors": None, "queues": None}
                                    for m in rows], indent=2))
-            return
-        click.echo(comparison_table(rows))
-        if plot:
-            click.echo(f"plot written to {plot}")
+        else:
+            click.echo(comparison_table(rows))
+            if plot:
+                click.echo(f"plot written to {plot}")
+        for m in rows:
+            _exit_if_lost(m)

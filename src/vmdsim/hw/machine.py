@@ -49,6 +49,7 @@ class Machine:
         self.root_ports: list[RootPort] = []
         self.nvmes: list[NvmeController] = []
         self.by_name: dict[str, PciFunction] = {self.host_bridge.name: self.host_bridge}
+        self.origin: dict[str, tuple] = {}  # device name -> its path in the topology
 
     @property
     def ncpus(self) -> int:
@@ -123,6 +124,7 @@ class Machine:
             raise TopologyError(self.topology.source, self.topology.line_of(*where),
                                 f"{dotted}.{field}" if field else dotted, str(e)) from None
         self.by_name[fn.name] = fn
+        self.origin[fn.name] = where
         return fn
 
     def functions(self) -> Iterator[PciFunction]:

@@ -20,6 +20,7 @@ together, is :mod:`vmdsim.sim.accounting`'s business: the run ends with it.
 from __future__ import annotations
 
 import heapq
+import math
 import random
 import re
 from collections.abc import Callable
@@ -68,6 +69,30 @@ class Load:
     hotplug: list[HotplugEvent] = field(default_factory=list)
 
 
+MAX_COMPLETIONS = 1_000_000  # what one run may post: well under a minute of simulation
+
+
+def check_load(load: Load, io_queue_count: int) -> None:
+    """Refuse a load that is empty, endless or absurdly large, naming the option."""
+    for option, value in (("--rate", load.rate), ("--duration", load.duration_ms)):
+        if not math.isfinite(value) or value <= 0:
+            raise WorkloadError(f"{option} {value}: must be a positive, finite number")
+    if load.interrupts is not None and load.interrupts <= 0:
+        raise WorkloadError(f"--interrupts {load.interrupts}: must be positive (or left out)")
+    expected = load.rate * load.duration_ms / 1000 * io_queue_count
+    if load.interrupts is not None:
+        expected = min(expected, load.interrupts)
+    if expected > MAX_COMPLETIONS:
+        raise WorkloadError(f"--rate {load.rate:g} for --duration {load.duration_ms:g} ms on "
+                            f"{io_queue_count} I/O queues would post about {expected:.3g} "
+                            f"completions (at most {MAX_COMPLETIONS:,} in one run): shorten "
+                            "--duration, lower --rate, or cap it with --interrupts")
+    for i, ev in enumerate(load.hotplug):
+        if ev.at_ms > load.duration_ms:
+            raise WorkloadError(f"--hotplug event {i + 1} ({ev.at_ms:g}:{ev.action}:{ev.slot})"
+                                f": after the end of the run ({load.duration_ms:g} ms)")
+
+
 @dataclass
 class Outcome:
     posted: int = 0
@@ -91,6 +116,7 @@ class Outcome:
 def run_load(system: System, load: Load,
              progress: Callable[[float], None] | None = None) -> Outcome:
     """Drive ``load`` through ``system``; returns what was posted, lost and abandoned."""
+    check_load(load, len(io_queues(system)))
     rng = random.Random(load.seed)
     out = Outcome()
     out.before = snapshot(system)
