@@ -181,3 +181,35 @@ def test_a_spin_loop_that_a_write_ends_is_safe_and_the_budget_is_per_program():
     prog.spin_limit = 5
     r = explore(prog)
     assert r.verdict == "livelock" and "(5 repeated steps)" in str(r.counterexample.failure)
+
+
+def test_a_replay_is_exact_or_an_error_naming_the_step():
+    r = explore(miniature(False))
+    labels = decode(r.schedule)
+    with pytest.raises(ScheduleError, match=rf"ends after step {len(labels) - 1} but the "
+                                            "program goes on .*cut short"):
+        replay(miniature(False), labels[:-1])
+    with pytest.raises(ScheduleError, match=rf"ended after step {len(labels)} "
+                                            r"\(use-after-free\) but the schedule goes on for 3"):
+        replay(miniature(False), labels + [labels[-1]] * 3)
+    # an explorer extending a prefix asks for the loose kind
+    assert replay(miniature(False), labels[:1], exact=False).complete
+
+
+def test_schedules_too_long_for_any_execution_are_refused_before_they_are_expanded():
+    with pytest.raises(ScheduleError, match="longer than any execution"):
+        decode("a*999999999")
+    with pytest.raises(ScheduleError, match="positive number"):
+        decode("a*" + "9" * 5000)
+    with pytest.raises(ScheduleError, match="names no thread"):
+        decode("*3")
+
+
+@pytest.mark.parametrize("name", ["a,b", "a*2", "irq34@cpu1", "two words", "tab\there"])
+def test_thread_names_that_would_not_replay_are_refused(name):
+    from vmdsim.kernel.controlled import ControlledScheduler
+    from vmdsim.kernel.sched import SchedError
+
+    sched = ControlledScheduler(2, lambda s, c: 0)
+    with pytest.raises(SchedError, match="thread name"):
+        sched.spawn(0, lambda: None, name=name)

@@ -232,21 +232,23 @@ class NvmeController(PciFunction):
         asynchronous event occurred and completes an outstanding Asynchronous
         Event Request. Returns False, and posts nothing, while the controller is
         not ready, when the host has not created queue ``q`` (or has no event
-        request outstanding), or when the completion queue is full (the driver has
-        not consumed it).
+        request outstanding), when bus mastering is off (the entry could not reach
+        host memory), or when the completion queue is full (the driver has not
+        consumed it).
         """
         if not 0 <= q < self.nr_queues:
             raise ValueError(f"{self.name}: no queue {q} (admin 0, I/O 1..{self.nr_io_queues})")
         if q == 0:
             depth = self._depth[0]
-            if (not self._ready or not self.admin.aers
+            if (not self._ready or not self.admin.aers or not self.bus_master_enabled
                     or (self._tail[0] + 1) % depth == self._head[0]):
                 self.completions_refused += 1
                 return False
             self.events += 1
             self._post_admin(self.admin.aers.pop(0), 0, NVME_AER_NOTICE_NS_CHANGED_RESULT)
             return True
-        if not self.queue_exists(q):
+        if not self.queue_exists(q) or not self.bus_master_enabled:
+            # (without bus mastering the controller cannot write the entry to host memory)
             self.completions_refused += 1
             return False
         tail = self._tail[q] + 1

@@ -112,6 +112,11 @@ class Livelock(VmdsimError):
     kind = "livelock"
 
 
+# What schedules use to separate items (,) and counts (*), what only interrupt labels have
+# (irq34@cpu1), and white space.
+_NOT_IN_NAMES = frozenset(",*@\t\n\r ")
+
+
 class ControlledScheduler(Scheduler):
     """Build state free-running, ``k.install_scheduler(this)``, ``spawn`` tasks, ``run()``.
 
@@ -187,6 +192,11 @@ class ControlledScheduler(Scheduler):
               name: str | None = None) -> Context:
         """A task that runs ``fn(*args)`` on ``cpu_id`` (None: the housekeeping CPU)."""
         base = name or getattr(fn, "__name__", "task")
+        bad = set(base) & _NOT_IN_NAMES
+        if not base or bad or not base.isprintable():
+            raise SchedError(f"thread name {base!r}: a name is printable and has none of "
+                             f"{' '.join(sorted(_NOT_IN_NAMES - {' '}))} or spaces (it is "
+                             "written into replay tokens)")
         parent = state.cur if state.cur is not None and state.cur.glet is not None else None
         if parent is not None:
             # Named after its spawner, so that it has the same name in every execution
