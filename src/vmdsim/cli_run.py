@@ -70,6 +70,21 @@ def _run_with_progress(system, load, quiet: bool):
         return run_load(system, load, progress=lambda now: bar.update(task, completed=now))
 
 
+def _check_plot_path(plot: str) -> None:
+    """Refuse a --plot file that cannot be written, before anything runs."""
+    from pathlib import Path
+
+    from matplotlib.figure import Figure
+
+    p = Path(plot)
+    if not p.parent.is_dir():
+        raise VmdsimError(f"--plot {plot}: no folder {str(p.parent)!r} to write it in")
+    kinds = Figure().canvas.get_supported_filetypes()
+    if p.suffix.lstrip(".").lower() not in kinds:
+        raise VmdsimError(f"--plot {plot}: the name must end in one of "
+                          f"{', '.join('.' + k for k in sorted(kinds))}")
+
+
 def _exit_if_lost(m) -> None:
     if m.lost_interrupts:
         where = ", ".join(f"{x.queue} {x.count}" for x in m.accounting.lost_by_queue)
@@ -185,6 +200,8 @@ def register(main: click.Group) -> None:
         names = [p.strip() for p in policies_.split(",") if p.strip()]
         if not names:
             raise VmdsimError("--policy: name at least one policy")
+        if plot:
+            _check_plot_path(plot)
         _exit_if_unbound(_system(topology), allow_unbound)
         rows = compare(topology, names, _load(rate, duration_ms, interrupts, hotplug, seed))
         if plot:

@@ -106,6 +106,9 @@ class Topology:
 
 
 # -- loading ------------------------------------------------------------------
+MAX_TOPOLOGY_BYTES = 1 << 20
+
+
 def load(path: str | Path | None = None) -> Topology:
     """Read and check a topology file; None means the built-in default."""
     if path is None:
@@ -113,10 +116,26 @@ def load(path: str | Path | None = None) -> Topology:
         return parse(text, f"<built-in {DEFAULT_TOPOLOGY}>")
     p = Path(path)
     try:
-        text = p.read_text()
+        with p.open("rb") as f:
+            data = f.read(MAX_TOPOLOGY_BYTES + 1)
     except OSError as e:
         raise TopologyError(str(p), None, "file", e.strerror or str(e)) from None
+    if len(data) > MAX_TOPOLOGY_BYTES:
+        raise TopologyError(str(p), None, "file", f"larger than {MAX_TOPOLOGY_BYTES >> 10} KiB:"
+                            " not a topology")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[:e.start].count(b"\n") + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise TopologyError(str(p), line, "file", f"not UTF-8 text (byte {data[e.start]:#04x} "
+                            f"at column {col})") from None
     return parse(text, str(p))
+
+
+def _first_line(text: str, pattern: str) -> int | None:
+    m = re.search(pattern, text)
+    return text.count("\n", 0, m.start()) + 1 if m else None
 
 
 def parse(text: str, source: str = "<string>") -> Topology:
@@ -127,6 +146,12 @@ def parse(text: str, source: str = "<string>") -> Topology:
         line = int(m.group(1)) if m else None
         msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(e))
         raise TopologyError(source, line, "syntax", msg) from None
+    except RecursionError:
+        raise TopologyError(source, _first_line(text, r"[\[{](\s*[\[{]){50}"), "syntax",
+                            "arrays or tables nested too deeply") from None
+    except ValueError:  # Python's limit on the digits of one integer (4300)
+        raise TopologyError(source, _first_line(text, r"\d{4300}"), "syntax",
+                            "an integer of more than 4300 digits") from None
     lines = _index_lines(text)
     ctx = _Ctx(source, lines)
     topo = Topology(source)

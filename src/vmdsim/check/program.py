@@ -22,6 +22,7 @@ import copy
 import gc
 import io
 import pickle
+import traceback
 import types
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -112,6 +113,10 @@ class _Restore(pickle.Unpickler):
         return self.shared[pid]
 
 
+class SetupError(VmdsimError):
+    """A program's setup failed before anything could be explored."""
+
+
 class World:
     """Copies of one post-setup state, one per execution.
 
@@ -124,7 +129,14 @@ class World:
         self.program = program
         self._start = 1
         reset_serials(self._start)
-        self._template = program.setup()
+        try:
+            self._template = program.setup()
+        except VmdsimError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a scenario's own setup: say how it failed
+            where = traceback.extract_tb(e.__traceback__)[-1]
+            raise SetupError(f"{program.name}: its setup raised {type(e).__name__}: {e} "
+                             f"({where.filename}:{where.lineno})") from None
         self._after = peek_serial()
         self._blob: bytes | None = None
         self._shared: list[Any] = []

@@ -91,6 +91,15 @@ def builtin() -> dict[str, Scenario]:
     return REGISTRY
 
 
+def _line_in(e: BaseException, path: Path) -> str:
+    """The line of ``path`` where ``e`` was raised (the innermost frame in that file)."""
+    import traceback
+
+    lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
+             if Path(f.filename).resolve() == path.resolve()]
+    return str(lines[-1]) if lines else "?"
+
+
 def find(name: str) -> Scenario:
     """A built-in scenario by name, or the scenarios a ``.py`` file registers."""
     if name.endswith(".py"):
@@ -101,7 +110,15 @@ def find(name: str) -> Scenario:
         _captured.clear()
         spec = importlib.util.spec_from_file_location(f"vmdsim_user_{path.stem}", path)
         module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
+        try:
+            spec.loader.exec_module(module)
+        except SyntaxError as e:
+            raise ScenarioError(f"{name}:{e.lineno}: syntax error: {e.msg}") from None
+        except VmdsimError:
+            raise
+        except Exception as e:  # noqa: BLE001 - the user's file: say where it failed
+            raise ScenarioError(f"{name}:{_line_in(e, path)}: importing it raised "
+                                f"{type(e).__name__}: {e}") from None
         added = list(_captured)
         for sc in added:  # a file's scenario is not a built-in one
             if REGISTRY.get(sc.name) is sc:

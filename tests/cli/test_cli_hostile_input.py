@@ -1,0 +1,97 @@
+"""Hostile input gets one line naming the file and line (or the option) and exit status 2:
+never a traceback, a hang or a MemoryError."""
+
+from __future__ import annotations
+
+import pytest
+from clirig import invoke
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from vmdsim.errors import TopologyError
+from vmdsim.hw.machine import Machine
+from vmdsim.topology import parse
+
+
+@pytest.mark.parametrize("content, says", [
+    (b"\xff\xfe[machine]\n", ":1: file: not UTF-8 text (byte 0xff at column 1)"),
+    (b"[machine]\ncpus = 2\n\x00\n", ":3: syntax:"),
+    (b"[machine]\nx = " + b"[" * 5000 + b"]" * 5000 + b"\n",
+     ":2: syntax: arrays or tables nested too deeply"),
+    (b"[machine]\ncpus = " + b"9" * 5000 + b"\n", ":2: syntax: an integer of more than 4300"),
+    (b"#" * (2 << 20), ": file: larger than 1024 KiB"),
+])
+def test_bad_topology_files(tmp_path, content, says):
+    f = tmp_path / "bad.toml"
+    f.write_bytes(content)
+    r = invoke("topology", "validate", str(f))
+    assert r.exit_code == 2 and f"{f}{says}" in r.stderr and "Traceback" not in r.output
+    assert len(r.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("source, says", [
+    ("import nonexistent_module_xyz\n", ":1: importing it raised ModuleNotFoundError"),
+    ("x = 1\ndef (\n", ":2: syntax error"),
+    ("x = 1\nraise RuntimeError('no')\n", ":2: importing it raised RuntimeError: no"),
+    ("from vmdsim.check.scenario import scenario\nfrom vmdsim.check.program import Program\n"
+     "@scenario('boom', 'x')\ndef boom():\n    def setup():\n        raise KeyError('nope')\n"
+     "    return Program('boom', setup, lambda w: [])\n",
+     "boom: its setup raised KeyError: 'nope'"),
+])
+def test_bad_scenario_files(tmp_path, source, says):
+    f = tmp_path / "mine.py"
+    f.write_text(source)
+    r = invoke("check", str(f))
+    assert r.exit_code == 2 and says in r.stderr and "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("plot, says", [
+    ("no/such/folder/x.png", "no folder 'no/such/folder'"),
+    ("x.nosuchformat", "the name must end in one of"),
+])
+def test_a_plot_that_cannot_be_written_is_refused_before_anything_runs(tmp_path, plot, says,
+                                                                         monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    r = invoke("balance", "--duration", "1", "--plot", plot)
+    assert r.exit_code == 2 and says in r.stderr and r.stdout == ""
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.text(alphabet=st.sampled_from(list("[]{}=\"'.,#\n 0123456789xabcdefghijklmnopqrstuvwyz_-"
+                                              "\x00\u00e9")), max_size=300))
+def test_any_text_is_a_topology_or_a_topology_error(text):
+    try:
+        parse(text, "fuzz.toml")
+    except TopologyError as e:
+        assert str(e).startswith("fuzz.toml")
+
+
+KEYS = ["cpus", "ram", "device", "slot", "msix_vectors", "cfgbar", "membar1", "membar2",
+        "bus_restriction", "hotplug", "slot_number", "nvme", "queues", "irq", "vmlock",
+        "host_phys", "name", "unknown"]
+VALUES = st.one_of(st.integers(-2**70, 2**70), st.booleans(), st.text(max_size=8),
+                   st.sampled_from(['"1M"', '"32M"', '"0e.0"', '"05.5"', "0x201D", "0x467F"]),
+                   st.floats(allow_nan=True))
+
+
+def _value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str) and not v.startswith(('"', "0x")):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return str(v)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["machine", "vmd", "vmd.root_port", "root_port"]),
+                          st.dictionaries(st.sampled_from(KEYS), VALUES, max_size=5)),
+                max_size=5))
+def test_any_shaped_topology_builds_a_machine_or_is_a_topology_error(tables):
+    lines = []
+    for name, fields in tables:
+        lines.append(f"[{name}]" if name == "machine" else f"[[{name}]]")
+        lines += [f"{k} = {_value(v)}" for k, v in fields.items()]
+    try:
+        Machine.build(parse("\n".join(lines) + "\n", "fuzz.toml"))
+    except TopologyError as e:
+        assert str(e).startswith("fuzz.toml")
