@@ -269,6 +269,20 @@ def _check_unique(ctx: _Ctx, topo: Topology) -> None:
             raise ctx.error(("vmd", i), "cfgbar",
                             f"{nbuses} bus(es) cannot hold the root bus and a bus below each "
                             f"of the {len(v.root_ports)} root port(s)")
+    host: list[tuple[int, int, tuple]] = []  # host physical ranges behind guests' VMDs
+    for i, v in enumerate(topo.vmds):
+        if v.host_phys is None:
+            continue
+        for key, base, size in (("membar1", v.host_phys[0], v.membar1),
+                                ("membar2", v.host_phys[1], v.membar2)):
+            for lo, hi, other in host:
+                if base < hi and lo < base + size:
+                    raise ctx.error(("vmd", i, "host_phys"), key,
+                                    f"{base:#x}-{base + size - 1:#x} overlaps "
+                                    f"vmd[{other[1]}].host_phys.{other[3]} "
+                                    f"({lo:#x}-{hi - 1:#x}): two BARs cannot decode the same "
+                                    "host addresses")
+            host.append((base, base + size, ("vmd", i, "host_phys", key)))
     for i, r in enumerate(topo.root_ports):
         claim(r.name, ("root_port", i))
         if r.slot in slots:

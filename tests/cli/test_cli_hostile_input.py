@@ -95,3 +95,42 @@ def test_any_shaped_topology_builds_a_machine_or_is_a_topology_error(tables):
         Machine.build(parse("\n".join(lines) + "\n", "fuzz.toml"))
     except TopologyError as e:
         assert str(e).startswith("fuzz.toml")
+
+
+def test_two_vmds_decoding_the_same_host_addresses_are_refused(tmp_path):
+    f = tmp_path / "guests.toml"
+    f.write_text("""[machine]
+cpus = 2
+
+[[vmd]]
+device = 0x201D
+host_phys = { membar1 = 0x1000000000, membar2 = 0x2000000000 }
+
+[[vmd]]
+device = 0x201D
+slot = "0f.0"
+host_phys = { membar1 = 0x2000000000, membar2 = 0x2000000000 }
+""")
+    r = invoke("topology", "validate", str(f))
+    assert r.exit_code == 2
+    assert (f"{f}:11: vmd[1].host_phys.membar1: 0x2000000000-0x2001ffffff overlaps "
+            "vmd[0].host_phys.membar2") in r.stderr
+
+
+def test_a_slot_without_hot_plug_takes_no_hot_plug_event(tmp_path):
+    f = tmp_path / "fixed.toml"
+    f.write_text("""[machine]
+cpus = 2
+
+[[vmd]]
+device = 0x201D
+membar2 = "32M"
+
+[[vmd.root_port]]
+slot = 0
+hotplug = false
+nvme = { queues = 1 }
+""")
+    r = invoke("run", str(f), "--hotplug", "5:remove:vmd0.rp0")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert "vmd0.rp0 is declared hotplug = false" in r.stderr

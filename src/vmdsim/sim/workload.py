@@ -120,8 +120,11 @@ def run_load(system: System, load: Load,
     rng = random.Random(load.seed)
     out = Outcome()
     out.before = snapshot(system)
-    for ev in load.hotplug:
-        system.slot(ev.slot)  # names checked before anything runs
+    for i, ev in enumerate(load.hotplug):  # checked before anything runs
+        if not system.slot(ev.slot).hotplug:
+            raise WorkloadError(f"--hotplug event {i + 1} ({ev.at_ms:g}:{ev.action}:{ev.slot})"
+                                f": {ev.slot} is declared hotplug = false, so no card can "
+                                "be pulled or put in while the machine runs")
     heap: list[tuple[float, int, str, Any]] = []
     seq = 0
     loaded: set[tuple[int, int]] = set()  # (drive, qid) with an arrival in the heap
