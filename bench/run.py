@@ -114,7 +114,19 @@ def _default_machine_remapping():
         rc.mem_write(entry + off, 4, value)
     cfg(cfgbar, 1, 0, nvme.msix.pos + 2, 2, 0x8000)
     rc.mem_write(membar1 + 0x24, 4, 31 | 31 << 16)  # AQA
+    asq, acq = 0x100000, 0x101000  # the admin queues, in RAM
+    for off, addr in ((0x28, asq), (0x30, acq)):
+        rc.mem_write(membar1 + off, 4, addr)
+        rc.mem_write(membar1 + off + 4, 4, 0)
     rc.mem_write(membar1 + 0x14, 4, 1)  # CC.EN
+    # Create I/O CQ NVME_QUEUE on MSI-X entry NVME_QUEUE, then its SQ; ring the admin doorbell
+    for i, (opcode, cdw11) in enumerate(((0x05, 0x3 | NVME_QUEUE << 16),
+                                         (0x01, 0x1 | NVME_QUEUE << 16))):
+        sqe = [opcode | i << 16] + [0] * 5 + [0x200000 + 0x10000 * i, 0, 0, 0,
+                                              NVME_QUEUE | 1023 << 16, cdw11, 0, 0, 0, 0]
+        for d, value in enumerate(sqe):
+            rc.mem_write(asq + 64 * i + 4 * d, 4, value)
+    rc.mem_write(membar1 + 0x1000, 4, 2)
     doorbell = membar1 + 0x1000 + 8 * NVME_QUEUE + 4
     nvme.complete(NVME_QUEUE)
     if hits[0] != 1 or rc.mem_read(doorbell, 4) != 1:
