@@ -4,6 +4,7 @@ the hardware, the IRQ core and the drivers agree."""
 from __future__ import annotations
 
 import pytest
+from simrig import vmd_machine
 
 from vmdsim.hw.machine import Machine
 from vmdsim.sim.accounting import AccountingError, account, snapshot
@@ -27,25 +28,7 @@ nvme = { queues = 4 }
 """
 
 # Two drives behind a VMD with one fast vector: four I/O queues share it.
-SHARED = """
-[machine]
-cpus = 2
-
-[[vmd]]
-device = 0x201D
-msix_vectors = 2
-membar2 = "32M"
-
-[[vmd.root_port]]
-slot = 0
-slot_number = 1
-nvme = { queues = 2 }
-
-[[vmd.root_port]]
-slot = 1
-slot_number = 2
-nvme = { queues = 2 }
-"""
+SHARED = vmd_machine(vectors=2, drives=2)
 
 
 def system(text: str, name: str) -> System:

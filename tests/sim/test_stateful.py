@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+from simrig import vmd_machine
 
 from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of
 from vmdsim.hw.machine import Machine
@@ -23,25 +24,7 @@ from vmdsim.sim.accounting import account, snapshot
 from vmdsim.sim.system import System, drive_of
 from vmdsim.topology import parse
 
-MACHINE = """
-[machine]
-cpus = 2
-
-[[vmd]]
-device = 0x201D
-msix_vectors = 3
-membar2 = "32M"
-
-[[vmd.root_port]]
-slot = 0
-slot_number = 1
-nvme = { queues = 2 }
-
-[[vmd.root_port]]
-slot = 1
-slot_number = 2
-nvme = { queues = 2 }
-"""
+MACHINE = vmd_machine(vectors=3, drives=2)
 SLOTS = ["vmd0.rp0", "vmd0.rp1"]
 
 

@@ -1,0 +1,102 @@
+"""Allocation failures at every point of a hot insert and of a driver rebind, on a booted VMD
+machine with every driver: after each failure, no completion is lost on any queue that
+exists, and the next operation (removal, unbind) works and leaves no memory behind.
+
+(A failing ``vmd_resume`` is the Linux weakness of docs/findings.md, shown in
+tests/drivers/vmd/test_vmd_findings.py.)"""
+
+from __future__ import annotations
+
+import pytest
+from simrig import vmd_machine
+
+from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of
+from vmdsim.hw.machine import Machine
+from vmdsim.hw.nvme import NvmeController
+from vmdsim.kernel.pci import device_attach, device_release_driver
+from vmdsim.sim.accounting import account, snapshot
+from vmdsim.sim.system import System, drive_of
+from vmdsim.topology import parse
+
+MACHINE = vmd_machine(vectors=4, drives=1, empty_slots=1)
+
+
+def booted() -> System:
+    return System(machine=Machine.build(parse(MACHINE, "sweep.toml")))
+
+
+def every_queue_delivers(s: System) -> int:
+    """Complete one command on every enabled I/O queue of every bound drive; each must be
+    consumed at once. Returns how many queues there were."""
+    n = 0
+    for dev in nvme_core_of(s.k).devices:
+        hw = drive_of(s, dev.pdev)
+        for q in dev.queues[1:]:
+            if q is not None and q.flags & NVMEQ_ENABLED:
+                assert hw.complete(q.qid), q.name
+                assert hw.pending(q.qid) == 0, f"{q.name}: completion lost"
+                n += 1
+    return n
+
+
+def sweep(operation, limit: int = 400):
+    """Run ``operation(system, n)`` with the n-th allocation failing, for n = 1, 2, ...
+    until one runs without any failure; yields (system, n, failed)."""
+    for n in range(1, limit):
+        s = booted()
+        before = snapshot(s)
+        s.k.mem.fail_nth(n)
+        try:
+            operation(s)
+        finally:
+            failed = s.k.mem.failed
+            s.k.mem.fail_nth(None)
+        account(s, before)  # the books still balance
+        yield s, n, failed
+        if not failed:
+            return
+    pytest.fail("the operation never ran without an allocation failing")
+
+
+def test_a_hot_insert_failing_anywhere_loses_nothing_and_the_card_comes_out_cleanly():
+    def insert(s: System) -> None:
+        s.slot("vmd0.rp1").populate(card := NvmeController("vmd0.rp1.nvme", nr_io_queues=2))
+        s.machine.nvmes.append(card)
+
+    points = 0
+    for s, _n, failed in sweep(insert):
+        points += failed
+        queues = every_queue_delivers(s)
+        assert queues >= 2  # the drive that was there all along still works
+        s.slot("vmd0.rp1").unpopulate()  # the next operation: surprise removal
+        assert every_queue_delivers(s) == 2
+        assert [d.name for d in nvme_core_of(s.k).devices] == ["nvme0"]
+        live = {id(q) for d in nvme_core_of(s.k).devices for q in d.queues if q is not None}
+        held = [o for o in s.k.mem.leaks("nvme") if type(o).__name__ == "nvme_queue"]
+        assert {id(q) for q in held} == live  # nothing of the pulled card stays allocated
+    assert points > 10  # the walk went through the probe, not around it
+
+
+def test_a_rebind_failing_anywhere_loses_nothing_and_unbinding_leaves_no_memory():
+    points = 0
+    for n in range(1, 400):
+        s = booted()
+        pdev = nvme_core_of(s.k).devices[0].pdev
+        s.k.run_on(0, device_release_driver, pdev)
+        before = snapshot(s)
+        s.k.mem.fail_nth(n)
+        try:
+            s.k.run_on(0, device_attach, pdev)
+        finally:
+            failed = s.k.mem.failed
+            s.k.mem.fail_nth(None)
+        account(s, before)
+        points += failed
+        every_queue_delivers(s)
+        for dev in list(nvme_core_of(s.k).devices):  # the next operation: unbind
+            s.k.run_on(0, device_release_driver, dev.pdev)
+        assert s.k.mem.leaks("nvme") == []
+        if not failed:
+            assert points > 10  # the walk went through the probe
+            return
+    pytest.fail("the rebind never ran without an allocation failing")
