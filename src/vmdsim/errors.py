@@ -41,6 +41,14 @@ class MmioAccessError(VmdsimError):
         super().__init__(f"{device}: {register} {what} at offset {offset:#x} (size {size})")
 
 
+class BusAccessError(VmdsimError):
+    """A memory transaction no PCIe fabric can carry (address, size or data out of range)."""
+
+    def __init__(self, who: str, addr: int, size: int, what: str) -> None:
+        self.addr, self.size = addr, size
+        super().__init__(f"{who}: memory transaction at {addr:#x} (size {size}): {what}")
+
+
 class TopologyError(VmdsimError):
     """Bad topology input; names the file, line and field."""
 

@@ -55,10 +55,13 @@ def test_a_malformed_hotplug_script_says_how_to_write_it():
 
 
 def test_hotplug_on_an_example_loses_nothing():
-    r = invoke("run", path("client"), "--duration", "10", "--hotplug",
+    # (the client example's M.2 slot is declared without hot-plug: the default's have it)
+    r = invoke("run", path("default"), "--duration", "10", "--hotplug",
                "3:remove:vmd0.rp0,6:insert:vmd0.rp0")
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[-1] == "lost interrupts 0"
+    r = invoke("run", path("client"), "--duration", "10", "--hotplug", "3:remove:vmd0.rp0")
+    assert r.exit_code == 2 and "declared hotplug = false" in r.stderr
 
 
 # -- bad topologies -------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 
+from vmdsim.errors import BusAccessError
 from vmdsim.hw.bus import ALL_ONES, MasterAbortLog, PciBus
 from vmdsim.hw.function import PciFunction
 from vmdsim.hw.regs import MSI_ADDR_BASE, MSI_ADDR_DEST_ID_SHIFT, MSI_ADDR_END
@@ -118,6 +119,7 @@ class RootComplex:
 
     # -- CPU-side accesses ------------------------------------------------------
     def mem_read(self, addr: int, size: int) -> int:
+        check_transaction("CPU read", addr, size)
         if addr + size <= self.ram.size:
             return self.ram.read(addr, size)
         if MMCONFIG_BASE <= addr < MMCONFIG_BASE + MMCONFIG_SIZE:
@@ -130,6 +132,7 @@ class RootComplex:
         return value
 
     def mem_write(self, addr: int, size: int, value: int) -> None:
+        check_transaction("CPU write", addr, size, value)
         if addr + size <= self.ram.size:
             self.ram.write(addr, size, value)
         elif MMCONFIG_BASE <= addr < MMCONFIG_BASE + MMCONFIG_SIZE:
@@ -140,6 +143,7 @@ class RootComplex:
 
     # -- device-side (bus-master) accesses reaching the host -----------------
     def upstream_write(self, addr: int, size: int, value: int, requester: PciFunction) -> bool:
+        check_transaction(f"{requester.name} write", addr, size, value)
         if MSI_ADDR_BASE <= addr < MSI_ADDR_END:
             self.apic.message(addr, value)
             return True
@@ -147,19 +151,61 @@ class RootComplex:
             self.iommu_requesters[requester.rid] += 1
             self.ram.write(addr, size, value)
             return True
+        if _own_bar(requester, addr):
+            self.aborts.record("upstream-write-own-bar", addr)
+            return False
         if self.root_bus.mem_write(addr, size, value):  # peer to peer
             return True
         self.aborts.record("upstream-write", addr)
         return False
 
     def upstream_read(self, addr: int, size: int, requester: PciFunction) -> int | None:
+        check_transaction(f"{requester.name} read", addr, size)
         if addr + size <= self.ram.size:
             self.iommu_requesters[requester.rid] += 1
             return self.ram.read(addr, size)
+        if _own_bar(requester, addr):
+            self.aborts.record("upstream-read-own-bar", addr)
+            return None
         value = self.root_bus.mem_read(addr, size)
         if value is None:
             self.aborts.record("upstream-read", addr)
         return value
+
+
+ADDRESS_LIMIT = 1 << 64
+
+
+def _own_bar(requester: PciFunction, addr: int) -> bool:
+    """Does ``addr`` fall in one of the requester's own memory BARs?
+
+    A VMD forwards its children's writes (and reads) upstream as its own (they carry
+    its requester ID), so a child's access to the VMD's CFGBAR, MEMBAR1 or MEMBAR2 —
+    the hidden domain's config space, the children's BARs, the VMD's own MSI-X table —
+    reaches the root complex as the VMD addressing itself. No public source says what
+    the hardware does then; with VT-d on (as Linux runs VMD) it would be blocked, the
+    MMIO target having no mapping in the VMD's IOMMU domain. The model refuses it as
+    an Unsupported Request (docs/findings.md, "isolation").
+    """
+    if not requester.memory_enabled:
+        return False
+    for index, bar in requester.bars.items():
+        base = requester.bar_address(index)
+        if base <= addr < base + bar.size:
+            return True
+    return False
+
+
+def check_transaction(who: str, addr: int, size: int, value: int | None = None) -> None:
+    """A transaction the fabric can carry: a 64-bit address, 1 to 4096 bytes (a page: the
+    model's largest, for zeroing), data that fits the size."""
+    if not 0 <= addr <= ADDRESS_LIMIT - max(size, 1):
+        raise BusAccessError(who, addr, size, "the address is outside 0 .. 2^64 - 1")
+    if not 1 <= size <= PAGE:
+        raise BusAccessError(who, addr, size, "the size must be 1 to 4096 bytes")
+    if value is not None and not 0 <= value < 1 << (8 * size):
+        raise BusAccessError(who, addr, size, f"the value {value:#x} does not fit {size} "
+                             "byte(s)")
 
 
 def ecam_decode(offset: int) -> tuple[int, int, int]:
