@@ -1,6 +1,7 @@
-"""Allocation failures at every point of a hot insert and of a driver rebind, on a booted VMD
-machine with every driver: after each failure, no completion is lost on any queue that
-exists, and the next operation (removal, unbind) works and leaves no memory behind.
+"""Allocation failures at every point of a hot insert and of a driver rebind (NVMe, port
+services), on a booted VMD machine with every driver: after each failure, no completion is
+lost on any queue that exists, and the next operation (removal, unbind) works and leaves no
+memory behind.
 
 (A failing ``vmd_resume`` is the Linux weakness of docs/findings.md, shown in
 tests/drivers/vmd/test_vmd_findings.py.)"""
@@ -100,3 +101,34 @@ def test_a_rebind_failing_anywhere_loses_nothing_and_unbinding_leaves_no_memory(
             assert points > 10  # the walk went through the probe
             return
     pytest.fail("the rebind never ran without an allocation failing")
+
+
+def test_a_port_driver_rebind_failing_anywhere_leaves_the_drive_working_and_nothing_behind():
+    """Unbinding the root port's driver stops its services; binding it again with an
+    allocation failing anywhere either binds it or unwinds completely, and the drive below
+    keeps delivering every completion either way."""
+    points = 0
+    for n in range(1, 400):
+        s = booted()
+        port = next(d for d in s.k.pci.devices if d.driver is not None
+                    and d.driver.name == "pcieport" and d.bus.domain_nr == 0x10000)
+        s.k.run_on(0, device_release_driver, port)
+        held = len(s.k.mem.leaks("pcieport"))
+        before = snapshot(s)
+        s.k.mem.fail_nth(n)
+        try:
+            s.k.run_on(0, device_attach, port)
+        finally:
+            failed = s.k.mem.failed
+            s.k.mem.fail_nth(None)
+        account(s, before)
+        points += failed
+        every_queue_delivers(s)
+        if port.driver is None:
+            assert len(s.k.mem.leaks("pcieport")) == held  # unwound completely
+        s.k.run_on(0, device_release_driver, port)  # the next operation works
+        assert len(s.k.mem.leaks("pcieport")) == held
+        if not failed:
+            assert points > 5  # the walk went through the port services' probes
+            return
+    pytest.fail("the port driver never bound without an allocation failing")
