@@ -78,20 +78,27 @@ def test_a_hot_insert_failing_anywhere_loses_nothing_and_the_card_comes_out_clea
     assert points > 10  # the walk went through the probe, not around it
 
 
+def attach_failing(s: System, pdev, n: int) -> int:
+    """Bind ``pdev``'s driver with the n-th allocation failing; how many failed. The
+    accounting must still add up."""
+    before = snapshot(s)
+    s.k.mem.fail_nth(n)
+    try:
+        s.k.run_on(0, device_attach, pdev)
+    finally:
+        failed = s.k.mem.failed
+        s.k.mem.fail_nth(None)
+    account(s, before)
+    return failed
+
+
 def test_a_rebind_failing_anywhere_loses_nothing_and_unbinding_leaves_no_memory():
     points = 0
     for n in range(1, 400):
         s = booted()
         pdev = nvme_core_of(s.k).devices[0].pdev
         s.k.run_on(0, device_release_driver, pdev)
-        before = snapshot(s)
-        s.k.mem.fail_nth(n)
-        try:
-            s.k.run_on(0, device_attach, pdev)
-        finally:
-            failed = s.k.mem.failed
-            s.k.mem.fail_nth(None)
-        account(s, before)
+        failed = attach_failing(s, pdev, n)
         points += failed
         every_queue_delivers(s)
         for dev in list(nvme_core_of(s.k).devices):  # the next operation: unbind
@@ -114,14 +121,7 @@ def test_a_port_driver_rebind_failing_anywhere_leaves_the_drive_working_and_noth
                     and d.driver.name == "pcieport" and d.bus.domain_nr == 0x10000)
         s.k.run_on(0, device_release_driver, port)
         held = len(s.k.mem.leaks("pcieport"))
-        before = snapshot(s)
-        s.k.mem.fail_nth(n)
-        try:
-            s.k.run_on(0, device_attach, port)
-        finally:
-            failed = s.k.mem.failed
-            s.k.mem.fail_nth(None)
-        account(s, before)
+        failed = attach_failing(s, port, n)
         points += failed
         every_queue_delivers(s)
         if port.driver is None:
