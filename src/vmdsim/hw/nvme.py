@@ -56,6 +56,8 @@ used with MSI-X), no power-state effects.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from vmdsim.hw.aer import AerCapability, send_message, signal_error
 from vmdsim.hw.function import Bar, PciFunction
 from vmdsim.hw.msix import MsixCapability
@@ -184,6 +186,7 @@ class NvmeController(PciFunction):
         self.completions_refused = 0  # complete() while not ready, no such queue, or full
         self.admin_commands = 0  # admin submission entries executed
         self.invalid_doorbell_writes = 0
+        self._tail, self._head = [0] * nq, [0] * nq  # empty: the first reset discards nothing
         self.reset_state()
 
     def _add_pm_capability(self) -> None:
@@ -194,23 +197,30 @@ class NvmeController(PciFunction):
                  wmask=PCI_PM_CTRL_STATE_MASK | PCI_PM_CTRL_PME_ENABLE,
                  w1c=PCI_PM_CTRL_PME_STATUS)
 
-    def _discard_io(self, queues) -> None:
-        if hasattr(self, "_tail"):
-            self.discarded += sum(self.pending(q) for q in queues if q)
+    def _drop_entries(self, queues: Iterable[int]) -> None:
+        """Queues go away (a reset, a deletion): their unconsumed I/O entries are discarded
+        and their heads and tails start again at 0."""
+        for q in queues:
+            if q:
+                self.discarded += self.pending(q)
+            self._tail[q] = self._head[q] = 0
 
-    def reset_state(self) -> None:
-        self._discard_io(range(self.nr_queues))
-        self._cc = self._csts = self._aqa = self._asq = self._acq = self._intm = 0
-        self._ready = False
+    def _delete_all_queues(self) -> None:
         nq = self.nr_queues
-        self._depth = [self.queue_depth] * nq
-        self._tail = [0] * nq  # where the controller posts the next completion
-        self._head = [0] * nq  # what the driver last wrote to the head doorbell
+        self._drop_entries(range(nq))
+        # _tail: where the controller posts the next completion; _head: what the driver
+        # last wrote to the head doorbell
         self._sq_tail = [0] * nq
-        self._asq_depth = 0
         self._asq_head = 0  # the next admin submission entry to fetch
         self._acq_phase = 1
         self.admin = AdminState(self.nr_io_queues, self.queue_depth - 1, self.msix.nvec)
+
+    def reset_state(self) -> None:
+        self._cc = self._csts = self._aqa = self._asq = self._acq = self._intm = 0
+        self._ready = False
+        self._depth = [self.queue_depth] * self.nr_queues
+        self._asq_depth = 0
+        self._delete_all_queues()
 
     # -- the hardware side ----------------------------------------------------------
     def queue_vector(self, q: int) -> int | None:
@@ -345,22 +355,16 @@ class NvmeController(PciFunction):
     def _cc_written(self, cc: int) -> None:
         old, self._cc = self._cc, cc
         if cc & NVME_CC_ENABLE and not old & NVME_CC_ENABLE:
-            nq = self.nr_queues
-            self._discard_io(range(nq))
-            self._depth = [((self._aqa >> 16) & 0xFFF) + 1] + [self.queue_depth] * (nq - 1)
-            self._tail, self._head, self._sq_tail = [0] * nq, [0] * nq, [0] * nq
+            self._delete_all_queues()
+            self._depth = [((self._aqa >> 16) & 0xFFF) + 1] + [self.queue_depth] * (
+                self.nr_queues - 1)
             self._asq_depth = (self._aqa & 0xFFF) + 1
-            self._asq_head, self._acq_phase = 0, 1
-            self.admin = AdminState(self.nr_io_queues, self.queue_depth - 1, self.msix.nvec)
             self._csts |= NVME_CSTS_RDY
             self._ready = True
         elif old & NVME_CC_ENABLE and not cc & NVME_CC_ENABLE:
             self._csts = 0  # controller reset: not ready, every queue deleted
             self._ready = False
-            self._discard_io(range(self.nr_queues))
-            nq = self.nr_queues
-            self._tail, self._head = [0] * nq, [0] * nq
-            self.admin = AdminState(self.nr_io_queues, self.queue_depth - 1, self.msix.nvec)
+            self._delete_all_queues()
         if cc & NVME_CC_SHN_MASK:
             self._csts = (self._csts & ~NVME_CSTS_SHST_MASK) | NVME_CSTS_SHST_CMPLT
 
@@ -411,10 +415,9 @@ class NvmeController(PciFunction):
             status, result = done
             if not status and cmd[0] & 0xFF in (nvme_admin_create_cq, nvme_admin_delete_cq):
                 qid = cmd[10] & 0xFFFF
-                self._discard_io([qid])
+                self._drop_entries([qid])
                 if qid in self.admin.cqs:
                     self._depth[qid] = self.admin.cqs[qid].depth
-                self._tail[qid] = self._head[qid] = 0
             elif not status and cmd[0] & 0xFF == nvme_admin_create_sq:
                 self._sq_tail[cmd[10] & 0xFFFF] = 0
             self._post_admin(cmd[0] >> 16, status, result)
