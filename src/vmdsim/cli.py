@@ -39,12 +39,12 @@ def validate(file: str) -> None:
     every declared device must come up bound to its driver (else exit status 2)."""
     from vmdsim.hw.machine import Machine
     from vmdsim.hw.regs import PCI_DEVICE_ID
-    from vmdsim.sim.bindings import as_topology_errors, unbound_devices
+    from vmdsim.sim.bindings import as_topology_errors
     from vmdsim.sim.system import System
 
-    m = Machine.load(file)
     trial = System(machine=Machine.load(file))
-    problems = unbound_devices(trial)
+    m = trial.machine  # booting changes no slot, card or vector counted below
+    problems = trial.unbound
     if problems:
         for line in as_topology_errors(trial, problems):
             click.echo(f"vmdsim: error: {line}", err=True)

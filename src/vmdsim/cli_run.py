@@ -14,11 +14,9 @@ TOPOLOGY = click.argument("topology", required=False, type=click.Path(dir_okay=F
 
 def _system(topology, protocol=None, policy=None, desc_free="rcu"):
     """Boot TOPOLOGY; every declared device that did not come up bound is said on stderr."""
-    from vmdsim.sim.bindings import unbound_devices
     from vmdsim.sim.system import System
 
     system = System(topology, protocol=protocol, policy=policy, desc_free=desc_free)
-    system.unbound = unbound_devices(system)
     for u in system.unbound:
         click.echo(f"vmdsim: warning: {u}", err=True)
     return system
@@ -202,8 +200,10 @@ def register(main: click.Group) -> None:
             raise VmdsimError("--policy: name at least one policy")
         if plot:
             _check_plot_path(plot)
-        _exit_if_unbound(_system(topology), allow_unbound)
-        rows = compare(topology, names, _load(rate, duration_ms, interrupts, hotplug, seed))
+        first = _system(topology, policy=names[0])
+        _exit_if_unbound(first, allow_unbound)
+        rows = compare(topology, names, _load(rate, duration_ms, interrupts, hotplug, seed),
+                       first=first)
         if plot:
             plot_comparison(rows, plot)
         if as_json:

@@ -9,11 +9,13 @@ from vmdsim.sim.system import System
 from vmdsim.sim.workload import Load, run_load
 
 
-def compare(topology: str | Path | None, policies: list[str], load: Load) -> list[Measurements]:
-    """One fresh system per policy, the same seeded load through each."""
+def compare(topology: str | Path | None, policies: list[str], load: Load, *,
+            first: System | None = None) -> list[Measurements]:
+    """One fresh system per policy, the same seeded load through each; ``first``, if
+    given, is the first policy's system, already booted (and looked at) by the caller."""
     rows = []
-    for name in policies:
-        system = System(topology, policy=name)
+    for i, name in enumerate(policies):
+        system = first if i == 0 and first is not None else System(topology, policy=name)
         rows.append(measure(system, run_load(system, load)))
     return rows
 

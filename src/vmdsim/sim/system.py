@@ -9,6 +9,7 @@ drive completing work, a card pulled from a slot) and the kernel reacting.
 
 from __future__ import annotations
 
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from vmdsim.hw.nvme import NvmeController
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.pci import pci_read_config_dword
+from vmdsim.sim.bindings import Unbound, unbound_devices
 
 DESC_FREE = ("rcu", "immediate")
 
@@ -46,6 +48,11 @@ class System:
         nvme_init(self.k)
         pcie_portdrv_init(self.k)
         boot(self.k, self.machine)
+
+    @cached_property
+    def unbound(self) -> list[Unbound]:
+        """The declared devices that did not come up bound to their driver (at boot)."""
+        return unbound_devices(self)
 
     @property
     def protocol(self) -> str:
