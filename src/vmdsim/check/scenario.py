@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import itertools
+import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -93,8 +94,6 @@ def builtin() -> dict[str, Scenario]:
 
 def _line_in(e: BaseException, path: Path) -> str:
     """The line of ``path`` where ``e`` was raised (the innermost frame in that file)."""
-    import traceback
-
     lines = [f.lineno for f in traceback.extract_tb(e.__traceback__)
              if Path(f.filename).resolve() == path.resolve()]
     return str(lines[-1]) if lines else "?"

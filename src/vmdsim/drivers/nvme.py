@@ -86,6 +86,7 @@ from typing import Any
 
 from vmdsim.drivers.nvme_admin import (
     CQE_SIZE,
+    NVME_AQ_DEPTH,
     NVME_CQ_IRQ_ENABLED,
     NVME_FEAT_NUM_QUEUES,
     NVME_QUEUE_PHYS_CONTIG,
@@ -154,7 +155,6 @@ NVME_CSTS_RDY = 1 << 0
 NVME_CSTS_CFS = 1 << 1
 NVME_CSTS_SHST_CMPLT = 2 << 2
 NVME_CSTS_SHST_MASK = 3 << 2
-NVME_AQ_DEPTH = 32
 NVME_CTRL_PAGE_SHIFT = 12
 
 

@@ -32,10 +32,6 @@ class completion(KObject):
         return f"<completion {self.name} done={self.__dict__.get('done')}>"
 
 
-def init_completion(x: completion) -> None:
-    x.done = 0
-
-
 def complete(x: completion) -> None:
     x.done = x.done + 1
 

@@ -77,10 +77,6 @@ class PageAllocator:
                 merged.append((f, n))
         self.free = merged
 
-    @property
-    def pages_in_use(self) -> int:
-        return sum(self.allocated.values())
-
 
 class dma_coherent(KObject):
     """One coherent buffer: ``size`` bytes at bus address ``dma_handle``, for ``owner``."""

@@ -255,15 +255,19 @@ class Scheduler:
         if state.cur is None and not self._settling:
             self._settling = True
             try:
-                while True:
-                    idle = [c for c in self.cpus if c.pending and c.irqs_enabled
-                            and c.top is None]
-                    if not idle:
-                        break
-                    for c in idle:
-                        self.deliver_pending(c)
+                while self._deliver_waiting():
+                    pass
             finally:
                 self._settling = False
+
+    def _deliver_waiting(self, sleeper: Cpu | None = None) -> bool:
+        """Take the interrupts pending on every CPU that runs nothing (or only the task
+        sleeping on ``sleeper``) and has its flag set; False if there were none."""
+        idle = [c for c in self.cpus if c.pending and c.irqs_enabled
+                and (c.top is None or c is sleeper)]
+        for c in idle:
+            self.deliver_pending(c)
+        return bool(idle)
 
     def irqs_changed(self, cpu: Cpu) -> None:
         """The interrupt flag was set again: take what is pending."""
@@ -297,12 +301,8 @@ class Scheduler:
             if ctx.in_irq or not ctx.cpu.irqs_enabled or spinning:
                 raise SchedError(f"BUG: scheduling while atomic: {ctx!r} sleeps waiting "
                                  f"for {what}")
-            idle = [c for c in self.cpus if c.pending and c.irqs_enabled
-                    and (c.top is None or c is ctx.cpu)]
-            if not idle:
+            if not self._deliver_waiting(sleeper=ctx.cpu):
                 return False
-            for c in idle:
-                self.deliver_pending(c)
         return True
 
     def block_until(self, cond: Callable[[], bool], what: str, *, sleep: bool,
