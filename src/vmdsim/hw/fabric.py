@@ -119,7 +119,7 @@ class RootComplex:
 
     # -- CPU-side accesses ------------------------------------------------------
     def mem_read(self, addr: int, size: int) -> int:
-        check_transaction("CPU read", addr, size)
+        check_transaction("read", addr, size)
         if addr + size <= self.ram.size:
             return self.ram.read(addr, size)
         if MMCONFIG_BASE <= addr < MMCONFIG_BASE + MMCONFIG_SIZE:
@@ -132,7 +132,7 @@ class RootComplex:
         return value
 
     def mem_write(self, addr: int, size: int, value: int) -> None:
-        check_transaction("CPU write", addr, size, value)
+        check_transaction("write", addr, size, value)
         if addr + size <= self.ram.size:
             self.ram.write(addr, size, value)
         elif MMCONFIG_BASE <= addr < MMCONFIG_BASE + MMCONFIG_SIZE:
@@ -143,7 +143,7 @@ class RootComplex:
 
     # -- device-side (bus-master) accesses reaching the host -----------------
     def upstream_write(self, addr: int, size: int, value: int, requester: PciFunction) -> bool:
-        check_transaction(f"{requester.name} write", addr, size, value)
+        check_transaction("write", addr, size, value, requester)
         if MSI_ADDR_BASE <= addr < MSI_ADDR_END:
             self.apic.message(addr, value)
             return True
@@ -160,7 +160,7 @@ class RootComplex:
         return False
 
     def upstream_read(self, addr: int, size: int, requester: PciFunction) -> int | None:
-        check_transaction(f"{requester.name} read", addr, size)
+        check_transaction("read", addr, size, None, requester)
         if addr + size <= self.ram.size:
             self.iommu_requesters[requester.rid] += 1
             return self.ram.read(addr, size)
@@ -196,9 +196,15 @@ def _own_bar(requester: PciFunction, addr: int) -> bool:
     return False
 
 
-def check_transaction(who: str, addr: int, size: int, value: int | None = None) -> None:
+def check_transaction(kind: str, addr: int, size: int, value: int | None = None,
+                      requester: PciFunction | None = None) -> None:
     """A transaction the fabric can carry: a 64-bit address, 1 to 4096 bytes (a page: the
-    model's largest, for zeroing), data that fits the size."""
+    model's largest, for zeroing), data that fits the size. ``requester``: the device
+    mastering it (None: the CPU); only an error names it."""
+    if 0 <= addr <= ADDRESS_LIMIT - max(size, 1) and 1 <= size <= PAGE and (
+            value is None or 0 <= value < 1 << (8 * size)):
+        return
+    who = f"{requester.name if requester is not None else 'CPU'} {kind}"
     if not 0 <= addr <= ADDRESS_LIMIT - max(size, 1):
         raise BusAccessError(who, addr, size, "the address is outside 0 .. 2^64 - 1")
     if not 1 <= size <= PAGE:
