@@ -25,8 +25,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from vmdsim.errors import VmdsimError
 from vmdsim.kernel.controlled import WAITS_ON_CONDITION, Access, Step
 from vmdsim.kernel.shared import RCU_LOCK, RCU_UNLOCK, READ, WAIT, WRITE
+
+
+class ExplorerError(VmdsimError):
+    """The explorer found itself inconsistent: its verdict could not be trusted."""
+
 
 _READS = frozenset({READ, WAIT})
 _SECTION = frozenset({RCU_LOCK, RCU_UNLOCK})
@@ -72,43 +78,94 @@ def _is_cpu_key(acc: Access) -> bool:
     return acc[1] == "" and acc[0].startswith("cpu")
 
 
-def happens_before(trace: Sequence[Step]) -> tuple[list[int], list[list[int]]]:
-    """Per step j: the bitset of steps that happen before it, and its direct predecessors."""
-    hb: list[int] = []
-    preds: list[list[int]] = []
-    by_obj: dict[str, list[int]] = {}
-    last_on_cpu: dict[str, int] = {}  # a CPU's steps are totally ordered: its last is enough
-    last_of_thread: dict[str, int] = {}
-    for j, step in enumerate(trace):
+class HappensBefore:
+    """Happens-before of a trace, kept as one bitset per step and extended step by step.
+
+    Executions of one exploration share a prefix (they follow the same choices up
+    to where a new branch starts), so the explorer keeps one of these, cuts it back
+    to the shared prefix (:meth:`truncate`) and extends it with the new steps
+    instead of recomputing the whole order for every execution.
+    """
+
+    def __init__(self) -> None:
+        self.steps: list[Step] = []
+        self.hb: list[int] = []  # per step: the steps that happen before it
+        self.preds: list[list[int]] = []  # per step: its direct predecessors
+        self._by_obj: dict[str, list[int]] = {}
+        self._last_on_cpu: dict[str, int] = {}  # a CPU's steps are totally ordered
+        self._last_of_thread: dict[str, int] = {}
+        self._undo: list[list[tuple[dict, str, int | None]]] = []
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def extend(self, steps: Sequence[Step]) -> None:
+        for step in steps:
+            self.add(step)
+
+    def add(self, step: Step) -> None:
+        trace, hb = self.steps, self.hb
+        j = len(trace)
         candidates: set[int] = set()
-        t = last_of_thread.get(step.thread)
+        t = self._last_of_thread.get(step.thread)
         if t is not None:
             candidates.add(t)
+        objs: set[str] = set()
+        cpus: list[str] = []
         for acc in step.accesses:
             if _is_cpu_key(acc):
-                t = last_on_cpu.get(acc[0])
+                cpus.append(acc[0])
+                t = self._last_on_cpu.get(acc[0])
                 if t is not None:
                     candidates.add(t)
             else:
-                candidates.update(by_obj.get(acc[0], ()))
+                objs.add(acc[0])
+                candidates.update(self._by_obj.get(acc[0], ()))
         mine: list[int] = []
         bits = 0
         for i in candidates:
             if trace[i].thread == step.thread or dependent(trace[i].accesses, step.accesses):
                 mine.append(i)
                 bits |= hb[i] | (1 << i)
+        trace.append(step)
         hb.append(bits)
-        preds.append(sorted(mine))
-        last_of_thread[step.thread] = j
-        for obj in {acc[0] for acc in step.accesses if not _is_cpu_key(acc)}:
-            by_obj.setdefault(obj, []).append(j)
-        for acc in step.accesses:
-            if _is_cpu_key(acc):
-                last_on_cpu[acc[0]] = j
-    return hb, preds
+        mine.sort()
+        self.preds.append(mine)
+        undo: list[tuple[dict, str, int | None]] = [
+            (self._last_of_thread, step.thread, self._last_of_thread.get(step.thread))]
+        self._last_of_thread[step.thread] = j
+        for obj in objs:
+            self._by_obj.setdefault(obj, []).append(j)
+            undo.append((self._by_obj, obj, None))
+        for key in cpus:
+            undo.append((self._last_on_cpu, key, self._last_on_cpu.get(key)))
+            self._last_on_cpu[key] = j
+        self._undo.append(undo)
+
+    def truncate(self, n: int) -> None:
+        """Forget every step from ``n`` on."""
+        while len(self.steps) > n:
+            self.steps.pop()
+            self.hb.pop()
+            self.preds.pop()
+            for table, key, old in reversed(self._undo.pop()):
+                if table is self._by_obj:
+                    table[key].pop()
+                elif old is None:
+                    del table[key]
+                else:
+                    table[key] = old
 
 
-def races(trace: Sequence[Step], hb: list[int], preds: list[list[int]]) -> list[tuple[int, int]]:
+def happens_before(trace: Sequence[Step]) -> tuple[list[int], list[list[int]]]:
+    """Per step j: the bitset of steps that happen before it, and its direct predecessors."""
+    order = HappensBefore()
+    order.extend(trace)
+    return order.hb, order.preds
+
+
+def races(trace: Sequence[Step], hb: list[int], preds: list[list[int]],
+          start: int = 0) -> list[tuple[int, int]]:
     """Pairs (i, j): dependent steps of different threads with nothing ordering them but
     each other, such that j could have been taken before i — the pairs whose order the
     explorer must also try reversed.
@@ -125,9 +182,13 @@ def races(trace: Sequence[Step], hb: list[int], preds: list[list[int]]) -> list[
       races of the steps that started the wait or the spawn.
 
     A pending step (one that could not run when the execution ended) that waits for a
-    held resource races with the step that took it."""
+    held resource races with the step that took it.
+
+    Only pairs whose later step is at ``start`` or after are reported (the explorer
+    has handled the races of a prefix it explored before)."""
     out = []
-    for j, mine in enumerate(preds):
+    for j in range(start, len(preds)):
+        mine = preds[j]
         step = trace[j]
         thread = step.thread
         if step.holder == WAITS_ON_CONDITION:
@@ -183,13 +244,34 @@ def _others(trace: Sequence[Step], hb: list[int], mine: list[int], i: int, h: in
     return others
 
 
-def execution_races(executed: Sequence[Step], pending: Sequence[Step]
+def execution_races(executed: Sequence[Step], pending: Sequence[Step],
+                    order: HappensBefore | None = None, shared: int = 0
                     ) -> tuple[list[Step], list[int], list[tuple[int, int]]]:
     """The races of an execution: its steps, then the pending ones (a blocked thread's
-    next step races too, but is never the step to move later); with happens-before."""
-    trace = [*executed, *pending]
-    hb, preds = happens_before(trace)
-    found = [(i, j) for i, j in races(trace, hb, preds) if i < len(executed)]
+    next step races too, but is never the step to move later); with happens-before.
+
+    ``order`` is the happens-before kept from the previous execution, whose first
+    ``shared`` steps this one repeats: they are checked to be the same steps (a replay
+    that did not repeat them would make every later conclusion wrong), only the new
+    steps are added, and only races whose later step is new are reported — the
+    earlier ones were reported for the previous execution."""
+    if order is None:
+        order, shared = HappensBefore(), 0
+    shared = min(shared, len(order), len(executed))
+    for k in range(shared):
+        old, new = order.steps[k], executed[k]
+        if old.thread != new.thread or old.accesses != new.accesses:
+            raise ExplorerError(
+                f"explorer: step {k + 1} ({new.thread}) did not repeat what it did in the "
+                "previous execution along the same schedule: the program is not "
+                "deterministic, so no verdict is given")
+    order.truncate(shared)
+    order.extend(executed[shared:])
+    order.extend(pending)
+    found = [(i, j) for i, j in races(order.steps, order.hb, order.preds, shared)
+             if i < len(executed)]
+    trace, hb = list(order.steps), list(order.hb)
+    order.truncate(len(executed))
     return trace, hb, found
 
 

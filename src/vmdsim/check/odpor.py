@@ -26,15 +26,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from vmdsim.check.dependence import dependent, execution_races, notdep
+from vmdsim.check.dependence import (
+    ExplorerError,
+    HappensBefore,
+    dependent,
+    execution_races,
+    notdep,
+)
 from vmdsim.check.dpor import Stats
 from vmdsim.check.program import Execution, Program, World, run_once
-from vmdsim.errors import VmdsimError
 from vmdsim.kernel.controlled import Access, ControlledScheduler, Step
-
-
-class ExplorerError(VmdsimError):
-    """The explorer found itself inconsistent: its verdict could not be trusted."""
 
 
 @dataclass
@@ -68,6 +69,7 @@ def odpor(program: Program, *, on_execution: Callable[[Execution], bool] | None 
     world = world or World(program)
     stats = Stats()
     nodes: list[ONode] = []
+    order = HappensBefore()  # of the last execution: the next one shares a prefix
     while True:
         follow = len(nodes)
         ex = run_once(program, world, _chooser(nodes))
@@ -83,7 +85,7 @@ def odpor(program: Program, *, on_execution: Callable[[Execution], bool] | None 
             stats.executions += 1
         else:
             stats.blocked += 1
-        stats.races += _insert_reversals(ex, nodes)
+        stats.races += _insert_reversals(ex, nodes, order, max(follow - 1, 0))
         if on_execution is not None and on_execution(ex) is False:
             return stats
         if max_executions is not None and stats.executions >= max_executions:
@@ -138,8 +140,9 @@ def _next_branch(nodes: list[ONode]) -> bool:
     return False
 
 
-def _insert_reversals(ex: Execution, nodes: list[ONode]) -> int:
-    trace, hb, found = execution_races(ex.trace, ex.pending)
+def _insert_reversals(ex: Execution, nodes: list[ONode], order: HappensBefore,
+                      shared: int) -> int:
+    trace, hb, found = execution_races(ex.trace, ex.pending, order, shared)
     for i, j in found:
         node = nodes[i]
         v = notdep(hb, i, j, len(ex.trace))
