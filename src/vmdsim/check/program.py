@@ -159,7 +159,15 @@ class World:
         if self._copy is not None:
             world, self._copy = self._copy, None
         elif self._blob is not None:
-            world = _Restore(self._blob, self._shared).load()
+            # A restore allocates thousands of objects at once: a collection in the middle
+            # would scan the whole heap for cycles that cannot be there yet.
+            was = gc.isenabled()
+            gc.disable()
+            try:
+                world = _Restore(self._blob, self._shared).load()
+            finally:
+                if was:
+                    gc.enable()
         elif self.copies:
             world = copy.deepcopy(self._template)
         else:

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from greenlet import getcurrent, greenlet
+
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.sched import (
     Context,
@@ -103,7 +105,7 @@ def _meets(write: tuple[str, str], reads: set[tuple[str, str]]) -> bool:
 
 def cpu_key(cpu: Cpu) -> Access:
     """Written by every step on ``cpu``: one CPU's steps never commute."""
-    return (cpu.key, "", WRITE)
+    return cpu.written
 
 
 class Livelock(VmdsimError):
@@ -153,6 +155,15 @@ class ControlledScheduler(Scheduler):
         self._was_ready: set[str] = set()
         self._cond_true: dict[str, bool] = {}
         self._cond_since: dict[str, int] = {}
+        # Contexts stopped in block_until, and whether each one's condition held when the
+        # choices were last listed (every condition is evaluated once per step).
+        self._waiting: list[Context] = []
+        self._spinners = 0  # contexts with a spin_wait: a write may wake them
+        self._cond_now: dict[Context, bool] = {}
+        # Each Choice is made once: running a context (by its name), delivering a vector
+        # (by its label; the handler's context then runs under the same name).
+        self._run_choice_of: dict[str, Choice] = {}
+        self._irq_choice_of: dict[str, Choice] = {}
 
     def _note_failure(self, error: BaseException) -> None:
         ctx = state.cur
@@ -263,12 +274,14 @@ class ControlledScheduler(Scheduler):
         if sleep and ctx.in_irq:
             raise SchedError(f"BUG: scheduling while atomic: {ctx!r} sleeps waiting for {what}")
         ctx.wait, ctx.waiting_for, ctx.sleeping = cond, what, sleep
+        self._waiting.append(ctx)
         # Resuming re-reads what the wait reads: by default the access that led here.
         ctx.next = access or ctx.performing or (what, "", WAIT)
         if sleep:
             ctx.cpu.curr = None
             self.note_release(ctx.cpu.key, ctx.holds_cpu_since)
         self.root.switch()
+        self._waiting.remove(ctx)
         ctx.wait, ctx.sleeping = None, False
 
     def sleep_until(self, cond: Callable[[], bool], what: str, *,
@@ -279,11 +292,10 @@ class ControlledScheduler(Scheduler):
         return True
 
     # -- the loop -------------------------------------------------------------------
-    @staticmethod
-    def _ready(ctx: Context) -> bool:
+    def _ready(self, ctx: Context) -> bool:
         """A context may run unless it waits, or is about to take a lock someone holds
         (spinning changes nothing, so the attempt is not a step of its own)."""
-        if ctx.wait is not None and not ctx.wait():
+        if ctx.wait is not None and not self._cond_now[ctx]:
             return False
         if ctx.spin_wait is not None:
             return False
@@ -296,22 +308,31 @@ class ControlledScheduler(Scheduler):
         return True
 
     def choices(self) -> list[Choice]:
+        cond = self._cond_now = {c: c.wait() for c in self._waiting}  # type: ignore[misc]
+        made, irqs = self._run_choice_of, self._irq_choice_of
         out: list[Choice] = []
-        for cpu in [*self.cpus, *self.unbound]:
+        for cpu in (*self.cpus, *self.unbound):
             top = cpu.top
             if top is not None:
                 if self._ready(top):
-                    out.append(Choice("run", top.name, ctx=top))
+                    out.append(made.get(top.name) or self._run_choice(top))
             else:
                 for t in cpu.tasks:
-                    if t.state == "new" and (t.wait is None or t.wait()):
-                        out.append(Choice("run", t.name, ctx=t))
-                    elif t.sleeping and t.wait is not None and t.wait():
-                        out.append(Choice("run", t.name, ctx=t))
+                    # A new task has no wait yet; a sleeper runs once its condition holds.
+                    if t.state == "new" or (t.sleeping and cond.get(t, False)):
+                        out.append(made.get(t.name) or self._run_choice(t))
             if cpu.pending and cpu.irqs_enabled:
                 for v in cpu.pending:
-                    out.append(Choice("irq", self._irq_label(cpu, v), cpu=cpu, vector=v))
+                    label = self._irq_label(cpu, v)
+                    c = irqs.get(label)
+                    if c is None:
+                        c = irqs[label] = Choice("irq", label, cpu=cpu, vector=v)
+                    out.append(c)
         return out
+
+    def _run_choice(self, ctx: Context) -> Choice:
+        c = self._run_choice_of[ctx.name] = Choice("run", ctx.name, ctx=ctx)
+        return c
 
     def pending_steps(self) -> list[Step]:
         """The step each unfinished context would take next and did not: what it
@@ -365,14 +386,10 @@ class ControlledScheduler(Scheduler):
         ready = {c.label for c in choices}
         for lab in ready - self._was_ready:
             self._ready_since[lab] = n
-        for c in self.contexts:
-            if c.state == "done":
-                continue
-            if c.wait is not None:
-                true = c.wait()
-                if true and not self._cond_true.get(c.name, False):
-                    self._cond_since[c.name] = n
-                self._cond_true[c.name] = true
+        for c, true in self._cond_now.items():
+            if true and not self._cond_true.get(c.name, False):
+                self._cond_since[c.name] = n
+            self._cond_true[c.name] = true
         self._was_ready = ready
 
     def _irq_label(self, cpu: Cpu, v: int) -> str:
@@ -384,8 +401,6 @@ class ControlledScheduler(Scheduler):
 
     def run(self) -> bool:
         """Run to the end; True if every context finished without failure."""
-        from greenlet import getcurrent
-
         self.root = getcurrent()
         if self.rcu is not None:
             self.rcu.adopt_callbacks(self)
@@ -473,8 +488,6 @@ class ControlledScheduler(Scheduler):
         self._resume(ctx, _needs(ctx))
 
     def _resume(self, ctx: Context, needs: tuple[str, ...] = ()) -> None:
-        from greenlet import greenlet
-
         if ctx.glet is None:
             ctx.glet = greenlet(self._body, parent=self.root)
             ctx.state = "running"
@@ -489,23 +502,28 @@ class ControlledScheduler(Scheduler):
         ctx.glet.switch(ctx)
         state.cur = None
         ctx.steps += 1
-        accesses = {cpu_key(ctx.cpu), *self._effects}
+        own = self._effects  # what the step touched besides its CPU
         if performed is not None:
-            accesses.add(performed)
+            own.append(performed)
         self.trace.append(Step(ctx.name, ctx.cpu.id, "run", performed, where or ctx.name,
-                               frozenset(accesses), needs=needs, releases=self._released))
-        self._spin_check(ctx, where, performed, accesses)
+                               frozenset((ctx.cpu.written, *own)), needs=needs,
+                               releases=self._released))
+        self._spin_check(ctx, where, performed, own)
 
     def _spin_check(self, ctx: Context, where: str, performed: Access | None,
-                    accesses: set[Access]) -> None:
+                    accesses: list[Access]) -> None:
         """Count a context's repeated read-only steps; wake spinners on a write."""
-        writes = {(a[0], a[1]) for a in accesses
-                  if a[2] not in (READ, WAIT) and not (a[1] == "" and a[0].startswith("cpu"))}
+        writes = [(a[0], a[1]) for a in accesses
+                  if a[2] not in (READ, WAIT) and not (a[1] == "" and a[0].startswith("cpu"))]
         if writes:
-            _reset_spin(ctx)
-            for c in self.contexts:
-                if c.spin_wait is not None and any(_meets(w, c.spin_wait) for w in writes):
-                    _reset_spin(c)
+            if ctx.spin_seen or ctx.spin_wait is not None:
+                _reset_spin(ctx)
+            if self._spinners:
+                for c in self.contexts:
+                    if c.spin_wait is not None and any(_meets(w, c.spin_wait)
+                                                       for w in writes):
+                        _reset_spin(c)
+                self._spinners = sum(c.spin_wait is not None for c in self.contexts)
             return
         key = (where, performed)
         if key in ctx.spin_seen:
@@ -515,6 +533,7 @@ class ControlledScheduler(Scheduler):
         ctx.spin_reads.update((a[0], a[1]) for a in accesses if a[2] in (READ, WAIT))
         if ctx.spin_repeats >= self.spin_limit and ctx.spin_reads:
             ctx.spin_wait = set(ctx.spin_reads)
+            self._spinners += 1
             ctx.waiting_for = "a write to what it spins on"
 
     def _body(self, ctx: Context) -> None:

@@ -63,6 +63,15 @@ class Cpu:
         self.key = f"cpu{cpu_id}"  # how the explorer names it (see ControlledScheduler)
 
     @property
+    def key(self) -> str:
+        return self._key
+
+    @key.setter
+    def key(self, name: str) -> None:
+        self._key = name
+        self.written = (name, "", "write")  # what every step on this CPU writes
+
+    @property
     def top(self) -> Context | None:
         """What this CPU is executing now: the innermost interrupt, else the task."""
         return self.irq_stack[-1] if self.irq_stack else self.curr
