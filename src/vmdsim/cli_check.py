@@ -60,7 +60,8 @@ def _print_report(r: Report, name: str, options: dict[str, str], as_json: bool,
     click.echo(f"verdict: {r.verdict}" + (f" (checked: {r.bound})" if r.verdict == "safe"
                                           else ""))
     s = r.stats
-    click.echo(f"explored: {s.executions} executions, {s.blocked} sleep-set blocked, "
+    cut = f"{s.cut} cut at the bound, " if s.cut else ""
+    click.echo(f"explored: {s.executions} executions, {s.blocked} sleep-set blocked, {cut}"
                f"{s.steps} steps, {s.races} races reversed, {r.seconds:.2f} s "
                f"[{r.strategy}]")
     if r.counterexample is not None:

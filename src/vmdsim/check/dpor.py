@@ -42,6 +42,14 @@ class Stats:
     blocked: int = 0  # ended because every enabled choice was asleep
     steps: int = 0
     races: int = 0
+    cut: int = 0  # ended at the preemption bound (the bounded search's first pass)
+
+    def add(self, other: Stats) -> None:
+        self.executions += other.executions
+        self.blocked += other.blocked
+        self.steps += other.steps
+        self.races += other.races
+        self.cut += other.cut
 
 
 def dpor(program: Program, *, on_execution: Callable[[Execution], bool] | None = None,

@@ -10,13 +10,17 @@ no loops without progress (a loop that only re-reads waits for a write, and is
 a ``livelock`` if none can come) — with respect to the shared state the
 program declares (``shared`` fields, locks, RCU, allocation). ``bounded``
 covers every schedule with at most ``bound`` preemptions: ``safe`` holds up to
-that bound. ``pct`` runs ``runs`` random PCT schedules: ``safe`` means none of
+that bound (:func:`bounded_search`: a fast pass with partial-order reduction
+that may find a bug, then the exhaustive one that a ``safe`` rests on).
+``pct`` runs ``runs`` random PCT schedules: ``safe`` means none of
 them failed. An argument that would make a verdict vacuous (no runs, a
 negative bound, depth 0) is refused.
 
-A counterexample is minimised: the same violation is searched for again
-with preemption bounds 0, 1, 2, ... and the first schedule found is kept, so
-it has as few preemptions as any schedule showing that violation.
+A counterexample is shortened (:func:`minimal`): runs of one thread are pulled
+together while the violation stays, then the same violation is looked for
+with preemption bounds 0, 1, ... (optimal DPOR cut at the bound); the
+schedule kept is a real one with as few context switches as that search
+found, not a proof that none shorter exists.
 """
 
 from __future__ import annotations
@@ -26,13 +30,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from vmdsim.check.dpor import Stats, dpor
-from vmdsim.check.odpor import odpor
+from vmdsim.check.odpor import Prune, odpor
 from vmdsim.check.parallel import explore_parallel
 from vmdsim.check.program import Execution, Program
 from vmdsim.check.render import render
 from vmdsim.check.schedule import encode
-from vmdsim.check.strategies import bounded, pct
+from vmdsim.check.strategies import bounded, pct, preemptive
 from vmdsim.errors import VmdsimError
+from vmdsim.kernel.controlled import ControlledScheduler
 
 STRATEGIES = ("dpor", "source-dpor", "optimal", "bounded", "pct")
 
@@ -79,6 +84,7 @@ class Report:
             "program": self.program, "strategy": self.strategy, "verdict": self.verdict,
             "bound": self.bound, "seconds": round(self.seconds, 3),
             "executions": self.stats.executions, "blocked": self.stats.blocked,
+            "cut": self.stats.cut,
             "steps": self.stats.steps, "races": self.stats.races,
             "schedule": self.schedule,
             "message": str(ce.failure) if ce is not None and ce.failure else "",
@@ -114,9 +120,12 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
     t0 = time.perf_counter()
     covered = _coverage(strategy, bound, runs, depth, seed, max_executions)
     label = strategy if reduce or strategy != "source-dpor" else "no-reduction"
-    if jobs > 1:
-        if max_executions is not None:
-            raise VmdsimError("--jobs and a cap on executions do not go together")
+    if jobs > 1 and max_executions is not None:
+        raise VmdsimError("--jobs and a cap on executions do not go together")
+    if strategy == "bounded":
+        stats = bounded_search(program, bound, stop_at_violation, max_executions, jobs,
+                               found)
+    elif jobs > 1:
         stats, hit = explore_parallel(program, strategy, jobs, reduce=reduce, bound=bound,
                                       runs=runs, depth=depth, seed=seed)
         found.extend([hit] if hit is not None else [])
@@ -125,9 +134,6 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
                      max_executions=max_executions)
     elif strategy == "optimal":
         stats = odpor(program, on_execution=stop_at_violation, max_executions=max_executions)
-    elif strategy == "bounded":
-        stats = bounded(program, bound, on_execution=stop_at_violation,
-                        max_executions=max_executions)
     else:
         stats = pct(program, runs, depth, seed, on_execution=stop_at_violation)
     if not found:
@@ -138,6 +144,40 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
         ex = minimal(program, ex)
     return Report(program.name, label, ex.verdict, stats, time.perf_counter() - t0, ex,
                   encode(ex.labels), covered)
+
+
+def bounded_search(program: Program, bound: int, on_execution: Callable[[Execution], bool],
+                   max_executions: int | None = None, jobs: int = 1,
+                   found: list[Execution] | None = None) -> Stats:
+    """Every schedule with at most ``bound`` preemptions, in two passes.
+
+    First optimal DPOR with every schedule cut at preemption ``bound + 1``: it reaches
+    a bug within the bound in few executions, because it tries one schedule per trace
+    instead of every interleaving — but partial-order reduction and a bound do not
+    mix soundly (a trace's only explored representative may need more preemptions
+    than the bound, and then the trace is lost), so a first pass that finds nothing
+    proves nothing. Then, only if nothing was found, the plain preemption-bounded
+    search of every schedule within the bound, which is what ``safe`` rests on (over
+    ``jobs`` processes; their finding, if any, is appended to ``found``)."""
+    stopped = [False]
+
+    def note(ex: Execution) -> bool:
+        go_on = on_execution(ex)
+        stopped[0] = not go_on
+        return go_on
+
+    stats = odpor(program, on_execution=note, prune=_over_bound(bound))
+    if stopped[0]:
+        return stats
+    if jobs > 1:
+        more, hit = explore_parallel(program, "bounded", jobs, bound=bound)
+        if hit is not None and found is not None:
+            found.append(hit)
+    else:
+        rest = None if max_executions is None else max(max_executions - stats.executions, 1)
+        more = bounded(program, bound, on_execution=on_execution, max_executions=rest)
+    stats.add(more)
+    return stats
 
 
 def _coverage(strategy: str, bound: int, runs: int, depth: int, seed: int,
@@ -161,28 +201,47 @@ def signature(ex: Execution) -> tuple[str, ...]:
     return (ex.verdict, name, getattr(failure, "field", ""))
 
 
-def minimal(program: Program, ex: Execution, max_bound: int = 2,
-            budget: int = 300) -> Execution:
+def minimal(program: Program, ex: Execution, budget: int = 300) -> Execution:
     """The same violation with as few context switches as a short search finds: first
     pull later runs of a thread up to its earlier ones while the violation stays
-    (a few replays), then bounded search with 0, 1, 2 preemptions (``budget``
-    executions each). The original if nothing shorter shows up."""
+    (a few replays), then, for each preemption bound b below the switches left,
+    optimal DPOR cut off at more than b preemptions (at most ``budget`` runs each).
+    The original if nothing shorter shows up. A heuristic: the schedule returned is a
+    real one showing the violation, but a shorter one may exist."""
     want = signature(ex)
     best = _pull_runs_together(program, ex, want)
-    for b in range(max_bound + 1):
+    for b in range(context_switches(best)):
         hit: list[Execution] = []
+        runs = [0]
 
-        def same(e: Execution, hit: list[Execution] = hit) -> bool:
+        def same(e: Execution, hit: list[Execution] = hit, runs: list[int] = runs) -> bool:
+            runs[0] += 1
             if e.complete and e.verdict != "safe" and signature(e) == want:
                 hit.append(e)
                 return False
-            return True
+            return runs[0] < budget
 
-        bounded(program, b, on_execution=same, max_executions=budget)
+        odpor(program, on_execution=same, prune=_over_bound(b))
         if hit and context_switches(hit[0]) < context_switches(best):
             best = hit[0]
             break
     return best
+
+
+def _over_bound(bound: int) -> Prune:
+    """Cut a schedule at its preemption number ``bound + 1``."""
+    used = [0]  # preemptions before step d, for the steps of the current run
+
+    def prune(s: ControlledScheduler, labels: list[str], pick: str) -> bool:
+        d = len(s.trace)
+        del used[d + 1:]
+        n = used[d] + preemptive(s, labels, pick)
+        if n > bound:
+            return True
+        used.append(n)
+        return False
+
+    return prune
 
 
 def _runs(labels: list[str]) -> list[tuple[str, int]]:

@@ -56,23 +56,33 @@ class ONode:
     wut: list[WNode]  # branches still to explore here, the one being explored first
     done: dict[str, frozenset[Access]] = field(default_factory=dict)  # explored: asleep now
     step: frozenset[Access] = frozenset()  # what the chosen step touched
+    pruned: bool = False  # the chosen step was not taken (see ``prune``)
 
     @property
     def chosen(self) -> str:
         return self.wut[0].label if self.wut else ""
 
 
+Prune = Callable[[ControlledScheduler, list[str], str], bool]
+
+
 def odpor(program: Program, *, on_execution: Callable[[Execution], bool] | None = None,
-          max_executions: int | None = None, world: World | None = None) -> Stats:
+          max_executions: int | None = None, world: World | None = None,
+          prune: Prune | None = None) -> Stats:
     """Explore every Mazurkiewicz trace of ``program`` once; ``on_execution`` returns False
-    to stop early."""
+    to stop early.
+
+    ``prune(scheduler, enabled labels, label)`` True: do not take that step; the
+    execution ends there (counted as blocked) and nothing below it is explored. That
+    gives up the guarantee of covering every trace — it is how the counterexample
+    minimiser looks for schedules with few preemptions, never a verdict of ``safe``."""
     world = world or World(program)
     stats = Stats()
     nodes: list[ONode] = []
     order = HappensBefore()  # of the last execution: the next one shares a prefix
     while True:
         follow = len(nodes)
-        ex = run_once(program, world, _chooser(nodes))
+        ex = run_once(program, world, _chooser(nodes, prune))
         if nodes and not nodes[-1].wut:
             nodes.pop()  # the state where every enabled thread was asleep
         stats.steps += len(ex.trace)
@@ -83,9 +93,12 @@ def odpor(program: Program, *, on_execution: Callable[[Execution], bool] | None 
                 node.wut[0].accesses = node.step
         if ex.complete:
             stats.executions += 1
+        elif len(nodes) > len(ex.trace) and nodes[-1].pruned:
+            stats.cut += 1
         else:
             stats.blocked += 1
-        stats.races += _insert_reversals(ex, nodes, order, max(follow - 1, 0))
+        stats.races += _insert_reversals(ex, nodes, order, max(follow - 1, 0),
+                                         grouped=prune is not None)
         if on_execution is not None and on_execution(ex) is False:
             return stats
         if max_executions is not None and stats.executions >= max_executions:
@@ -94,7 +107,8 @@ def odpor(program: Program, *, on_execution: Callable[[Execution], bool] | None 
             return stats
 
 
-def _chooser(nodes: list[ONode]) -> Callable[[ControlledScheduler, list], int | None]:
+def _chooser(nodes: list[ONode], prune: Prune | None = None
+             ) -> Callable[[ControlledScheduler, list], int | None]:
     def choose(s: ControlledScheduler, choices: list) -> int | None:
         d = len(s.trace)
         labels = [c.label for c in choices]
@@ -116,13 +130,19 @@ def _chooser(nodes: list[ONode]) -> Callable[[ControlledScheduler, list], int | 
                 awake = [lab for lab in labels if lab not in sleep]
                 if not awake:
                     return None  # sleep-set blocked: optimal DPOR should never get here
-                wut.append(WNode(awake[0], frozenset()))
+                pick = awake[0]
+                if prune is not None and s.trace and s.trace[-1].thread in awake:
+                    pick = s.trace[-1].thread  # a bounded search does not preempt for nothing
+                wut.append(WNode(pick, frozenset()))
             want = node.chosen
         if want not in labels:
             raise ExplorerError(
                 f"explorer: the schedule asks for {want!r} at step {d}, but only "
                 f"{', '.join(labels) or 'nothing'} can run: a dependence the explorer "
                 "relies on was not declared, so no verdict is given")
+        if prune is not None and prune(s, labels, want):
+            nodes[d].pruned = True
+            return None
         return labels.index(want)
 
     return choose
@@ -133,7 +153,10 @@ def _next_branch(nodes: list[ONode]) -> bool:
     while nodes:
         node = nodes[-1]
         finished = node.wut.pop(0)
-        node.done[finished.label] = node.step
+        if node.pruned:
+            node.pruned = False  # never taken: it covers nothing, so puts nothing to sleep
+        else:
+            node.done[finished.label] = node.step
         if node.wut:
             return True
         nodes.pop()
@@ -141,11 +164,13 @@ def _next_branch(nodes: list[ONode]) -> bool:
 
 
 def _insert_reversals(ex: Execution, nodes: list[ONode], order: HappensBefore,
-                      shared: int) -> int:
+                      shared: int, grouped: bool = False) -> int:
     trace, hb, found = execution_races(ex.trace, ex.pending, order, shared)
     for i, j in found:
         node = nodes[i]
         v = notdep(hb, i, j, len(ex.trace))
+        if grouped:
+            v = _grouped(trace, hb, v)
         mask = 0
         for k in v:
             mask |= 1 << k
@@ -154,6 +179,34 @@ def _insert_reversals(ex: Execution, nodes: list[ONode], order: HappensBefore,
             continue  # a sleeping thread already covers this reversal
         _insert(trace, hb, node.wut, v, mask)
     return len(found)
+
+
+def _grouped(trace: Sequence[Step], hb: list[int], v: list[int]) -> list[int]:
+    """The same sequence ``v`` up to swapping independent steps, with each thread's steps
+    kept together where happens-before allows (greedy: go on with the thread of the
+    last step while its next step has nothing left before it in ``v``): fewer
+    preemptions, for a search that is cut at a preemption bound."""
+    mask = 0
+    queues: dict[str, list[int]] = {}
+    for k in v:
+        mask |= 1 << k
+        queues.setdefault(trace[k].thread, []).append(k)
+    heads = dict.fromkeys(queues, 0)
+    placed = 0
+    out: list[int] = []
+    cur = ""
+    while len(out) < len(v):
+        q = queues.get(cur)
+        if q is None or heads[cur] == len(q) or hb[q[heads[cur]]] & mask & ~placed:
+            cur = min((t for t, q in queues.items() if heads[t] < len(q)
+                       and not hb[q[heads[t]]] & mask & ~placed),
+                      key=lambda t: queues[t][heads[t]])
+            q = queues[cur]
+        k = q[heads[cur]]
+        heads[cur] += 1
+        out.append(k)
+        placed |= 1 << k
+    return out
 
 
 def _weak_initial(trace: Sequence[Step], hb: list[int], v: list[int], mask: int,

@@ -79,10 +79,7 @@ def explore_parallel(program: Program, strategy: str, jobs: int, **opts: Any
                 parts = pool.map(_subtree, range(n))
             stats, first = Stats(), None
             for part, hit in parts:
-                stats.executions += part.executions
-                stats.blocked += part.blocked
-                stats.steps += part.steps
-                stats.races += part.races
+                stats.add(part)
                 if hit is not None:
                     first = hit
                     break

@@ -22,7 +22,7 @@ from vmdsim.check.program import Execution, Program, World, run_once
 from vmdsim.kernel.controlled import ControlledScheduler
 
 
-def _preemptive(s: ControlledScheduler, labels: list[str], pick: str) -> bool:
+def preemptive(s: ControlledScheduler, labels: list[str], pick: str) -> bool:
     """Choosing ``pick`` preempts if the thread of the previous step could have gone on."""
     if not s.trace:
         return False
@@ -64,7 +64,7 @@ def _bounded_subtree(program: Program, world: World, bound: int, first: str, sta
             else:  # go on with the same thread if it can, else the first enabled
                 last = s.trace[-1].thread if s.trace else None
                 pick = last if last in labels else labels[0]
-            used += _preemptive(s, labels, pick)
+            used += preemptive(s, labels, pick)
             record.append((pick, labels, used))
             return labels.index(pick)
 
