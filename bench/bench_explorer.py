@@ -80,3 +80,29 @@ def figures():
 
 
 table("explorer: the seed's race and today's protocol", figures)
+
+
+def estimates():
+    """How far optimal DPOR's estimate of the total was from the truth, part way through."""
+    from vmdsim.check.dpor import Stats
+    from vmdsim.check.odpor import odpor
+
+    header = ["run", "executions in all", "after 1%", "after 10%", "after 50%", "after 90%"]
+    rows = []
+    for label, opts in (("verify srcu (srcu, rcu descriptors)",
+                         {"protocol": "srcu", "desc_free": "rcu"}),
+                        ("seed race, no stop at it (kfree-rcu, immediate)",
+                         {"protocol": "kfree-rcu", "desc_free": "immediate"})):
+        stats, seen = Stats(), []
+        odpor(find("seed-teardown").program(**opts), stats=stats,
+              on_execution=lambda ex, s=stats, seen=seen: seen.append(s.estimate) or True)
+        n = len(seen)
+        cells = []
+        for share in (0.01, 0.1, 0.5, 0.9):
+            guess = seen[max(int(n * share), 1) - 1]
+            cells.append(f"{guess:,.0f} ({(guess - n) / n:+.0%})")
+        rows.append([label, str(n), *cells])
+    return header, rows
+
+
+table("explorer: the estimate of the total, part way through (optimal DPOR)", estimates)

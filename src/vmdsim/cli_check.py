@@ -148,9 +148,11 @@ def _progress(quiet: bool):
     bar.start()
     count = [0]
 
-    def tick(ex) -> None:
+    def tick(ex, stats) -> None:
         count[0] += 1
         if count[0] % 25 == 0:
-            bar.update(task, description=f"exploring: {count[0]} executions")
+            about = (f" of about {stats.estimate:,.0f} (estimated; low early on)"
+                     if stats.estimate else "")
+            bar.update(task, description=f"exploring: {count[0]} executions{about}")
 
     return tick, bar.stop

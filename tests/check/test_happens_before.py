@@ -1,4 +1,5 @@
-"""The happens-before order kept across executions, and the replay check it makes.
+"""The happens-before order kept across executions, the replay check it makes, and the
+estimate of the executions in all.
 
 The explorer keeps the order of the last execution and only extends it with
 the steps a new execution adds after their shared prefix. That must give the
@@ -97,3 +98,15 @@ def test_a_program_that_does_not_repeat_itself_gets_no_verdict():
                                                (1, lambda: reader(w), "R")])
     with pytest.raises(ExplorerError, match="not deterministic"):
         odpor(prog)
+
+
+@pytest.mark.parametrize("seed", range(15))
+def test_the_estimate_of_the_total_is_exact_once_the_tree_is_explored(seed):
+    from vmdsim.check.dpor import Stats
+
+    stats = Stats()
+    seen: list[float] = []
+    odpor(generate(seed).program(), stats=stats,
+          on_execution=lambda ex: seen.append(stats.estimate) or True)
+    assert seen and all(e >= 1 for e in seen)
+    assert seen[-1] == pytest.approx(stats.executions + stats.blocked)

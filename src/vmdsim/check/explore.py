@@ -100,7 +100,9 @@ def context_switches(ex: Execution) -> int:
 def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: int = 500,
             seed: int = 0, depth: int = 2, reduce: bool = True, minimize: bool = True,
             max_executions: int | None = None, jobs: int = 1,
-            progress: Callable[[Execution], None] | None = None) -> Report:
+            progress: Callable[[Execution, Stats], None] | None = None) -> Report:
+    """Explore ``program`` with ``strategy``; ``progress(execution, stats so far)`` after
+    each execution (under optimal DPOR ``stats.estimate`` is its estimate of the total)."""
     check_arguments(strategy, bound=bound, runs=runs, depth=depth, jobs=jobs,
                     max_executions=max_executions)
     if strategy == "dpor":
@@ -108,10 +110,11 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
     if strategy == "optimal" and not reduce:
         strategy = "source-dpor"  # every schedule: the reduction is what optimal adds
     found: list[Execution] = []
+    live = Stats()  # what optimal DPOR fills in as it goes
 
     def stop_at_violation(ex: Execution) -> bool:
         if progress is not None:
-            progress(ex)
+            progress(ex, live)
         if ex.complete and ex.verdict != "safe":
             found.append(ex)
             return False
@@ -133,7 +136,8 @@ def explore(program: Program, strategy: str = "dpor", *, bound: int = 2, runs: i
         stats = dpor(program, on_execution=stop_at_violation, reduce=reduce,
                      max_executions=max_executions)
     elif strategy == "optimal":
-        stats = odpor(program, on_execution=stop_at_violation, max_executions=max_executions)
+        stats = odpor(program, on_execution=stop_at_violation, max_executions=max_executions,
+                      stats=live)
     else:
         stats = pct(program, runs, depth, seed, on_execution=stop_at_violation)
     if not found:

@@ -68,16 +68,20 @@ Prune = Callable[[ControlledScheduler, list[str], str], bool]
 
 def odpor(program: Program, *, on_execution: Callable[[Execution], bool] | None = None,
           max_executions: int | None = None, world: World | None = None,
-          prune: Prune | None = None) -> Stats:
+          prune: Prune | None = None, stats: Stats | None = None) -> Stats:
     """Explore every Mazurkiewicz trace of ``program`` once; ``on_execution`` returns False
     to stop early.
 
     ``prune(scheduler, enabled labels, label)`` True: do not take that step; the
-    execution ends there (counted as blocked) and nothing below it is explored. That
-    gives up the guarantee of covering every trace — it is how the counterexample
-    minimiser looks for schedules with few preemptions, never a verdict of ``safe``."""
+    execution ends there (counted as ``cut``) and nothing below it is explored. That
+    gives up the guarantee of covering every trace: it is how the bounded search and
+    the counterexample minimiser look for schedules with few preemptions, never what
+    a verdict of ``safe`` rests on.
+
+    ``stats`` (filled in as it goes, so that a caller's ``on_execution`` can read it)
+    carries :func:`estimate` of the runs in all after each one."""
     world = world or World(program)
-    stats = Stats()
+    stats = stats if stats is not None else Stats()
     nodes: list[ONode] = []
     order = HappensBefore()  # of the last execution: the next one shares a prefix
     while True:
@@ -99,12 +103,32 @@ def odpor(program: Program, *, on_execution: Callable[[Execution], bool] | None 
             stats.blocked += 1
         stats.races += _insert_reversals(ex, nodes, order, max(follow - 1, 0),
                                          grouped=prune is not None)
+        stats.estimate = estimate(nodes, stats.executions + stats.blocked + stats.cut)
         if on_execution is not None and on_execution(ex) is False:
             return stats
         if max_executions is not None and stats.executions >= max_executions:
             return stats
         if not _next_branch(nodes):
             return stats
+
+
+def estimate(nodes: list[ONode], runs: int) -> float:
+    """How many runs the whole exploration will take, from the runs so far and the share
+    of the tree they cover. A random descent that picks each branch of a node with equal
+    chance (the branches known now: explored ones and those in its wakeup tree) ends in
+    an explored subtree with probability ``share``; ``runs / share`` is the estimate
+    (Knuth's estimator, taken over the depth-first stack). Branches that races add
+    later are not known yet, so early estimates are low."""
+    share = 0.0
+    weight = 1.0
+    for node in nodes:
+        branches = len(node.done) + len(node.wut)
+        if branches == 0:
+            break
+        share += weight * len(node.done) / branches
+        weight /= branches
+    share += weight  # the run that just ended
+    return runs / share
 
 
 def _chooser(nodes: list[ONode], prune: Prune | None = None
