@@ -37,6 +37,25 @@ def parse_token(text: str) -> tuple[str, dict[str, str], str]:
     return m.group("name"), opts, m.group("schedule")
 
 
+# Budgets of one execution (``Program.spin_limit``, ``Program.max_steps``): options of
+# every scenario, written into replay tokens because a livelock verdict depends on them.
+BUDGETS = ("spin_limit", "max_steps")
+
+
+def _program(name: str, options: dict[str, str]):
+    """The scenario's program with ``options``, the budgets among them applied to it."""
+    chosen = {k: v for k, v in options.items() if k not in BUDGETS}
+    program = find(name).program(**chosen)
+    for key in BUDGETS:
+        if key in options:
+            value = options[key]
+            if not value.isdigit() or not 0 < int(value) <= 10**7:
+                raise ScenarioError(f"{key.replace('_', '-')} {value!r}: a number of steps "
+                                    "from 1 to 10000000")
+            setattr(program, key, int(value))
+    return program
+
+
 def _options(opt: tuple[str, ...], **named: str | None) -> dict[str, str]:
     out = {k: v for k, v in named.items() if v is not None}
     for item in opt:
@@ -86,15 +105,22 @@ def register(main: click.Group) -> None:
     @click.option("--depth", default=2, show_default=True, help="bug depth (pct)")
     @click.option("--seed", default=0, show_default=True, help="random seed (pct)")
     @click.option("--jobs", default=1, show_default=True, help="processes to explore with")
+    @click.option("--spin-limit", "spin_limit", type=click.IntRange(1, 10**7),
+                  help="repeated read-only steps before a context counts as spinning "
+                       "[default: 100]")
+    @click.option("--max-steps", "max_steps", type=click.IntRange(1, 10**7),
+                  help="steps of one execution before it is a livelock [default: 200000]")
     @click.option("--no-reduce", is_flag=True, help="dpor: turn partial-order reduction off")
     @click.option("--full", is_flag=True, help="draw every step, not just the racing ones")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     def check(scenario: str, protocol, desc_free, policy, opt, strategy, bound, runs, depth,
-              seed, jobs, no_reduce, full, as_json) -> None:
+              seed, jobs, spin_limit, max_steps, no_reduce, full, as_json) -> None:
         """Explore SCENARIO (a name from `vmdsim scenarios`, or a .py file) for races."""
-        sc = find(scenario)
+        budgets = {k: str(v) for k, v in (("spin_limit", spin_limit), ("max_steps", max_steps))
+                   if v is not None}
         options = _options(opt, protocol=protocol, desc_free=desc_free, policy=policy)
-        program = sc.program(**options)
+        options.update(budgets)
+        program = _program(scenario, options)
         progress, done = _progress(as_json)
         try:
             r = explore(program, strategy, bound=bound, runs=runs, depth=depth, seed=seed,
@@ -113,7 +139,7 @@ def register(main: click.Group) -> None:
         from vmdsim.check.schedule import replay as run_schedule
 
         name, options, schedule = parse_token(replay_token)
-        ex = run_schedule(find(name).program(**options), schedule)
+        ex = run_schedule(_program(name, options), schedule)
         if as_json:
             click.echo(json.dumps({"scenario": name, "options": options, "verdict": ex.verdict,
                                    "message": str(ex.failure or ""), "steps": len(ex.trace),

@@ -14,8 +14,8 @@ SEED = ("check", "seed-teardown", "--protocol", "kfree-rcu", "--desc-free", "imm
 
 @pytest.fixture(scope="module")
 def seed_check() -> str:
-    """kfree-rcu with immediate descriptor freeing: the review's remaining race (~15 s, most
-    of it the bounded search for the counterexample with the fewest preemptions)."""
+    """kfree-rcu with immediate descriptor freeing: the review's remaining race (a few
+    seconds, most of it the search for a counterexample with fewer preemptions)."""
     return ok(cli(*SEED))
 
 
