@@ -90,6 +90,8 @@ from vmdsim.drivers.nvme_admin import (
     NVME_CQ_IRQ_ENABLED,
     NVME_FEAT_NUM_QUEUES,
     NVME_QUEUE_PHYS_CONTIG,
+    NVMEQ_ENABLED,
+    NVMEQ_POLLED,
     SQE_SIZE,
     nvme_admin_create_cq,
     nvme_admin_create_sq,
@@ -102,6 +104,7 @@ from vmdsim.drivers.nvme_admin import (
     nvme_submit_sync_cmd,
 )
 from vmdsim.kernel.dma import dma_alloc_coherent, dma_coherent, dma_free_coherent
+from vmdsim.kernel.errno import EBUSY, EIO, ENODEV, ENOMEM
 from vmdsim.kernel.io import iomem, readl, writel
 from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE, IRQF_SHARED
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock
@@ -173,11 +176,6 @@ def NVME_CAP_TIMEOUT(cap: int) -> int:  # noqa: N802
 IO_QUEUE_DEPTH = 1024  # the io_queue_depth module parameter's default
 NVME_WAIT_READY_READS = 64  # the model has no clock: how many CSTS reads stand for CAP.TO
 
-# nvme_queue.flags
-NVMEQ_ENABLED = 1 << 0
-NVMEQ_SQ_CMB = 1 << 1
-NVMEQ_DELETE_ERROR = 1 << 2
-NVMEQ_POLLED = 1 << 3
 
 # ctrl state (a subset of enum nvme_ctrl_state)
 NVME_CTRL_NEW = "new"
@@ -186,10 +184,6 @@ NVME_CTRL_LIVE = "live"
 NVME_CTRL_DELETING = "deleting"
 NVME_CTRL_DEAD = "dead"
 
-ENOMEM = 12
-ENODEV = 19
-EIO = 5
-EBUSY = 16
 
 OWNER = "nvme"
 

@@ -33,7 +33,9 @@ from vmdsim.kernel.completion import (
     try_wait_for_completion,
     wait_for_completion_timeout,
 )
+from vmdsim.kernel.errno import EBUSY, EINTR
 from vmdsim.kernel.io import readl, writel
+from vmdsim.kernel.pci.msi import pci_irq_vector
 from vmdsim.kernel.pci.subsys import pci_warn
 
 # include/linux/nvme.h
@@ -57,10 +59,11 @@ ADMIN_OPCODE_NAMES = {nvme_admin_delete_sq: "Delete I/O Submission Queue",
                       nvme_admin_delete_cq: "Delete I/O Completion Queue",
                       nvme_admin_create_cq: "Create I/O Completion Queue",
                       nvme_admin_set_features: "Set Features"}
-EINTR = 4
-EBUSY = 16
 SQE_SIZE = 64
 CQE_SIZE = 16
+# nvme_queue.flags (drivers/nvme/host/pci.c; the admin and I/O queues share them)
+NVMEQ_ENABLED = 1 << 0
+NVMEQ_POLLED = 1 << 3
 
 
 class nvme_request:
@@ -133,9 +136,6 @@ def nvme_timeout(dev: Any, req: nvme_request) -> None:
 
 def nvme_poll_irqdisable(nvmeq: Any) -> None:
     """Poll the queue with its IRQ disabled, so its handler cannot run meanwhile."""
-    from vmdsim.drivers.nvme import NVMEQ_ENABLED
-    from vmdsim.kernel.pci.msi import pci_irq_vector
-
     dev = nvmeq.dev
     if not nvmeq.flags & NVMEQ_ENABLED:
         nvme_poll_admin_cq(nvmeq)

@@ -7,9 +7,8 @@ import pytest
 from vmd_testbed import boot_vmd, machine_text, vmd_block
 
 from vmdsim.drivers.vmd.pm import vmd_resume, vmd_suspend
+from vmdsim.kernel.errno import ENOMEM
 from vmdsim.kernel.irq.flags import IrqError
-
-ENOMEM = 12
 
 
 def test_a_resume_that_fails_part_way_leaves_the_vmd_half_resumed():

@@ -21,6 +21,7 @@ from vmdsim.hw.rootport import RootPort
 from vmdsim.hw.vmd import Vmd
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.errno import EFAULT
 from vmdsim.kernel.irq.x86_msi import x86_pci_msi_default_domain
 from vmdsim.kernel.pci import (
     PCI_DEVFN,
@@ -31,7 +32,6 @@ from vmdsim.kernel.pci import (
     pcie_capability_read_word,
 )
 from vmdsim.kernel.pci.pci_h import PCI_CLASS_STORAGE_EXPRESS, pci_is_bridge
-from vmdsim.kernel.pci.resource import EFAULT
 
 DOMAIN = 0x10000
 PCI_REG_VMCONFIG = 0x44

@@ -22,6 +22,7 @@ from vmdsim.hw.machine import Machine
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.dma import dma_alloc_coherent, dma_free_coherent
+from vmdsim.kernel.errno import ENODEV, ENOMEM
 from vmdsim.kernel.io import readl, writel
 from vmdsim.kernel.irq.affinity import irq_affinity
 from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE
@@ -48,8 +49,6 @@ from vmdsim.kernel.sched import current
 from vmdsim.kernel.shared import KObject
 from vmdsim.topology import parse
 
-ENOMEM = 12
-ENODEV = 19
 NVME_REG_CC = 0x14
 NVME_REG_AQA = 0x24
 NVME_REG_ASQ = 0x28

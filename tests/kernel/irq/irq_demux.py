@@ -20,8 +20,9 @@ from __future__ import annotations
 
 from irq_testbed import msix_machine
 
+from vmdsim.kernel.errno import ENOMEM
 from vmdsim.kernel.irq.chip import irq_chip
-from vmdsim.kernel.irq.flags import ENOMEM, IRQ_HANDLED
+from vmdsim.kernel.irq.flags import IRQ_HANDLED
 from vmdsim.kernel.irq.flow import handle_untracked_irq
 from vmdsim.kernel.irq.irqdomain import (
     DOMAIN_BUS_VMD_MSI,

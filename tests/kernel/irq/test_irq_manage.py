@@ -12,11 +12,9 @@ from vmdsim.check.dpor import dpor
 from vmdsim.check.program import Program
 from vmdsim.kernel.controlled import ControlledScheduler
 from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.errno import EBUSY, EINVAL, ENOSYS
 from vmdsim.kernel.irq.chip import dummy_irq_chip
 from vmdsim.kernel.irq.flags import (
-    EBUSY,
-    EINVAL,
-    ENOSYS,
     IRQ_HANDLED,
     IRQ_NONE,
     IRQF_SHARED,

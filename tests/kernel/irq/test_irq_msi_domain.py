@@ -12,9 +12,10 @@ from irq_testbed import Recorder
 
 from vmdsim.check.program import shares_state
 from vmdsim.hw.regs import PCI_MSIX_ENTRY_SIZE
+from vmdsim.kernel.errno import ENOSPC
 from vmdsim.kernel.io import readl
 from vmdsim.kernel.irq.chip import irq_data_get_irq_chip_data
-from vmdsim.kernel.irq.flags import ENOSPC, IrqError
+from vmdsim.kernel.irq.flags import IrqError
 from vmdsim.kernel.irq.irqdomain import irq_domain_remove
 from vmdsim.kernel.pci import pci_resource_start
 from vmdsim.kernel.pci.msi import (

@@ -13,7 +13,8 @@ from vmdsim.hw.regs import (
     PCI_MSIX_FLAGS_ENABLE,
     PCI_MSIX_FLAGS_MASKALL,
 )
-from vmdsim.kernel.irq.flags import EINVAL, ENOSPC, ERANGE, IRQS_PENDING, IrqError
+from vmdsim.kernel.errno import EINVAL, ENOSPC, ERANGE
+from vmdsim.kernel.irq.flags import IRQS_PENDING, IrqError
 from vmdsim.kernel.pci import pci_read_config_word, pci_restore_state, pci_save_state
 from vmdsim.kernel.pci.msi import (
     PCI_IRQ_AFFINITY,

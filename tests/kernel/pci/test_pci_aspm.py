@@ -7,6 +7,7 @@ from pci_testbed import TestEndpoint, machine, new_kernel, root_port
 from vmdsim.hw.fabric import RootComplex
 from vmdsim.hw.regs import PCI_EXP_LNKCTL
 from vmdsim.kernel.boot import boot
+from vmdsim.kernel.errno import EINVAL
 from vmdsim.kernel.pci import pcie_capability_read_word
 from vmdsim.kernel.pci.aspm import (
     PCIE_LINK_STATE_ALL,
@@ -14,7 +15,6 @@ from vmdsim.kernel.pci.aspm import (
     pci_enable_link_state,
     pci_enable_link_state_locked,
 )
-from vmdsim.kernel.pci.resource import EINVAL
 
 
 def aspmc(dev):

@@ -16,6 +16,7 @@ from vmdsim.hw.regs import (
     PCI_PREF_MEMORY_BASE,
 )
 from vmdsim.kernel.boot import boot
+from vmdsim.kernel.errno import EBUSY, EINVAL
 from vmdsim.kernel.io import readl
 from vmdsim.kernel.pci import (
     IORESOURCE_BUSY,
@@ -34,7 +35,7 @@ from vmdsim.kernel.pci import (
     pci_resource_start,
     pci_set_master,
 )
-from vmdsim.kernel.pci.resource import EBUSY, EINVAL, children
+from vmdsim.kernel.pci.resource import children
 
 SZ_1M = 1 << 20
 

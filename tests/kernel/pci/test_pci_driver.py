@@ -15,6 +15,7 @@ from pci_testbed import (
 
 from vmdsim.hw.fabric import RootComplex
 from vmdsim.kernel.boot import boot
+from vmdsim.kernel.errno import EBUSY, EIO, ENOMEM
 from vmdsim.kernel.io import readl
 from vmdsim.kernel.mem import UseAfterFree
 from vmdsim.kernel.pci import (
@@ -37,7 +38,6 @@ from vmdsim.kernel.pci import (
     pcim_iomap,
     pcim_iounmap,
 )
-from vmdsim.kernel.pci.resource import EBUSY, EIO, ENOMEM
 
 
 def build_rc():

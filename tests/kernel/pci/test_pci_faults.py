@@ -22,6 +22,7 @@ from vmdsim.hw.fabric import RootComplex
 from vmdsim.hw.firmware import bios_assign_resources
 from vmdsim.hw.vmd import Vmd
 from vmdsim.kernel.boot import BootError, boot
+from vmdsim.kernel.errno import ENOMEM
 from vmdsim.kernel.pci import (
     PCI_DEVICE,
     devm_kzalloc,
@@ -44,7 +45,7 @@ from vmdsim.kernel.pci import (
     pcim_enable_device,
     pcim_iomap,
 )
-from vmdsim.kernel.pci.resource import ENOMEM, IORESOURCE_BUSY, walk
+from vmdsim.kernel.pci.resource import IORESOURCE_BUSY, walk
 from vmdsim.kernel.pci.subsys import pci_subsys
 
 MAX_RUNS = 2000

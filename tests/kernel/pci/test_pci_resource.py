@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pci_testbed import new_kernel
 
+from vmdsim.kernel.errno import EBUSY
 from vmdsim.kernel.pci.resource import (
-    EBUSY,
     IORESOURCE_BUSY,
     IORESOURCE_MEM,
     ResourceError,

@@ -68,6 +68,7 @@ from vmdsim.hw.regs import (
     PCI_EXP_TYPE_RC_EC,
     PCI_EXP_TYPE_ROOT_PORT,
 )
+from vmdsim.kernel.errno import ENODEV, ENOMEM
 from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE, IRQF_SHARED
 from vmdsim.kernel.locking import spin_lock_irqsave, spin_unlock_irqrestore, spinlock_t
 from vmdsim.kernel.pci import (
@@ -85,8 +86,6 @@ from vmdsim.kernel.pci import (
 from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject
 
-ENODEV = 19
-ENOMEM = 12
 AER_ERROR_SOURCES_MAX = 128  # the kfifo's size
 AER_ERR_STATUS_MASK = PCI_ERR_ROOT_UNCOR_RCV | PCI_ERR_ROOT_COR_RCV
 SYSTEM_ERROR_INTR_ON_MESG_MASK = PCI_EXP_RTCTL_SECEE | PCI_EXP_RTCTL_SENFEE | PCI_EXP_RTCTL_SEFEE

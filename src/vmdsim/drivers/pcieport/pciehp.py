@@ -117,6 +117,7 @@ from vmdsim.hw.regs import (
     PCI_EXP_SLTSTA_PDS,
     PCI_EXP_SLTSTA_PFD,
 )
+from vmdsim.kernel.errno import EEXIST, EIO, ENODEV
 from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE, IRQF_SHARED
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock
 from vmdsim.kernel.pci import (
@@ -141,11 +142,6 @@ from vmdsim.kernel.pci.pci_h import PCI_D3cold, pci_channel_io_perm_failure
 from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id, pci_get_slot
 from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject, shared
-
-ENODEV = 19
-ENOMEM = 12
-EEXIST = 17
-EIO = 5
 
 # ctrl->state
 OFF_STATE = 0

@@ -49,6 +49,7 @@ from vmdsim.hw.regs import (
     PCI_PM_CTRL_PME_ENABLE,
     PCI_PM_CTRL_PME_STATUS,
 )
+from vmdsim.kernel.errno import ENODEV, ENOMEM
 from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE, IRQF_SHARED
 from vmdsim.kernel.locking import (
     spin_lock_irq,
@@ -71,8 +72,6 @@ from vmdsim.kernel.pci.access import pcie_capability_set_dword
 from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject, shared
 
-ENODEV = 19
-ENOMEM = 12
 PCI_EXP_RTSTA_PME_RQID = 0xFFFF
 
 

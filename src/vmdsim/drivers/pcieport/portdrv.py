@@ -61,6 +61,7 @@ from vmdsim.hw.regs import (
     PCI_EXP_TYPE_ROOT_PORT,
     PCI_EXP_TYPE_UPSTREAM,
 )
+from vmdsim.kernel.errno import EACCES, EBUSY, EIO, ENODEV, ENOMEM
 from vmdsim.kernel.pci import (
     PCI_DEVICE_CLASS,
     pci_disable_device,
@@ -103,11 +104,6 @@ SERVICE_NAMES = {PCIE_PORT_SERVICE_PME: "pme", PCIE_PORT_SERVICE_AER: "aer",
                  PCIE_PORT_SERVICE_HP: "pciehp", PCIE_PORT_SERVICE_DPC: "dpc",
                  PCIE_PORT_SERVICE_BWCTRL: "bwctrl"}
 
-ENOMEM = 12
-ENODEV = 19
-EIO = 5
-EACCES = 13
-EBUSY = 16
 
 
 class pcie_device(KObject):

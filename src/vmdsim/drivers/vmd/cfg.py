@@ -22,10 +22,10 @@ from typing import Any
 
 from vmdsim.drivers.vmd.dev import vmd_dev, vmd_from_bus
 from vmdsim.drivers.vmd.features import VMD_CFGBAR
+from vmdsim.kernel.errno import EFAULT, EINVAL
 from vmdsim.kernel.io import iomem, readb, readl, readw, writeb, writel, writew
 from vmdsim.kernel.locking import raw_spin_lock_irqsave, raw_spin_unlock_irqrestore
 from vmdsim.kernel.pci import pci_ops, resource_size
-from vmdsim.kernel.pci.resource import EFAULT, EINVAL
 
 _ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF}
 

@@ -40,6 +40,7 @@ from typing import Any
 
 from vmdsim.drivers.vmd.dev import index_from_irqs, vmd_dev, vmd_from_bus, vmd_irq, vmd_irq_list
 from vmdsim.drivers.vmd.features import PCI_REG_VMCONFIG, VMCONFIG_MSI_REMAP
+from vmdsim.kernel.errno import ENODEV, ENOMEM
 from vmdsim.kernel.irq.chip import irq_chip
 from vmdsim.kernel.irq.flags import IRQF_NO_THREAD
 from vmdsim.kernel.irq.flow import handle_untracked_irq
@@ -73,7 +74,6 @@ from vmdsim.kernel.pci.msi import (
     to_pci_dev,
 )
 from vmdsim.kernel.pci.pci_h import PCI_CLASS_STORAGE_EXPRESS
-from vmdsim.kernel.pci.resource import ENODEV, ENOMEM
 from vmdsim.kernel.pci.subsys import pci_warn
 from vmdsim.kernel.rculist import INIT_LIST_HEAD, list_add_tail_rcu, list_del_rcu
 from vmdsim.kernel.srcu import cleanup_srcu_struct, init_srcu_struct

@@ -97,6 +97,7 @@ from vmdsim.hw.regs import (
     PCI_PREF_LIMIT_UPPER32,
     PCI_PREF_MEMORY_BASE,
 )
+from vmdsim.kernel.errno import ENODEV, ENOMEM
 from vmdsim.kernel.io import readb, readq, readw, writel, writew
 from vmdsim.kernel.pci import (
     DMA_BIT_MASK,
@@ -145,7 +146,7 @@ from vmdsim.kernel.pci import (
     to_pci_host_bridge,
 )
 from vmdsim.kernel.pci.device import dev_get_msi_domain, dev_set_msi_domain
-from vmdsim.kernel.pci.resource import ENODEV, ENOMEM, IORESOURCE_SIZEALIGN
+from vmdsim.kernel.pci.resource import IORESOURCE_SIZEALIGN
 from vmdsim.kernel.pci.subsys import pci_err, pci_info, pci_warn
 
 DOMAIN_MIN = 0x10000  # VMD domains start above the 16-bit ACPI _SEG numbers

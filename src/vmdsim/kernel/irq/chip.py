@@ -21,10 +21,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.errno import EBUSY, EINVAL, ENOSYS
 from vmdsim.kernel.irq.flags import (
-    EBUSY,
-    EINVAL,
-    ENOSYS,
     IRQ_DISABLE_UNLAZY,
     IRQ_NOPROBE,
     IRQ_NOREQUEST,

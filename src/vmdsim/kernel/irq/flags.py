@@ -9,21 +9,6 @@ from __future__ import annotations
 
 from vmdsim.errors import VmdsimError
 
-# -- errno (returned negated, as in the kernel) ----------------------------------------
-EPERM = 1
-ENOENT = 2
-ENXIO = 6
-ENOMEM = 12
-EBUSY = 16
-EEXIST = 17
-ENODEV = 19
-EINVAL = 22
-ENOSPC = 28
-ERANGE = 34
-ENOSYS = 38
-ENOTCONN = 107
-ENOTSUPP = 524
-
 # -- irqreturn_t ------------------------------------------------------------------------
 IRQ_NONE = 0
 IRQ_HANDLED = 1

@@ -41,11 +41,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.errno import EEXIST, EINVAL, ENOMEM, EPERM
 from vmdsim.kernel.irq.flags import (
-    EEXIST,
-    EINVAL,
-    ENOMEM,
-    EPERM,
     IRQD_AFFINITY_MANAGED,
     IRQD_HANDLE_ENFORCE_IRQCTX,
     IRQD_IRQ_DISABLED,

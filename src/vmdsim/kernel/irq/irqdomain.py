@@ -28,16 +28,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.errno import EINVAL, ENOENT, ENOMEM, ENOSYS
 from vmdsim.kernel.irq.chip import irqd_clear, irqd_is_activated, irqd_set, no_irq_chip
-from vmdsim.kernel.irq.flags import (
-    EINVAL,
-    ENOENT,
-    ENOMEM,
-    ENOSYS,
-    IRQ_NOREQUEST,
-    IRQD_ACTIVATED,
-    IrqError,
-)
+from vmdsim.kernel.irq.flags import IRQ_NOREQUEST, IRQD_ACTIVATED, IrqError
 from vmdsim.kernel.irq.irqdesc import irq_data
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock
 from vmdsim.kernel.shared import READ, WRITE, KObject, sched_point

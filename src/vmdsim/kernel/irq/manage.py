@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.errno import EBUSY, EINVAL, ENOMEM, ENOSYS
 from vmdsim.kernel.irq.chip import (
     irq_activate,
     irq_chip_is_none,
@@ -38,10 +39,6 @@ from vmdsim.kernel.irq.chip import (
     irqd_set,
 )
 from vmdsim.kernel.irq.flags import (
-    EBUSY,
-    EINVAL,
-    ENOMEM,
-    ENOSYS,
     IRQ_DISABLE_UNLAZY,
     IRQ_NOAUTOEN,
     IRQ_NOREQUEST,

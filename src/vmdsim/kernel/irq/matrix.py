@@ -13,7 +13,7 @@ online.
 
 from __future__ import annotations
 
-from vmdsim.kernel.irq.flags import ENOSPC
+from vmdsim.kernel.errno import ENOSPC
 from vmdsim.kernel.shared import KObject
 
 

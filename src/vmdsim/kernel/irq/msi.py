@@ -34,12 +34,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.errno import EEXIST, EINVAL, ENOENT, ENOSPC
 from vmdsim.kernel.irq.chip import (
     irq_chip_compose_msi_msg,
     irq_chip_write_msi_msg,
     irqd_is_activated,
 )
-from vmdsim.kernel.irq.flags import EEXIST, EINVAL, ENOENT, ENOSPC, IRQ_SET_MASK_OK_DONE
+from vmdsim.kernel.irq.flags import IRQ_SET_MASK_OK_DONE
 from vmdsim.kernel.irq.irqdomain import (
     DOMAIN_BUS_PCI_DEVICE_MSI,
     DOMAIN_BUS_PCI_DEVICE_MSIX,

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.errno import EBUSY, ENOMEM, ENOSPC
 from vmdsim.kernel.irq.affinity import cpumask_of
 from vmdsim.kernel.irq.chip import (
     irq_chip,
@@ -43,9 +44,6 @@ from vmdsim.kernel.irq.chip import (
     irqd_set,
 )
 from vmdsim.kernel.irq.flags import (
-    EBUSY,
-    ENOMEM,
-    ENOSPC,
     IRQ_SET_MASK_OK,
     IRQD_AFFINITY_ON_ACTIVATE,
     IRQD_HANDLE_ENFORCE_IRQCTX,

@@ -51,6 +51,7 @@ from vmdsim.hw.regs import (
     PCI_EXP_TYPE_ROOT_PORT,
     PCI_EXP_TYPE_UPSTREAM,
 )
+from vmdsim.kernel.errno import EFAULT, EIO, ENODEV, ENOENT, ENOSPC, ENOTTY, ERANGE
 from vmdsim.kernel.io import iomem, readb, readl, readw, writeb, writel, writew
 from vmdsim.kernel.pci.pci_h import (
     PCI_FUNC,
@@ -62,7 +63,6 @@ from vmdsim.kernel.pci.pci_h import (
     pcie_cap_version,
     pcie_downstream_port,
 )
-from vmdsim.kernel.pci.resource import EFAULT, EIO, ENODEV, ENOENT, ENOSPC, ENOTTY, ERANGE
 
 if TYPE_CHECKING:
     from vmdsim.kernel.pci.pci_h import pci_bus, pci_dev

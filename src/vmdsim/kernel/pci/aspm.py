@@ -35,13 +35,13 @@ from vmdsim.hw.regs import (
     PCI_EXP_LNKCTL_ASPM_L1,
     PCI_EXP_LNKCTL_ASPMC,
 )
+from vmdsim.kernel.errno import EINVAL
 from vmdsim.kernel.pci.access import (
     pcie_capability_clear_and_set_word,
     pcie_capability_read_dword,
     pcie_capability_read_word,
 )
 from vmdsim.kernel.pci.pci_h import pci_dev, pci_is_pcie, pci_upstream_bridge, pcie_downstream_port
-from vmdsim.kernel.pci.resource import EINVAL
 
 # include/linux/pci.h
 PCIE_LINK_STATE_L0S_UP = 1 << 0  # the downstream component's transmitter

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from vmdsim.kernel.errno import ENOMEM, EPROBE_DEFER
 from vmdsim.kernel.pci.driver import device_attach
 from vmdsim.kernel.pci.pci_h import (
     pci_bus,
@@ -21,8 +22,6 @@ from vmdsim.kernel.pci.pci_h import (
     resource_entry,
 )
 from vmdsim.kernel.pci.resource import (
-    ENOMEM,
-    EPROBE_DEFER,
     IORESOURCE_DISABLED,
     IORESOURCE_PREFETCH,
     IORESOURCE_TYPE_BITS,

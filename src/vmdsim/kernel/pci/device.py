@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vmdsim.errors import VmdsimError
-from vmdsim.kernel.pci.resource import ENOMEM
+from vmdsim.kernel.errno import ENOMEM
 from vmdsim.kernel.shared import KObject
 
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.errno import EBUSY, ENODEV, ENXIO
 from vmdsim.kernel.pci.device import devres_release_all
 from vmdsim.kernel.pci.pci_h import (
     PCI_ANY_ID,
@@ -33,7 +34,6 @@ from vmdsim.kernel.pci.pci_h import (
     PciError,
     pci_name,
 )
-from vmdsim.kernel.pci.resource import EBUSY, ENODEV, ENXIO
 from vmdsim.kernel.pci.subsys import pci_info, pci_subsys, pci_warn
 
 if TYPE_CHECKING:

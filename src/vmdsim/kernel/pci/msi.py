@@ -65,6 +65,7 @@ from vmdsim.hw.regs import (
     PCI_MSIX_TABLE_BIR,
     PCI_MSIX_TABLE_OFFSET,
 )
+from vmdsim.kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, ENOTSUPP, ERANGE
 from vmdsim.kernel.io import readl, writel
 from vmdsim.kernel.irq.affinity import (
     irq_affinity,
@@ -72,18 +73,7 @@ from vmdsim.kernel.irq.affinity import (
     irq_create_affinity_masks,
 )
 from vmdsim.kernel.irq.chip import irq_data_get_msi_desc
-from vmdsim.kernel.irq.flags import (
-    EINVAL,
-    ENODEV,
-    ENOMEM,
-    ENOSPC,
-    ENOTSUPP,
-    ERANGE,
-    IRQCHIP_ONESHOT_SAFE,
-    IRQF_ONESHOT,
-    IRQF_SHARED,
-    IrqError,
-)
+from vmdsim.kernel.irq.flags import IRQCHIP_ONESHOT_SAFE, IRQF_ONESHOT, IRQF_SHARED, IrqError
 from vmdsim.kernel.irq.irqdomain import DOMAIN_BUS_PCI_MSI, irq_domain, irq_domain_update_bus_token
 from vmdsim.kernel.irq.msi import (
     MSI_FLAG_ACTIVATE_EARLY,

@@ -44,6 +44,7 @@ from vmdsim.hw.regs import (
     PCI_STATUS,
     PCI_STATUS_CAP_LIST,
 )
+from vmdsim.kernel.errno import EBUSY, EINVAL, ENOTTY
 from vmdsim.kernel.io import iomem
 from vmdsim.kernel.pci.access import (
     PCIBIOS_SUCCESSFUL,
@@ -81,9 +82,6 @@ from vmdsim.kernel.pci.pci_h import (
     pci_upstream_bridge,
 )
 from vmdsim.kernel.pci.resource import (
-    EBUSY,
-    EINVAL,
-    ENOTTY,
     IORESOURCE_IO,
     IORESOURCE_MEM,
     IORESOURCE_UNSET,

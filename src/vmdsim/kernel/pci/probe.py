@@ -36,6 +36,7 @@ from vmdsim.hw.regs import (
     PCI_SUBORDINATE_BUS,
     PCI_VENDOR_ID,
 )
+from vmdsim.kernel.errno import EEXIST, EINVAL, ENOMEM
 from vmdsim.kernel.locking import mutex_lock, mutex_unlock
 from vmdsim.kernel.pci.access import (
     PCI_POSSIBLE_ERROR,
@@ -70,9 +71,6 @@ from vmdsim.kernel.pci.pci_h import (
 )
 from vmdsim.kernel.pci.probe_dev import pci_device_add, pci_setup_device, pcibios_fixup_bus
 from vmdsim.kernel.pci.resource import (
-    EEXIST,
-    EINVAL,
-    ENOMEM,
     IORESOURCE_BUS,
     IORESOURCE_PCI_FIXED,
     OWNER,

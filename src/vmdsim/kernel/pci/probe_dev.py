@@ -73,6 +73,7 @@ from vmdsim.hw.regs import (
     PCI_SUBSYSTEM_ID,
     PCI_SUBSYSTEM_VENDOR_ID,
 )
+from vmdsim.kernel.errno import EIO
 from vmdsim.kernel.pci.access import (
     PCI_POSSIBLE_ERROR,
     pci_read_config_byte,
@@ -113,7 +114,6 @@ from vmdsim.kernel.pci.pci_h import (
     pci_upstream_bridge,
 )
 from vmdsim.kernel.pci.resource import (
-    EIO,
     IORESOURCE_MEM,
     IORESOURCE_MEM_64,
     IORESOURCE_PREFETCH,

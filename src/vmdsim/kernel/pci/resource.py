@@ -24,6 +24,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 
 from vmdsim.errors import VmdsimError
+from vmdsim.kernel.errno import (
+    EBUSY,
+    EINVAL,
+)
 from vmdsim.kernel.shared import KObject
 
 # include/linux/ioport.h
@@ -51,23 +55,6 @@ IORESOURCE_UNSET = 0x20000000  # no address assigned yet
 IORESOURCE_AUTO = 0x40000000
 IORESOURCE_BUSY = 0x80000000  # driver has marked this resource busy
 IORESOURCE_PCI_FIXED = 1 << 4  # PCI: do not move resource
-
-# errno values the resource and PCI code return (include/uapi/asm-generic/errno-base.h)
-EPERM = 1
-ENOENT = 2
-EIO = 5
-ENXIO = 6
-ENOMEM = 12
-EFAULT = 14
-EBUSY = 16
-EEXIST = 17
-ENODEV = 19
-EINVAL = 22
-ENOTTY = 25
-ENOSPC = 28
-ERANGE = 34
-ETIMEDOUT = 110
-EPROBE_DEFER = 517
 
 RESOURCE_MAX = (1 << 64) - 1
 OWNER = "pci"  # k.mem owner of every PCI-core object (k.mem.kzalloc(..., owner=OWNER))

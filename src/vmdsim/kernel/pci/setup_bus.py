@@ -40,6 +40,7 @@ from vmdsim.hw.regs import (
     PCI_PREF_MEMORY_BASE,
     PCI_PREF_RANGE_TYPE_64,
 )
+from vmdsim.kernel.errno import EBUSY
 from vmdsim.kernel.pci.access import pci_write_config_dword, pci_write_config_word
 from vmdsim.kernel.pci.bus import pcibios_resource_to_bus
 from vmdsim.kernel.pci.pci import do_pci_enable_device, pci_set_master
@@ -57,7 +58,6 @@ from vmdsim.kernel.pci.pci_h import (
     pci_is_root_bus,
 )
 from vmdsim.kernel.pci.resource import (
-    EBUSY,
     IORESOURCE_IO,
     IORESOURCE_MEM,
     IORESOURCE_MEM_64,

@@ -16,6 +16,7 @@ from vmdsim.hw.regs import (
     PCI_COMMAND,
     PCI_COMMAND_MEMORY,
 )
+from vmdsim.kernel.errno import EBUSY, EINVAL
 from vmdsim.kernel.pci.access import (
     pci_read_config_dword,
     pci_read_config_word,
@@ -31,8 +32,6 @@ from vmdsim.kernel.pci.pci_h import (
     pci_dev,
 )
 from vmdsim.kernel.pci.resource import (
-    EBUSY,
-    EINVAL,
     IORESOURCE_IO,
     IORESOURCE_MEM,
     IORESOURCE_MEM_64,

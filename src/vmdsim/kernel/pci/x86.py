@@ -22,6 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 from vmdsim.hw.regs import PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MEMORY
+from vmdsim.kernel.errno import EINVAL
 from vmdsim.kernel.io import iomem, readb, readl, readw, writeb, writel, writew
 from vmdsim.kernel.pci.access import pci_ops, pci_read_config_word
 from vmdsim.kernel.pci.bus import pci_add_resource
@@ -41,7 +42,6 @@ from vmdsim.kernel.pci.probe import (
     pcie_bus_configure_settings,
 )
 from vmdsim.kernel.pci.resource import (
-    EINVAL,
     IORESOURCE_BUS,
     IORESOURCE_BUSY,
     IORESOURCE_IO,
