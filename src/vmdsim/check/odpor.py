@@ -40,7 +40,9 @@ from vmdsim.kernel.controlled import Access, ControlledScheduler, Step
 
 @dataclass
 class WNode:
-    """A node of a wakeup tree: the next step of thread ``label`` and what it touches."""
+    """A node of a wakeup tree: the next step of thread ``label`` and what it touches —
+    exactly, once it has run in this state; before that, all it might touch (a step
+    recorded in another order may do more here: a cmpxchg that failed there)."""
 
     label: str
     accesses: frozenset[Access]
@@ -93,8 +95,7 @@ def odpor(program: Program, *, on_execution: Callable[[Execution], bool] | None 
         for d in range(max(follow - 1, 0), len(ex.trace)):
             node = nodes[d]
             node.step = ex.trace[d].accesses
-            if not node.wut[0].accesses:
-                node.wut[0].accesses = node.step
+            node.wut[0].accesses = node.step  # exact now that it ran in this state
         if ex.complete:
             stats.executions += 1
         elif len(nodes) > len(ex.trace) and nodes[-1].pruned:
@@ -240,7 +241,7 @@ def _weak_initial(trace: Sequence[Step], hb: list[int], v: list[int], mask: int,
     for k in v:
         if trace[k].thread == label:
             return not hb[k] & mask
-    return not any(dependent(accesses, trace[k].accesses) for k in v)
+    return not any(dependent(accesses, trace[k].footprint) for k in v)
 
 
 def _insert(trace: Sequence[Step], hb: list[int], tree: list[WNode], v: list[int],
@@ -266,7 +267,7 @@ def _insert(trace: Sequence[Step], hb: list[int], tree: list[WNode], v: list[int
         else:
             chain = children
             for k in v:
-                node = WNode(trace[k].thread, trace[k].accesses)
+                node = WNode(trace[k].thread, trace[k].footprint)
                 chain.append(node)
                 chain = node.children
             return

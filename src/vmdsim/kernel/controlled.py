@@ -70,6 +70,13 @@ class Step:
     # Pending steps: the step that took the resource it waits for; WAITS_ON_CONDITION if
     # it waits for a condition (it can run before nothing: no race).
     holder: int = -1
+    # What the step might touch in another order, if more than ``accesses``: a cmpxchg
+    # that failed here only read, but where it succeeds it writes.
+    may: frozenset[Access] | None = None
+
+    @property
+    def footprint(self) -> frozenset[Access]:
+        return self.accesses if self.may is None else self.may
 
 
 WAITS_ON_CONDITION = -2
@@ -159,6 +166,7 @@ class ControlledScheduler(Scheduler):
         # choices were last listed (every condition is evaluated once per step).
         self._waiting: list[Context] = []
         self._spinners = 0  # contexts with a spin_wait: a write may wake them
+        self._performed: Access | None = None  # what the running step really did
         self._cond_now: dict[Context, bool] = {}
         # Each Choice is made once: running a context (by its name), delivering a vector
         # (by its label; the handler's context then runs under the same name).
@@ -238,6 +246,9 @@ class ControlledScheduler(Scheduler):
 
     def note_effect(self, access: Access) -> None:
         self._effects.append(access)
+
+    def note_performed(self, access: Access) -> None:
+        self._performed = access
 
     # -- hooks, called from inside a context ----------------------------------------
     def _point(self, obj: Any, fld: str, kind: str) -> None:
@@ -495,6 +506,7 @@ class ControlledScheduler(Scheduler):
         ctx.performing = performed
         self._effects = []
         self._released = {}
+        self._performed = None
         if ctx.steps == 0 and ctx.spawn_key is not None:
             self._effects.append((ctx.spawn_key[0], "", READ))
         state.cur = ctx
@@ -503,11 +515,15 @@ class ControlledScheduler(Scheduler):
         state.cur = None
         ctx.steps += 1
         own = self._effects  # what the step touched besides its CPU
+        may = None
+        if self._performed is not None:
+            may = frozenset((ctx.cpu.written, *own, performed))
+            performed = self._performed
         if performed is not None:
             own.append(performed)
         self.trace.append(Step(ctx.name, ctx.cpu.id, "run", performed, where or ctx.name,
                                frozenset((ctx.cpu.written, *own)), needs=needs,
-                               releases=self._released))
+                               releases=self._released, may=may))
         self._spin_check(ctx, where, performed, own)
 
     def _spin_check(self, ctx: Context, where: str, performed: Access | None,

@@ -295,6 +295,10 @@ class Scheduler:
     def note_effect(self, access: tuple[str, str, str]) -> None:
         """The running step also touches ``access`` (beyond the point it announced)."""
 
+    def note_performed(self, access: tuple[str, str, str]) -> None:
+        """The running step's own access turned out to be ``access``, weaker than the one
+        it announced (a ``cmpxchg`` that found another value only read)."""
+
     def sleep_until(self, cond: Callable[[], bool], what: str, *,
                     access: tuple[str, str, str] | None = None) -> bool:
         """Sleep until ``cond()`` holds or the timeout passes; False if it timed out.
