@@ -106,3 +106,31 @@ def estimates():
 
 
 table("explorer: the estimate of the total, part way through (optimal DPOR)", estimates)
+
+
+# One instance of each published family, of a size that takes seconds (the counts are
+# checked in tests/check/test_families.py).
+FAMILY_SIZES = {"readers": 8, "lastzero": 8, "indexer": 13, "filesystem": 19,
+                "fib_bench": 2, "casrot": 6, "n_writers": 4}
+
+
+def families():
+    """Published trace counts beside what optimal DPOR and source-DPOR explore."""
+    from vmdsim.check.dpor import dpor
+    from vmdsim.check.families import FAMILIES, TRACES
+    from vmdsim.check.odpor import odpor
+
+    header = ["program", "published traces", "optimal: executions", "blocked", "s",
+              "source-dpor: executions", "blocked", "s"]
+    rows = []
+    for fam, n in FAMILY_SIZES.items():
+        row = [f"{fam}({n})", str(TRACES[fam][n])]
+        for explorer in (odpor, dpor):
+            t0 = time.perf_counter()
+            s = explorer(FAMILIES[fam](n))
+            row += [str(s.executions), str(s.blocked), f"{time.perf_counter() - t0:.2f}"]
+        rows.append(row)
+    return header, rows
+
+
+table("explorer: the published benchmark families", families)
