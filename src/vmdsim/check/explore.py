@@ -170,8 +170,9 @@ def bounded_search(program: Program, bound: int, on_execution: Callable[[Executi
         stopped[0] = not go_on
         return go_on
 
-    stats = odpor(program, on_execution=note, prune=_over_bound(bound))
-    if stopped[0]:
+    stats = odpor(program, on_execution=note, prune=_over_bound(bound),
+                  max_executions=max_executions)
+    if stopped[0] or (max_executions is not None and stats.executions >= max_executions):
         return stats
     if jobs > 1:
         more, hit = explore_parallel(program, "bounded", jobs, bound=bound)
