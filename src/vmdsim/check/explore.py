@@ -206,16 +206,18 @@ def signature(ex: Execution) -> tuple[str, ...]:
     return (ex.verdict, name, getattr(failure, "field", ""))
 
 
-def minimal(program: Program, ex: Execution, budget: int = 300) -> Execution:
+def minimal(program: Program, ex: Execution, max_bound: int = 2,
+            budget: int = 300) -> Execution:
     """The same violation with as few context switches as a short search finds: first
     pull later runs of a thread up to its earlier ones while the violation stays
-    (a few replays), then, for each preemption bound b below the switches left,
-    optimal DPOR cut off at more than b preemptions (at most ``budget`` runs each).
+    (a few replays), then, for each preemption bound b up to ``max_bound`` and below
+    the switches left, optimal DPOR cut off at more than b preemptions (at most
+    ``budget`` runs each).
     The original if nothing shorter shows up. A heuristic: the schedule returned is a
     real one showing the violation, but a shorter one may exist."""
     want = signature(ex)
     best = _pull_runs_together(program, ex, want)
-    for b in range(context_switches(best)):
+    for b in range(min(context_switches(best), max_bound + 1)):
         hit: list[Execution] = []
         runs = [0]
 
