@@ -75,3 +75,23 @@ def test_a_budget_that_is_not_a_positive_number_is_refused(spinner, args):
 def test_a_replay_token_with_a_bad_budget_is_refused(spinner):
     r = invoke("replay", f"{spinner}[max_steps=0]:spinner*3")
     assert r.exit_code == 2 and "max-steps '0'" in r.output
+
+
+def test_a_scenario_whose_setup_never_returns_exits_2_not_hangs(tmp_path):
+    path = tmp_path / "stuck.py"
+    path.write_text(textwrap.dedent('''
+        from vmdsim.check.program import Program
+        from vmdsim.check.scenario import scenario
+
+
+        def forever():
+            while True:
+                pass
+
+
+        @scenario("stuck", "a setup that never returns")
+        def stuck():
+            return Program("stuck", forever, lambda w: [], setup_seconds=1)
+    '''))
+    r = invoke("check", str(path))
+    assert r.exit_code == 2 and "its setup did not finish within 1 s" in r.output

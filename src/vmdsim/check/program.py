@@ -28,8 +28,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from vmdsim.check.watchdog import watchdog
 from vmdsim.errors import VmdsimError
-from vmdsim.kernel.controlled import Chooser, ControlledScheduler, Step
+from vmdsim.kernel.controlled import Chooser, ControlledScheduler, Livelock, Step
+from vmdsim.kernel.sched import state
 from vmdsim.kernel.shared import peek_serial, reset_serials
 
 Thread = tuple[int | None, Callable[[], Any], str]
@@ -56,6 +58,10 @@ class Program:
     # spinning (it then waits for a write), and steps in all before ``livelock``.
     spin_limit: int = ControlledScheduler.spin_limit
     max_steps: int = ControlledScheduler.max_steps
+    # Wall-clock guards against code that never reaches a scheduling point (see
+    # check/watchdog.py): one step, and the setup.
+    step_seconds: float = 10.0
+    setup_seconds: float = 120.0
 
 
 def verdict_of(exc: BaseException | None) -> str:
@@ -130,7 +136,12 @@ class World:
         self._start = 1
         reset_serials(self._start)
         try:
-            self._template = program.setup()
+            with watchdog(program.setup_seconds, lambda: 0,
+                          lambda: f"{program.name}: its setup did not finish within "
+                                  f"{program.setup_seconds:g} s"):
+                self._template = program.setup()
+        except Livelock as e:
+            raise SetupError(str(e)) from None
         except VmdsimError:
             raise
         except Exception as e:  # noqa: BLE001 - a scenario's own setup: say how it failed
@@ -238,7 +249,17 @@ def run_once(program: Program, world_source: World, chooser: Chooser) -> Executi
         return i
 
     sched.chooser = recording
-    sched.run()
+
+    def stalled() -> str:
+        running = state.cur.name if state.cur is not None else "the scheduler"
+        return (f"{running} ran for {program.step_seconds:g} s without reaching a scheduling "
+                "point (a loop that touches no shared state?)")
+
+    try:
+        with watchdog(program.step_seconds, lambda: len(sched.trace), stalled):
+            sched.run()
+    except Livelock as e:  # raised in the scheduler's own code, not in a context
+        sched.failure = e
     pending = sched.pending_steps()
     complete = sched.failure is not None or not sched.unfinished()
     failure = sched.failure
