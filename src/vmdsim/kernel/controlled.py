@@ -319,7 +319,7 @@ class ControlledScheduler(Scheduler):
         return True
 
     def choices(self) -> list[Choice]:
-        cond = self._cond_now = {c: c.wait() for c in self._waiting}  # type: ignore[misc]
+        cond = self._cond_now = {c: c.wait() for c in self._waiting}
         made, irqs = self._run_choice_of, self._irq_choice_of
         out: list[Choice] = []
         for cpu in (*self.cpus, *self.unbound):
