@@ -40,6 +40,7 @@ def parse_token(text: str) -> tuple[str, dict[str, str], str]:
 # Budgets of one execution (``Program.spin_limit``, ``Program.max_steps``): options of
 # every scenario, written into replay tokens because a livelock verdict depends on them.
 BUDGETS = ("spin_limit", "max_steps")
+MAX_BUDGET = 10**7
 
 
 def _program(name: str, options: dict[str, str]):
@@ -49,9 +50,9 @@ def _program(name: str, options: dict[str, str]):
     for key in BUDGETS:
         if key in options:
             value = options[key]
-            if not value.isdigit() or not 0 < int(value) <= 10**7:
+            if not value.isdigit() or not 0 < int(value) <= MAX_BUDGET:
                 raise ScenarioError(f"{key.replace('_', '-')} {value!r}: a number of steps "
-                                    "from 1 to 10000000")
+                                    f"from 1 to {MAX_BUDGET}")
             setattr(program, key, int(value))
     return program
 
@@ -105,10 +106,10 @@ def register(main: click.Group) -> None:
     @click.option("--depth", default=2, show_default=True, help="bug depth (pct)")
     @click.option("--seed", default=0, show_default=True, help="random seed (pct)")
     @click.option("--jobs", default=1, show_default=True, help="processes to explore with")
-    @click.option("--spin-limit", "spin_limit", type=click.IntRange(1, 10**7),
+    @click.option("--spin-limit", "spin_limit", type=click.IntRange(1, MAX_BUDGET),
                   help="repeated read-only steps before a context counts as spinning "
                        "[default: 100]")
-    @click.option("--max-steps", "max_steps", type=click.IntRange(1, 10**7),
+    @click.option("--max-steps", "max_steps", type=click.IntRange(1, MAX_BUDGET),
                   help="steps of one execution before it is a livelock [default: 200000]")
     @click.option("--no-reduce", is_flag=True, help="dpor: turn partial-order reduction off")
     @click.option("--full", is_flag=True, help="draw every step, not just the racing ones")

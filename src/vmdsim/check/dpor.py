@@ -43,7 +43,7 @@ class Stats:
     steps: int = 0
     races: int = 0
     cut: int = 0  # ended at the preemption bound (the bounded search's first pass)
-    estimate: float = 0.0  # optimal DPOR: the complete executions it expects in all (0: none)
+    estimate: float = 0.0  # optimal DPOR: the runs it expects in all (0: no estimate)
 
     def add(self, other: Stats) -> None:
         self.executions += other.executions

@@ -73,15 +73,21 @@ def _program(name: str, nthreads: int, setup: Callable[[], dict[str, Any]],
     return Program(name, make, threads)
 
 
-def readers(n: int) -> Program:
+def _one_variable(family: str, n: int, writers: int, readers: int, value: int) -> Program:
+    """``writers`` threads store ``value`` into ``x``, then ``readers`` threads load it."""
     def writer(w: Any) -> None:
-        _set(w.x, 0, 42)
+        _set(w.x, 0, value)
 
     def reader(w: Any) -> None:
         _get(w.x, 0)
 
-    return _program(f"readers({n})", n + 1, lambda: {"x": _array("readers_x", 1)},
-                    [writer] + [reader] * n)
+    return _program(f"{family}({n})", writers + readers,
+                    lambda: {"x": _array(f"{family}_x", 1)},
+                    [writer] * writers + [reader] * readers)
+
+
+def readers(n: int) -> Program:
+    return _one_variable("readers", n, 1, n, 42)
 
 
 def lastzero(n: int) -> Program:
@@ -188,14 +194,7 @@ def casrot(n: int) -> Program:
 
 
 def n_writers(n: int) -> Program:
-    def writer(w: Any) -> None:
-        _set(w.x, 0, 1)
-
-    def reader(w: Any) -> None:
-        _get(w.x, 0)
-
-    return _program(f"n_writers({n})", n + 1, lambda: {"x": _array("n_writers_x", 1)},
-                    [writer] * n + [reader])
+    return _one_variable("n_writers", n, n, 1, 1)
 
 
 FAMILIES: dict[str, Callable[[int], Program]] = {

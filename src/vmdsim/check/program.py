@@ -170,15 +170,7 @@ class World:
         if self._copy is not None:
             world, self._copy = self._copy, None
         elif self._blob is not None:
-            # A restore allocates thousands of objects at once: a collection in the middle
-            # would scan the whole heap for cycles that cannot be there yet.
-            was = gc.isenabled()
-            gc.disable()
-            try:
-                world = _Restore(self._blob, self._shared).load()
-            finally:
-                if was:
-                    gc.enable()
+            world = _Restore(self._blob, self._shared).load()
         elif self.copies:
             world = copy.deepcopy(self._template)
         else:
