@@ -1,5 +1,6 @@
-"""Allocation failures at every point of a hot insert and of a driver rebind (NVMe, port
-services), on a booted VMD machine with every driver: after each failure, no completion is
+"""Allocation failures at every point of a hot insert, of a driver rebind (NVMe, port
+services) and of the VMD's own probe (domain creation with every child driver binding in
+it), on a booted VMD machine with every driver: after each failure, no completion is
 lost on any queue that exists, and the next operation (removal, unbind) works and leaves no
 memory behind.
 
@@ -12,10 +13,12 @@ import pytest
 from simrig import vmd_machine
 
 from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of
+from vmdsim.drivers.vmd import vmd_devices, vmd_exit, vmd_init, vmd_module_of
 from vmdsim.hw.machine import Machine
 from vmdsim.hw.nvme import NvmeController
 from vmdsim.kernel.pci import device_attach, device_release_driver
 from vmdsim.sim.accounting import account, snapshot
+from vmdsim.sim.bindings import unbound_devices
 from vmdsim.sim.system import System, drive_of
 from vmdsim.topology import parse
 
@@ -132,3 +135,57 @@ def test_a_port_driver_rebind_failing_anywhere_leaves_the_drive_working_and_noth
             assert points > 5  # the walk went through the port services' probes
             return
     pytest.fail("the port driver never bound without an allocation failing")
+
+
+def kernel_state(s: System) -> tuple:
+    """What an unwound VMD probe must leave: live objects, IRQs, PCI domains, IRQ domains."""
+    k = s.k
+    return ({id(o) for o in k.mem.leaks()}, k.irq.active_irqs(), k.pci.domains(),
+            list(k.irq.irq_domain_list))
+
+
+@pytest.mark.slow
+def test_a_vmd_probe_failing_anywhere_with_every_driver_leaves_no_trace_or_says_what_is_missing():
+    """The VMD module loads with the n-th allocation failing, on a machine whose hidden domain
+    has two drives and their root ports, so the failure can land in the VMD's own probe
+    (domain, MSI domain, vectors, bus scan) or in a pcieport or NVMe probe it triggers. Each
+    run either binds the VMD, and then every drive that bound delivers every completion and
+    each drive that did not is named with the kernel's reason, or fails and leaves the
+    kernel as before. Unloading then leaves nothing behind, and loading again binds all."""
+    two = vmd_machine(vectors=4, drives=2)
+    outcomes: set[str] = set()
+    queues: set[int] = set()
+    for n in range(1, 2000):
+        s = System(machine=Machine.build(parse(two, "sweep.toml")))
+        s.k.run_on(0, vmd_exit, s.k)
+        clean, before = kernel_state(s), snapshot(s)
+        s.k.mem.fail_nth(n)
+        try:
+            s.k.run_on(0, vmd_init, s.k)
+        finally:
+            failed = s.k.mem.failed
+            s.k.mem.fail_nth(None)
+        account(s, before)
+        if vmd_devices(s.k):
+            drives = len(nvme_core_of(s.k).devices)
+            outcomes.add(f"bound with {drives} drives")
+            # every I/O queue that exists delivers (a drive whose allocation failed may run
+            # on fewer queues, as nvme_setup_io_queues falls back to fewer vectors)
+            queues.add(every_queue_delivers(s))
+            bound = {drive_of(s, d.pdev).name for d in nvme_core_of(s.k).devices}
+            missing = {u.device for u in unbound_devices(s) if u.driver == "nvme"}
+            assert missing == {n.name for n in s.machine.nvmes} - bound
+        else:
+            outcomes.add("probe failed")
+        if vmd_module_of(s.k) is not None:  # a failed probe leaves the module loaded
+            s.k.run_on(0, vmd_exit, s.k)
+        assert kernel_state(s) == clean, f"failure {n}: the unload left something behind"
+        s.k.run_on(0, vmd_init, s.k)  # the next load works
+        assert every_queue_delivers(s) == 4 and unbound_devices(s) == []
+        if not failed:
+            assert n > 100  # the walk went through the VMD probe and both drives' probes
+            # (one failing allocation can cost one drive, not both)
+            assert outcomes == {"probe failed", "bound with 1 drives", "bound with 2 drives"}
+            assert max(queues) == 4 and min(queues) < 4, queues
+            return
+    pytest.fail("the VMD never bound without an allocation failing")

@@ -72,13 +72,16 @@ class System:
 
 
 def drive_of(system: System, pdev: Any) -> NvmeController | None:
-    """The hardware drive behind a kernel ``pci_dev``: the one whose BAR0 holds the same
-    bus address (the workload is the harness: it may look at both sides)."""
+    """The hardware drive behind a kernel ``pci_dev``: the one at the same bus number and
+    devfn whose BAR0 holds the same bus address (the workload is the harness: it may look at
+    both sides). The address alone is not enough: a drive the last scan missed keeps the
+    BAR an earlier boot gave it, which may now be another drive's."""
     lo = pci_read_config_dword(pdev, 0x10)[1] & ~0xF
     hi = pci_read_config_dword(pdev, 0x14)[1]
     addr = lo | hi << 32
     for n in system.machine.nvmes:
-        if n.bus is not None and n.bar_address(0) == addr:
+        if (n.bus is not None and (n.bus.number, n.devfn) == (pdev.bus.number, pdev.devfn)
+                and n.bar_address(0) == addr):
             return n
     return None
 
