@@ -12,13 +12,20 @@ from vmdsim.errors import VmdsimError
 
 
 class _Group(click.Group):
-    """Turns vmdsim's own errors into one line on stderr and exit status 2."""
+    """Turns vmdsim's own errors, and click's errors about the command line (an unknown
+    command or option, a bad value), into one line on stderr and exit status 2."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except VmdsimError as e:
             click.echo(f"vmdsim: error: {e}", err=True)
+            sys.exit(2)
+        except click.ClickException as e:
+            where = getattr(e, "ctx", None) or ctx
+            message = " ".join(e.format_message().split())
+            click.echo(f"{where.command_path}: error: {message} "
+                       f"(see '{where.command_path} --help')", err=True)
             sys.exit(2)
 
 

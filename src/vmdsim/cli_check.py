@@ -14,6 +14,7 @@ import sys
 import click
 
 from vmdsim.check.explore import STRATEGIES, Report, explore
+from vmdsim.check.program import SetupError
 from vmdsim.check.scenario import ScenarioError, builtin, find
 
 _TOKEN = re.compile(r"^(?P<name>[^\[:]+)(\[(?P<opts>[^\]]*)\])?:(?P<schedule>.+)$")
@@ -61,7 +62,7 @@ def _options(opt: tuple[str, ...], **named: str | None) -> dict[str, str]:
     out = {k: v for k, v in named.items() if v is not None}
     for item in opt:
         key, eq, value = item.partition("=")
-        if not eq:
+        if not eq or not key:
             raise ScenarioError(f"--opt {item!r}: write it as NAME=VALUE")
         out[key.replace("-", "_")] = value
     return out
@@ -126,9 +127,15 @@ def register(main: click.Group) -> None:
         try:
             r = explore(program, strategy, bound=bound, runs=runs, depth=depth, seed=seed,
                         jobs=jobs, reduce=not no_reduce, progress=progress)
+        except SetupError as e:
+            if scenario.endswith(".py") and not str(e).startswith(scenario):
+                raise SetupError(f"{scenario}: {e}") from None  # which file said so
+            raise
         finally:
             done()
         _print_report(r, scenario, options, as_json, full)
+        if r.verdict != "safe":
+            sys.exit(1)  # a schedule fails: as a test would, so scripts and CI can tell
 
     @main.command()
     @click.argument("replay_token", metavar="TOKEN")
@@ -137,10 +144,14 @@ def register(main: click.Group) -> None:
     def replay(replay_token: str, full: bool, as_json: bool) -> None:
         """Re-run one schedule printed by `vmdsim check` and draw it."""
         from vmdsim.check.render import render
+        from vmdsim.check.schedule import ScheduleError
         from vmdsim.check.schedule import replay as run_schedule
 
         name, options, schedule = parse_token(replay_token)
-        ex = run_schedule(_program(name, options), schedule)
+        try:
+            ex = run_schedule(_program(name, options), schedule)
+        except ScheduleError as e:
+            raise ScheduleError(f"replay token of {name}: {e}") from None
         if as_json:
             click.echo(json.dumps({"scenario": name, "options": options, "verdict": ex.verdict,
                                    "message": str(ex.failure or ""), "steps": len(ex.trace),

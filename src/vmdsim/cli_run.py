@@ -50,10 +50,12 @@ def _load_options(fn):
 
 
 def _load(rate, duration_ms, interrupts, hotplug, seed):
-    from vmdsim.sim.workload import Load, parse_hotplug
+    from vmdsim.sim.workload import Load, check_load_options, parse_hotplug
 
-    return Load(rate=rate, duration_ms=duration_ms, interrupts=interrupts, seed=seed,
+    load = Load(rate=rate, duration_ms=duration_ms, interrupts=interrupts, seed=seed,
                 hotplug=parse_hotplug(hotplug))
+    check_load_options(load)  # what no machine can run is refused before booting one
+    return load
 
 
 def _run_with_progress(system, load, quiet: bool):
@@ -110,9 +112,9 @@ def register(main: click.Group) -> None:
         from vmdsim.views.interrupts import proc_interrupts, queue_table, summary, vector_table
         from vmdsim.views.lspci import lspci
 
+        load = _load(rate, duration_ms, interrupts, hotplug, seed)
         system = _system(topology, protocol, policy, desc_free)
         _exit_if_unbound(system, allow_unbound)
-        load = _load(rate, duration_ms, interrupts, hotplug, seed)
         out = _run_with_progress(system, load, as_json)
         m = measure(system, out)
         if not out.posted:
@@ -200,10 +202,10 @@ def register(main: click.Group) -> None:
             raise VmdsimError("--policy: name at least one policy")
         if plot:
             _check_plot_path(plot)
+        load = _load(rate, duration_ms, interrupts, hotplug, seed)
         first = _system(topology, policy=names[0])
         _exit_if_unbound(first, allow_unbound)
-        rows = compare(topology, names, _load(rate, duration_ms, interrupts, hotplug, seed),
-                       first=first)
+        rows = compare(topology, names, load, first=first)
         if plot:
             plot_comparison(rows, plot)
         if as_json:

@@ -64,6 +64,13 @@ def ok(r: Result) -> str:
     return r.stdout
 
 
+def found(r: Result) -> str:
+    """The standard output of a ``vmdsim check`` that found a failing schedule (exit 1)."""
+    assert r.exit_code == 1 and isinstance(r.exception, SystemExit), (r.output, r.exception)
+    assert r.stderr == ""
+    return r.stdout
+
+
 # -- reading what the commands print ------------------------------------------------------
 def sections(out: str) -> dict[str, list[str]]:
     """``vmdsim run``'s output cut into its parts: tree, interrupts, vectors, queues, summary."""

@@ -11,7 +11,7 @@ import re
 import textwrap
 
 import pytest
-from clirig import invoke, ok
+from clirig import found, invoke, ok
 
 SPINNER = textwrap.dedent('''
     from types import SimpleNamespace
@@ -49,7 +49,7 @@ def spinner(tmp_path):
 
 
 def test_a_spin_budget_set_on_the_command_line_ends_the_loop_and_replays(spinner):
-    out = ok(invoke("check", spinner, "--spin-limit", "7"))
+    out = found(invoke("check", spinner, "--spin-limit", "7"))
     assert "verdict: livelock" in out and "(7 repeated steps)" in out
     token = re.search(r"replay: vmdsim replay '(.+)'", out)[1]
     assert "spin_limit=7" in token
@@ -58,7 +58,7 @@ def test_a_spin_budget_set_on_the_command_line_ends_the_loop_and_replays(spinner
 
 
 def test_a_step_budget_makes_a_livelock_of_a_long_run(spinner):
-    out = ok(invoke("check", spinner, "--spin-limit", "1000", "--max-steps", "50"))
+    out = found(invoke("check", spinner, "--spin-limit", "1000", "--max-steps", "50"))
     assert "verdict: livelock" in out and "still running after 50 steps" in out
     token = re.search(r"replay: vmdsim replay '(.+)'", out)[1]
     assert "max_steps=50" in token and "spin_limit=1000" in token

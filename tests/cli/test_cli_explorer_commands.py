@@ -7,7 +7,7 @@ import json
 import re
 
 import pytest
-from clirig import cli, invoke, ok
+from clirig import cli, found, invoke, ok
 
 SEED = ("check", "seed-teardown", "--protocol", "kfree-rcu", "--desc-free", "immediate")
 
@@ -16,7 +16,7 @@ SEED = ("check", "seed-teardown", "--protocol", "kfree-rcu", "--desc-free", "imm
 def seed_check() -> str:
     """kfree-rcu with immediate descriptor freeing: the review's remaining race (a few
     seconds, most of it the search for a counterexample with fewer preemptions)."""
-    return ok(cli(*SEED))
+    return found(cli(*SEED))
 
 
 def test_seed_check_finds_the_use_after_free_and_draws_it_in_cpu_columns(seed_check):
@@ -57,7 +57,7 @@ def test_the_replay_token_reproduces_the_same_drawing(seed_check):
 
 def test_check_json_has_a_top_level_verdict_and_a_replay_token():
     # rfc-v3 (the RFC's kfree at once) finds its use-after-free in about 2 s
-    d = json.loads(ok(cli("check", "seed-teardown", "--protocol", "rfc-v3", "--desc-free",
+    d = json.loads(found(cli("check", "seed-teardown", "--protocol", "rfc-v3", "--desc-free",
                           "immediate", "--json")))
     assert d["verdict"] == "use-after-free"
     assert d["program"] == "seed-teardown" and d["strategy"] == "optimal"
@@ -124,7 +124,8 @@ def test_a_replay_token_that_does_not_fit_says_why():
                         "SCENARIO[OPT=VALUE,...]:SCHEDULE\n")
     r = invoke("replay", "seed-teardown:nonsense")
     assert r.exit_code == 2
-    assert r.stderr == "vmdsim: error: step 1: 'nonsense' cannot run here; enabled: unbind, nvme\n"
+    assert r.stderr == ("vmdsim: error: replay token of seed-teardown: step 1: 'nonsense' "
+                        "cannot run here; enabled: unbind, nvme\n")
 
 
 @pytest.mark.parametrize("args,says", [
@@ -145,6 +146,5 @@ def test_an_argument_that_would_make_the_verdict_vacuous_is_refused(args, says):
 def test_optimal_dpor_finds_the_seed_race_too():
     r = invoke("check", "seed-teardown", "--protocol", "kfree-rcu", "--desc-free", "immediate",
                "--strategy", "optimal", "--json")
-    assert r.exit_code == 0
-    d = json.loads(r.stdout)
+    d = json.loads(found(r))
     assert d["verdict"] == "use-after-free" and d["strategy"] == "optimal"

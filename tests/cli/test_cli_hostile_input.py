@@ -4,10 +4,12 @@ never a traceback, a hang or a MemoryError."""
 from __future__ import annotations
 
 import pytest
+from click.testing import CliRunner
 from clirig import invoke
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from vmdsim.cli import main
 from vmdsim.errors import TopologyError
 from vmdsim.hw.machine import Machine
 from vmdsim.topology import parse
@@ -43,6 +45,80 @@ def test_bad_scenario_files(tmp_path, source, says):
     f.write_text(source)
     r = invoke("check", str(f))
     assert r.exit_code == 2 and says in r.stderr and "Traceback" not in r.output
+
+
+SCENARIO = """from types import SimpleNamespace
+from vmdsim.check.program import Program
+from vmdsim.check.scenario import scenario
+from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.shared import KObject, shared
+
+class box({base}):
+    v = shared()
+
+@scenario("mine", "x")
+def mine():
+    def body(w):
+        w.b.v = 1
+    return Program("mine", lambda: {world}, lambda w: {threads})
+"""
+WORLD = "SimpleNamespace(k=Kernel(2), b=box())"
+TWO = "[(0, lambda: body(w), 'a'), (1, lambda: body(w), 'b')]"
+
+
+@pytest.mark.parametrize("base, world, threads, says", [
+    ("object", WORLD, TWO, ":7: importing it raised TypeError: shared field box.v: box must "
+                           "derive from KObject"),
+    ("KObject", "None", TWO, "mine: its setup returned NoneType, not a world whose .k is the "
+                             "Kernel"),
+    ("KObject", WORLD, "[]", "mine: it has no threads to explore"),
+    ("KObject", WORLD, "'ab'", "mine: thread 0 is 'a', not (CPU number or None, function, "
+                               "name)"),
+    ("KObject", WORLD, "[(9, lambda: body(w), 'a')]",
+     "mine: thread 0 (a) is on CPU 9, but its kernel has CPUs 0-1"),
+    ("KObject", WORLD, "[(0, lambda: body(w), 'a\\tb')]",
+     "mine: thread name 'a\\tb': a name is printable and has none of * , @ or white space"),
+    ("KObject", WORLD, "1 / 0", "mine: listing its threads raised ZeroDivisionError"),
+])
+def test_a_scenario_whose_world_or_threads_cannot_run_says_which_and_why(tmp_path, base,
+                                                                         world, threads, says):
+    f = tmp_path / "mine.py"
+    f.write_text(SCENARIO.format(base=base, world=world, threads=threads))
+    r = invoke("check", str(f))
+    assert r.exit_code == 2 and r.stdout == "" and "Traceback" not in r.output, r.output
+    assert r.stderr.startswith(f"vmdsim: error: {f}") and says in r.stderr
+    assert len(r.stderr.splitlines()) == 1
+
+
+@pytest.mark.parametrize("args, says", [
+    (["run", "--bogus"], "vmdsim run: error: No such option '--bogus'. (see 'vmdsim run "
+                         "--help')"),
+    (["check", "seed-teardown", "--bound", "1.5"],
+     "vmdsim check: error: Invalid value for '--bound': '1.5' is not a valid integer."),
+    (["nosuch"], "vmdsim: error: No such command 'nosuch'."),
+    (["check", "seed-teardown", "--opt", "="], "vmdsim: error: --opt '=': write it as "
+                                               "NAME=VALUE"),
+    (["topology", "validate"], "vmdsim topology validate: error: Missing argument 'FILE'."),
+])
+def test_a_command_line_click_refuses_is_one_line_too(args, says):
+    r = CliRunner().invoke(main, args, prog_name="vmdsim")
+    assert r.exit_code == 2 and r.stdout == ""
+    assert r.stderr.startswith(says) and len(r.stderr.splitlines()) == 1
+
+
+def test_a_bad_load_option_is_refused_before_the_machine_boots(tmp_path):
+    f = tmp_path / "absent.toml"  # its VMD is not enumerated: booting it would warn
+    f.write_text('[machine]\ncpus = 2\n\n[[vmd]]\ndevice = 0x201D\nslot = "05.5"\n')
+    for command in ("run", "balance"):
+        r = invoke(command, str(f), "--rate", "nan", "--allow-unbound")
+        assert r.exit_code == 2
+        assert r.stderr == "vmdsim: error: --rate nan: must be a positive, finite number\n"
+
+
+def test_a_replay_that_does_not_fit_names_the_scenario():
+    r = invoke("replay", "seed-teardown:nvme")
+    assert r.exit_code == 2 and r.stderr.startswith(
+        "vmdsim: error: replay token of seed-teardown: the schedule ends after step 1")
 
 
 @pytest.mark.parametrize("plot, says", [

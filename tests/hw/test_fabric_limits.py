@@ -32,3 +32,10 @@ def test_a_negative_address_is_not_stored():
     with pytest.raises(BusAccessError):
         m.rc.mem_read(-4, 4)
     assert m.rc.ram.pages == {}
+
+
+def test_a_read_nobody_claims_is_all_ones_at_any_size():
+    m = Machine.load(None)
+    unclaimed = 0x3CAE_0000_0000  # above RAM and every window
+    for size in (1, 2, 4, 8, 16, 64, 4096):
+        assert m.rc.mem_read(unclaimed, size) == (1 << 8 * size) - 1

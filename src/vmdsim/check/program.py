@@ -31,7 +31,8 @@ from typing import Any
 from vmdsim.check.watchdog import watchdog
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.controlled import Chooser, ControlledScheduler, Livelock, Step
-from vmdsim.kernel.sched import state
+from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.sched import SchedError, state
 from vmdsim.kernel.shared import peek_serial, reset_serials
 
 Thread = tuple[int | None, Callable[[], Any], str]
@@ -148,6 +149,9 @@ class World:
             where = traceback.extract_tb(e.__traceback__)[-1]
             raise SetupError(f"{program.name}: its setup raised {type(e).__name__}: {e} "
                              f"({where.filename}:{where.lineno})") from None
+        if not isinstance(getattr(self._template, "k", None), Kernel):
+            raise SetupError(f"{program.name}: its setup returned {type(self._template).__name__}"
+                             ", not a world whose .k is the Kernel its threads run in")
         self._after = peek_serial()
         self._blob: bytes | None = None
         self._shared: list[Any] = []
@@ -222,6 +226,29 @@ def shares_state(template: Any, clone: Any) -> bool:
     return False
 
 
+def spawn_threads(program: Program, world: Any, sched: ControlledScheduler) -> None:
+    """Start ``program``'s threads: each (CPU number or None, function, name)."""
+    try:
+        threads = list(program.threads(world))
+    except Exception as e:  # noqa: BLE001 - a scenario's own code: say how it failed
+        raise SetupError(f"{program.name}: listing its threads raised {type(e).__name__}: "
+                         f"{e}") from None
+    if not threads:
+        raise SetupError(f"{program.name}: it has no threads to explore")
+    for i, t in enumerate(threads):
+        if not (isinstance(t, tuple) and len(t) == 3 and callable(t[1])
+                and (t[0] is None or type(t[0]) is int) and isinstance(t[2], str)):
+            raise SetupError(f"{program.name}: thread {i} is {t!r:.60}, not (CPU number or "
+                             "None, function, name)")
+        if t[0] is not None and not 0 <= t[0] < len(sched.cpus):
+            raise SetupError(f"{program.name}: thread {i} ({t[2]}) is on CPU {t[0]}, but its "
+                             f"kernel has CPUs 0-{len(sched.cpus) - 1}")
+        try:
+            sched.spawn(t[0], t[1], name=t[2])
+        except SchedError as e:
+            raise SetupError(f"{program.name}: {e}") from None
+
+
 def run_once(program: Program, world_source: World, chooser: Chooser) -> Execution:
     """Run ``program`` once from a fresh post-setup state, choices made by ``chooser``."""
     world = world_source.fresh()
@@ -229,8 +256,7 @@ def run_once(program: Program, world_source: World, chooser: Chooser) -> Executi
     sched = ControlledScheduler(k.ncpus, chooser)
     sched.spin_limit, sched.max_steps = program.spin_limit, program.max_steps
     k.install_scheduler(sched)
-    for cpu, fn, name in program.threads(world):
-        sched.spawn(cpu, fn, name=name)
+    spawn_threads(program, world, sched)
     labels: list[str] = []
     inner = sched.chooser
 

@@ -116,7 +116,10 @@ def find(name: str) -> Scenario:
         except VmdsimError:
             raise
         except Exception as e:  # noqa: BLE001 - the user's file: say where it failed
-            raise ScenarioError(f"{name}:{_line_in(e, path)}: importing it raised "
+            line = _line_in(e, path)
+            if isinstance(e, RuntimeError) and e.__cause__ is not None:
+                e = e.__cause__  # Python <3.12 wraps errors of __set_name__ in this
+            raise ScenarioError(f"{name}:{line}: importing it raised "
                                 f"{type(e).__name__}: {e}") from None
         added = list(_captured)
         for sc in added:  # a file's scenario is not a built-in one

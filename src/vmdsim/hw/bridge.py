@@ -14,7 +14,7 @@ Simplifications: no I/O window, no VGA or ISA routing, no subtractive decode.
 
 from __future__ import annotations
 
-from vmdsim.hw.bus import ALL_ONES, MasterAbortLog, PciBus
+from vmdsim.hw.bus import MasterAbortLog, PciBus, all_ones
 from vmdsim.hw.function import Bar, PciFunction
 from vmdsim.hw.regs import (
     PCI_BRIDGE_CONTROL,
@@ -123,7 +123,7 @@ class PciBridge(PciFunction):
             value = self.secondary.mem_read(addr, size)
             if value is None:
                 self.secondary.aborts.record("mem-read", addr)
-                return ALL_ONES[size]
+                return all_ones(size)
         return value
 
     def route_mem_write(self, addr: int, size: int, value: int) -> bool:

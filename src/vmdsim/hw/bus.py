@@ -23,7 +23,9 @@ if TYPE_CHECKING:
     from vmdsim.hw.bridge import PciBridge
     from vmdsim.hw.function import PciFunction, UpstreamPort
 
-ALL_ONES = {1: 0xFF, 2: 0xFFFF, 4: 0xFFFFFFFF, 8: 0xFFFFFFFFFFFFFFFF}
+def all_ones(size: int) -> int:
+    """What a read nobody claims returns: every byte 0xFF (size: 1 to 4096 bytes)."""
+    return (1 << 8 * size) - 1
 
 
 class MasterAbortLog:
@@ -123,7 +125,7 @@ class PciBus:
         fn = self._target(bus, devfn)
         if fn is None:
             self.aborts.record("config-read", (bus << 20) | (devfn << 12) | off)
-            return ALL_ONES[size]
+            return all_ones(size)
         return fn.cfg_read(off, size)
 
     def config_write(self, bus: int, devfn: int, off: int, size: int, value: int) -> None:

@@ -24,7 +24,7 @@ from collections import Counter
 from collections.abc import Callable
 
 from vmdsim.errors import BusAccessError
-from vmdsim.hw.bus import ALL_ONES, MasterAbortLog, PciBus
+from vmdsim.hw.bus import MasterAbortLog, PciBus, all_ones
 from vmdsim.hw.function import PciFunction
 from vmdsim.hw.regs import MSI_ADDR_BASE, MSI_ADDR_DEST_ID_SHIFT, MSI_ADDR_END
 
@@ -128,7 +128,7 @@ class RootComplex:
         value = self.root_bus.mem_read(addr, size)
         if value is None:
             self.aborts.record("mem-read", addr)
-            return ALL_ONES[size]
+            return all_ones(size)
         return value
 
     def mem_write(self, addr: int, size: int, value: int) -> None:

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 from enum import IntFlag
 
-from vmdsim.hw.bus import ALL_ONES, MasterAbortLog, PciBus
+from vmdsim.hw.bus import MasterAbortLog, PciBus, all_ones
 from vmdsim.hw.function import Bar, PciFunction
 from vmdsim.hw.msix import MsixCapability
 from vmdsim.hw.regs import (
@@ -348,7 +348,7 @@ class Vmd(PciFunction):
             mb1, mb2 = self._shadow_values()
             rel = off - MB2_SHADOW_OFFSET
             value = (mb1 | mb2 << 64) >> (8 * rel)
-            return value & ALL_ONES[size]
+            return value & all_ones(size)
         if self.msix.claims(bar, off):
             return self.msix.mmio_read(bar, off, size)
         return 0  # reserved space in the VMD's own part of MEMBAR2
@@ -383,7 +383,7 @@ class Vmd(PciFunction):
         target = self._cfg_target(off, size, "read")
         if target is None:
             self._aborts.record("config-read", off)
-            return ALL_ONES[size]
+            return all_ones(size)
         bus, devfn, reg = target
         return self.hidden_bus.config_read(bus, devfn, reg, size)
 
@@ -399,7 +399,7 @@ class Vmd(PciFunction):
         value = self.hidden_bus.mem_read(addr, size) if self._usable else None
         if value is None:
             self._aborts.record("mem-read", addr)
-            return ALL_ONES[size]
+            return all_ones(size)
         return value
 
     def _forward_write(self, addr: int, size: int, value: int) -> None:

@@ -213,9 +213,9 @@ class ControlledScheduler(Scheduler):
         base = name or getattr(fn, "__name__", "task")
         bad = set(base) & _NOT_IN_NAMES
         if not base or bad or not base.isprintable():
+            shown = " ".join(sorted(c for c in _NOT_IN_NAMES if c.isprintable() and c != " "))
             raise SchedError(f"thread name {base!r}: a name is printable and has none of "
-                             f"{' '.join(sorted(_NOT_IN_NAMES - {' '}))} or spaces (it is "
-                             "written into replay tokens)")
+                             f"{shown} or white space (it is written into replay tokens)")
         parent = state.cur if state.cur is not None and state.cur.glet is not None else None
         if parent is not None:
             # Named after its spawner, so that it has the same name in every execution

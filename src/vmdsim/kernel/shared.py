@@ -118,6 +118,10 @@ class shared:
         self.name = ""
 
     def __set_name__(self, owner: type, name: str) -> None:
+        if not issubclass(owner, KObject):
+            # (a plain class has no serial number to name it by, nor a poisoned twin)
+            raise TypeError(f"shared field {owner.__qualname__}.{name}: {owner.__qualname__} "
+                            "must derive from KObject (vmdsim.kernel.shared)")
         self.name = name
         self.owner = owner
         _declared.append(self)

@@ -72,13 +72,22 @@ class Load:
 MAX_COMPLETIONS = 1_000_000  # what one run may post: well under a minute of simulation
 
 
-def check_load(load: Load, io_queue_count: int) -> None:
-    """Refuse a load that is empty, endless or absurdly large, naming the option."""
+def check_load_options(load: Load) -> None:
+    """Refuse a load that is empty or endless on any machine, naming the option."""
     for option, value in (("--rate", load.rate), ("--duration", load.duration_ms)):
         if not math.isfinite(value) or value <= 0:
             raise WorkloadError(f"{option} {value}: must be a positive, finite number")
     if load.interrupts is not None and load.interrupts <= 0:
         raise WorkloadError(f"--interrupts {load.interrupts}: must be positive (or left out)")
+    for i, ev in enumerate(load.hotplug):
+        if ev.at_ms > load.duration_ms:
+            raise WorkloadError(f"--hotplug event {i + 1} ({ev.at_ms:g}:{ev.action}:{ev.slot})"
+                                f": after the end of the run ({load.duration_ms:g} ms)")
+
+
+def check_load(load: Load, io_queue_count: int) -> None:
+    """Refuse a load that is empty, endless or absurdly large, naming the option."""
+    check_load_options(load)
     expected = load.rate * load.duration_ms / 1000 * io_queue_count
     if load.interrupts is not None:
         expected = min(expected, load.interrupts)
@@ -87,10 +96,6 @@ def check_load(load: Load, io_queue_count: int) -> None:
                             f"{io_queue_count} I/O queues would post about {expected:.3g} "
                             f"completions (at most {MAX_COMPLETIONS:,} in one run): shorten "
                             "--duration, lower --rate, or cap it with --interrupts")
-    for i, ev in enumerate(load.hotplug):
-        if ev.at_ms > load.duration_ms:
-            raise WorkloadError(f"--hotplug event {i + 1} ({ev.at_ms:g}:{ev.action}:{ev.slot})"
-                                f": after the end of the run ({load.duration_ms:g} ms)")
 
 
 @dataclass
