@@ -147,18 +147,23 @@ def test_a_world_tied_to_its_original_by_a_closure_is_set_up_again_instead():
 
 class Flag(KObject):
     flag = shared()
+    busy = shared()
 
     def __init__(self) -> None:
         self.__dict__["flag"] = 0
+        self.__dict__["busy"] = 0
 
 
-def _spinner(with_writer: bool) -> Program:
+def _spinner(with_writer: bool, body: str = "reads") -> Program:
     def setup():
         return SimpleNamespace(k=Kernel(2), f=Flag())
 
     def spin(w):
         while not w.f.flag:
-            pass
+            if body == "stores what is there":
+                w.f.busy = 1  # after the first turn a silent store: nothing changes
+            elif body == "counts":
+                w.f.busy += 1  # the state changes on every turn
 
     def write(w):
         if with_writer:
@@ -168,15 +173,29 @@ def _spinner(with_writer: bool) -> Program:
                                                 (1, lambda: write(w), "writer")])
 
 
-def test_a_spin_loop_that_nothing_ends_is_a_livelock_within_its_spin_budget():
-    r = explore(_spinner(False))
+@pytest.mark.parametrize("body", ["reads", "stores what is there"])
+def test_a_spin_loop_that_nothing_ends_is_a_livelock_within_its_spin_budget(body):
+    r = explore(_spinner(False, body))
     assert r.verdict == "livelock"
     assert "spinner spins re-reading Flag#" in str(r.counterexample.failure)
-    assert len(r.counterexample.trace) < 2 * 100 + 10  # its own budget, not 200,000 steps
+    turns = 2 if body == "reads" else 3
+    assert len(r.counterexample.trace) < turns * 100 + 10  # its budget, not 200,000 steps
 
 
-def test_a_spin_loop_that_a_write_ends_is_safe_and_the_budget_is_per_program():
-    assert explore(_spinner(True)).verdict == "safe"
+@pytest.mark.parametrize("body", ["reads", "stores what is there"])
+def test_a_spin_loop_that_a_write_ends_is_safe(body):
+    assert explore(_spinner(True, body)).verdict == "safe"
+
+
+def test_a_loop_that_changes_state_on_every_turn_ends_at_the_step_budget():
+    """Whether such a loop ends is not decidable from its steps: it runs to max_steps."""
+    prog = _spinner(False, "counts")
+    prog.max_steps = 500
+    r = explore(prog)
+    assert r.verdict == "livelock" and len(r.counterexample.trace) == 500
+
+
+def test_the_spin_budget_is_per_program():
     prog = _spinner(False)
     prog.spin_limit = 5
     r = explore(prog)

@@ -507,6 +507,7 @@ class ControlledScheduler(Scheduler):
         self._effects = []
         self._released = {}
         self._performed = None
+        hook.silent = False
         if ctx.steps == 0 and ctx.spawn_key is not None:
             self._effects.append((ctx.spawn_key[0], "", READ))
         state.cur = ctx
@@ -524,13 +525,15 @@ class ControlledScheduler(Scheduler):
         self.trace.append(Step(ctx.name, ctx.cpu.id, "run", performed, where or ctx.name,
                                frozenset((ctx.cpu.written, *own)), needs=needs,
                                releases=self._released, may=may))
-        self._spin_check(ctx, where, performed, own)
+        self._spin_check(ctx, where, performed, own, hook.silent)
 
     def _spin_check(self, ctx: Context, where: str, performed: Access | None,
-                    accesses: list[Access]) -> None:
-        """Count a context's repeated read-only steps; wake spinners on a write."""
+                    accesses: list[Access], silent: bool = False) -> None:
+        """Count a context's repeated steps that change nothing (reads, and writes of the
+        value a field already holds); wake spinners on a write that may change something."""
         writes = [(a[0], a[1]) for a in accesses
-                  if a[2] not in (READ, WAIT) and not (a[1] == "" and a[0].startswith("cpu"))]
+                  if a[2] not in (READ, WAIT) and not (a[1] == "" and a[0].startswith("cpu"))
+                  and not (silent and a is performed)]
         if writes:
             if ctx.spin_seen or ctx.spin_wait is not None:
                 _reset_spin(ctx)

@@ -47,10 +47,13 @@ PointHook = Callable[[Any, str, str], None]
 class _Hook:
     """Where the controlled scheduler plugs in; ``fn`` is None when free-running."""
 
-    __slots__ = ("fn",)
+    __slots__ = ("fn", "silent")
 
     def __init__(self) -> None:
         self.fn: PointHook | None = None
+        # Set by a write that stores the object already in the field (a silent store: the
+        # state does not change); the scheduler reads and clears it after each step.
+        self.silent = False
 
 
 hook = _Hook()
@@ -145,11 +148,15 @@ class shared:
         if fn is not None:
             fn(obj, self.name, WRITE)
             type(obj)._kasan_check(obj, self.name, "write")
+            # identity, not ==: cheap, and never runs a scenario's own __eq__
+            if obj.__dict__.get(self.name, _UNSET) is value:
+                hook.silent = True
         obj.__dict__[self.name] = value
 
 
 _declared: list[shared] = []
 _instrumented = False
+_UNSET = object()
 
 
 def instrument(on: bool = True) -> None:
