@@ -218,7 +218,7 @@ def _judge(args: list[str], r) -> None:
         assert any(a in r.stderr or repr(a)[1:-1] in r.stderr for a in named), said
 
 
-def _run(args: list[str], tmp) -> None:
+def _run(args: list[str]) -> None:
     from click.testing import CliRunner
 
     faulthandler.dump_traceback_later(STALL, exit=True)
@@ -240,7 +240,7 @@ FEW = settings(max_examples=40, deadline=None, database=None,
 
 def any_command_line(tmp, data, monkeypatch) -> None:
     monkeypatch.chdir(tmp)
-    _run(data.draw(command_line(tmp)), tmp)
+    _run(data.draw(command_line(tmp)))
 
 
 test_any_command_line_exits_0_1_or_2_with_its_reason = FEW(given(data=st.data())(

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from vmdsim.hw.bridge import PciBridge
     from vmdsim.hw.function import PciFunction, UpstreamPort
 
+
 def all_ones(size: int) -> int:
     """What a read nobody claims returns: every byte 0xFF (size: 1 to 4096 bytes)."""
     return (1 << 8 * size) - 1

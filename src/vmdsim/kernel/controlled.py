@@ -528,7 +528,7 @@ class ControlledScheduler(Scheduler):
         self._spin_check(ctx, where, performed, own, hook.silent)
 
     def _spin_check(self, ctx: Context, where: str, performed: Access | None,
-                    accesses: list[Access], silent: bool = False) -> None:
+                    accesses: list[Access], silent: bool) -> None:
         """Count a context's repeated steps that change nothing (reads, and writes of the
         value a field already holds); wake spinners on a write that may change something."""
         writes = [(a[0], a[1]) for a in accesses
