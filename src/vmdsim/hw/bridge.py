@@ -16,12 +16,12 @@ from __future__ import annotations
 
 from vmdsim.hw.bus import MasterAbortLog, PciBus, all_ones
 from vmdsim.hw.function import Bar, PciFunction
+from vmdsim.hw.observe import DEVICE_READ, device_access, observer
 from vmdsim.hw.regs import (
     PCI_BRIDGE_CONTROL,
     PCI_BRIDGE_CTL_BUS_RESET,
     PCI_BRIDGE_CTL_PARITY,
     PCI_BRIDGE_CTL_SERR,
-    PCI_COMMAND,
     PCI_COMMAND_MASTER,
     PCI_MEMORY_BASE,
     PCI_PREF_BASE_UPPER32,
@@ -137,9 +137,10 @@ class PciBridge(PciFunction):
 
     # -- upstream: transactions mastered by functions below -------------------
     def upstream_write(self, addr: int, size: int, value: int, requester: PciFunction) -> bool:
-        if not self.cfg.data[PCI_COMMAND] & PCI_COMMAND_MASTER or self.upstream is None:
+        if not self.read_command() & PCI_COMMAND_MASTER or self.upstream is None:
             self.secondary.aborts.record("upstream-write-blocked", addr)
             return False
+        self._consult_windows()
         if self._windows and self._in_windows(addr):
             if self.secondary.mem_write(addr, size, value):
                 return True
@@ -148,12 +149,21 @@ class PciBridge(PciFunction):
         return self.upstream.upstream_write(addr, size, value, requester)
 
     def upstream_read(self, addr: int, size: int, requester: PciFunction) -> int | None:
-        if not self.cfg.data[PCI_COMMAND] & PCI_COMMAND_MASTER or self.upstream is None:
+        if not self.read_command() & PCI_COMMAND_MASTER or self.upstream is None:
             self.secondary.aborts.record("upstream-read-blocked", addr)
             return None
+        self._consult_windows()
         if self._windows and self._in_windows(addr):
             return self.secondary.mem_read(addr, size)
         return self.upstream.upstream_read(addr, size, requester)
+
+    def _consult_windows(self) -> None:
+        """Forwarding a transaction upstream, the bridge reads its memory windows (a write
+        that falls in them goes back down, peer to peer)."""
+        if observer.fn is not None:
+            page = self.config_page()
+            device_access(None if page is None else page + PCI_MEMORY_BASE,
+                          PCI_PREF_LIMIT_UPPER32 + 4 - PCI_MEMORY_BASE, DEVICE_READ)
 
     # -- secondary bus reset --------------------------------------------------
     def _bridge_control_written(self, off: int, size: int, value: int) -> None:

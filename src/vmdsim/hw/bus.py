@@ -75,6 +75,18 @@ class PciBus:
         assert self.parent_bridge is not None
         return self.parent_bridge.secondary_bus
 
+    def config_page(self, devfn: int) -> int | None:
+        """Where the CPU reaches the config space of ``devfn`` on this bus: the window of
+        the segment's root (the root complex's ECAM, or a VMD's CFGBAR); None if none."""
+        root = self
+        while root.parent_bridge is not None:
+            above = root.parent_bridge.bus
+            if above is None:
+                return None
+            root = above
+        window = getattr(root.upstream, "config_window", None)
+        return None if window is None else window(self.number, devfn)
+
     # -- building the hardware ------------------------------------------------
     def attach(self, fn: PciFunction, slot: int = 0, func: int = 0) -> PciFunction:
         """Plug ``fn`` in at slot.func (a hardware act: a card in a slot)."""

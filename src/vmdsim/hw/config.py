@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vmdsim.errors import ConfigAccessError
+from vmdsim.hw.observe import DEVICE_READ, DEVICE_WRITE, observer
 from vmdsim.hw.regs import (
     PCI_CAP_LIST_NEXT,
     PCI_CAPABILITY_LIST,
@@ -28,6 +29,7 @@ from vmdsim.hw.regs import (
 )
 
 WriteHook = Callable[[int, int, int], None]
+PageLocator = Callable[[], "int | None"]
 
 _SIZES = (1, 2, 4)
 
@@ -51,6 +53,9 @@ class ConfigSpace:
         self._last_cap = 0
         self._last_ext_cap = 0
         self._next_ext_cap = PCI_CFG_SPACE_SIZE
+        # Where the CPU reaches this space (set by the owning function): reads and writes
+        # by the device's own logic are reported to the explorer at that address.
+        self.page: PageLocator | None = None
 
     # -- set-up (what the silicon designer fixed) ---------------------------
     def init(self, off: int, size: int, value: int, wmask: int = 0, w1c: int = 0) -> None:
@@ -128,12 +133,22 @@ class ConfigSpace:
             if off < stop and start < end:
                 hook(off, size, value)
 
-    # -- the device side: its own logic changing its registers -------------
+    # -- the device side: its own logic reading and changing its registers --
     def hw_read(self, off: int, size: int) -> int:
+        if observer.fn is not None:
+            self._report(off, size, DEVICE_READ)
         return int.from_bytes(self.data[off : off + size], "little")
 
     def hw_write(self, off: int, size: int, value: int) -> None:
+        if observer.fn is not None:
+            self._report(off, size, DEVICE_WRITE)
         self.data[off : off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
+
+    def _report(self, off: int, size: int, kind: str) -> None:
+        fn, page = observer.fn, self.page
+        base = page() if page is not None else None
+        if fn is not None and base is not None:
+            fn((base + off) & ~7, (base + off + size - 1) | 7, kind)
 
     def hw_set(self, off: int, size: int, bits: int) -> None:
         self.hw_write(off, size, self.hw_read(off, size) | bits)

@@ -117,6 +117,10 @@ class RootComplex:
         self.root_bus = PciBus(self, self.aborts, root_number=0)
         self.iommu_requesters: Counter[int] = Counter()
 
+    def config_window(self, bus: int, devfn: int) -> int | None:
+        """The ECAM page of ``bus``/``devfn`` in domain 0."""
+        return MMCONFIG_BASE + ecam_offset(bus, devfn, 0) if 0 <= bus <= 0xFF else None
+
     # -- CPU-side accesses ------------------------------------------------------
     def mem_read(self, addr: int, size: int) -> int:
         check_transaction("read", addr, size)

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from vmdsim.errors import MmioAccessError
 from vmdsim.hw.config import ConfigSpace
+from vmdsim.hw.observe import DEVICE_READ, device_access, observer
 from vmdsim.hw.regs import (
     PCI_BASE_ADDRESS_0,
     PCI_BASE_ADDRESS_MEM_PREFETCH,
@@ -133,6 +134,7 @@ class PciFunction:
         self.msix: MsixCapability | None = None
         self.msi: MsiCapability | None = None
         cfg = self.cfg
+        cfg.page = self.config_page
         cfg.init(PCI_VENDOR_ID, 2, vendor)
         cfg.init(PCI_VENDOR_ID + 2, 2, device)
         cfg.init(PCI_COMMAND, 2, 0, wmask=COMMAND_WMASK)
@@ -204,12 +206,40 @@ class PciFunction:
         return f"{bus:02x}:{self.devfn >> 3:02x}.{self.devfn & 7}"
 
     def bar_address(self, index: int) -> int:
+        """Where BAR ``index`` is placed (the model's view: not a register access)."""
         bar = self.bars[index]
+        data = self.cfg.data
         off = PCI_BASE_ADDRESS_0 + 4 * index
-        addr = self.cfg.hw_read(off, 4) & 0xFFFFFFF0
+        addr = int.from_bytes(data[off : off + 4], "little") & 0xFFFFFFF0
         if bar.is64:
-            addr |= self.cfg.hw_read(off + 4, 4) << 32
+            addr |= int.from_bytes(data[off + 4 : off + 8], "little") << 32
         return addr
+
+    def config_page(self) -> int | None:
+        """The CPU-physical address of this function's 4 KiB of config space (its ECAM
+        page, or its page of a VMD's CFGBAR); None while the CPU cannot reach it."""
+        bus = self.bus
+        return None if bus is None else bus.config_page(self.devfn)
+
+    def register_spans(self) -> list[tuple[int, int]]:
+        """Every register the CPU can reach: the config page and each placed BAR
+        (inclusive ranges). What changes all at once when the card leaves its slot."""
+        spans = []
+        page = self.config_page()
+        if page is not None:
+            spans.append((page, page + 0xFFF))
+        for index, bar in self.bars.items():
+            base = self.bar_address(index)
+            if base:
+                spans.append((base, base + bar.size - 1))
+        return spans
+
+    def read_command(self) -> int:
+        """The function's logic consults its Command register."""
+        if observer.fn is not None:
+            page = self.config_page()
+            device_access(None if page is None else page + PCI_COMMAND, 2, DEVICE_READ)
+        return self.cfg.data[PCI_COMMAND] | self.cfg.data[PCI_COMMAND + 1] << 8
 
     @property
     def memory_enabled(self) -> bool:
@@ -217,7 +247,8 @@ class PciFunction:
 
     @property
     def bus_master_enabled(self) -> bool:
-        return bool(self.cfg.data[PCI_COMMAND] & PCI_COMMAND_MASTER)
+        """The function's logic tests its Bus Master bit (reported as a register read)."""
+        return bool(self.read_command() & PCI_COMMAND_MASTER)
 
     # -- configuration cycles (type 0, addressed to this function) -----------
     def cfg_read(self, off: int, size: int) -> int:
@@ -262,13 +293,13 @@ class PciFunction:
     # -- bus mastering: this function's own writes and reads ----------------
     def bus_master_write(self, addr: int, size: int, value: int) -> bool:
         """Issue a memory write upstream (an MSI, or DMA); False if nothing took it."""
-        if not self.cfg.data[PCI_COMMAND] & PCI_COMMAND_MASTER or self.upstream is None:
+        if not self.read_command() & PCI_COMMAND_MASTER or self.upstream is None:
             self.master_aborted_writes += 1
             return False
         return self.upstream.upstream_write(addr, size, value, self)
 
     def bus_master_read(self, addr: int, size: int) -> int | None:
-        if not self.cfg.data[PCI_COMMAND] & PCI_COMMAND_MASTER or self.upstream is None:
+        if not self.read_command() & PCI_COMMAND_MASTER or self.upstream is None:
             return None
         return self.upstream.upstream_read(addr, size, self)
 

@@ -12,12 +12,18 @@ As the PCI spec has it:
   and the message goes out (and the bit clears) as soon as it is unmasked.
 - With MSI-X disabled a function would fall back to INTx, which the model
   does not signal: such a firing is dropped and counted.
+
+Every read or change of Message Control, a table entry or the PBA by the
+function's own logic is reported (``hw/observe.py``) at the address where the
+CPU reaches it, so the explorer orders a firing against the kernel's masking
+and rewriting of the entry.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vmdsim.hw.observe import DEVICE_READ, DEVICE_WRITE, device_access, observer
 from vmdsim.hw.regs import (
     PCI_CAP_ID_MSIX,
     PCI_MSIX_ENTRY_CTRL_MASKBIT,
@@ -91,16 +97,40 @@ class MsixCapability:
         self.enabled = False
         self.fmask = False
 
+    # -- where the CPU reaches the registers the function's logic consults -----
+    def _report_control(self) -> None:
+        page = self.fn.config_page()
+        device_access(None if page is None else page + self.pos + PCI_MSIX_FLAGS, 2,
+                      DEVICE_READ)
+
+    def _report_entry(self, n: int) -> None:
+        base = self.fn.bar_address(self.table_bar)
+        if base:
+            device_access(base + self.table_offset + n * PCI_MSIX_ENTRY_SIZE,
+                          PCI_MSIX_ENTRY_SIZE, DEVICE_READ)
+
+    def _report_pba(self, n: int, kind: str) -> None:
+        base = self.fn.bar_address(self.pba_bar)
+        if base:
+            device_access(base + self.pba_offset + 8 * (n // 64), 8, kind)
+
     # -- the function's own logic ---------------------------------------------
     def fire(self, n: int) -> bool:
         """The function signals vector ``n``; True if a message went onto the bus."""
         self.fired += 1
+        listening = observer.fn is not None
+        if listening:
+            self._report_control()
         if not self.enabled:
             self.dropped += 1
             return False
+        if listening:
+            self._report_entry(n)
         if self.fmask or self.ctrl[n] & PCI_MSIX_ENTRY_CTRL_MASKBIT:
             if self.pending >> n & 1:
                 self.merged += 1
+            if listening:
+                self._report_pba(n, DEVICE_WRITE)
             self.pending |= 1 << n
             return False
         self.sent += 1
@@ -110,10 +140,24 @@ class MsixCapability:
         return self.fmask or bool(self.ctrl[n] & PCI_MSIX_ENTRY_CTRL_MASKBIT)
 
     def _deliver_pending(self) -> None:
-        if not self.enabled or self.fmask or not self.pending:
+        listening = observer.fn is not None
+        if listening:
+            self._report_control()
+        if not self.enabled or self.fmask:
+            return
+        if listening:
+            for word in range(0, self.nvec, 64):
+                self._report_pba(word, DEVICE_READ)
+        if not self.pending:
             return
         for n in range(self.nvec):
-            if self.pending >> n & 1 and not self.ctrl[n] & PCI_MSIX_ENTRY_CTRL_MASKBIT:
+            if not self.pending >> n & 1:
+                continue
+            if listening:
+                self._report_entry(n)
+            if not self.ctrl[n] & PCI_MSIX_ENTRY_CTRL_MASKBIT:
+                if listening:
+                    self._report_pba(n, DEVICE_WRITE)
                 self.pending &= ~(1 << n)
                 self.sent += 1
                 self.fn.bus_master_write(self.addr[n], 4, self.data[n])

@@ -69,7 +69,9 @@ from vmdsim.hw.nvme_admin import (
     nvme_admin_create_cq,
     nvme_admin_create_sq,
     nvme_admin_delete_cq,
+    nvme_admin_delete_sq,
 )
+from vmdsim.hw.observe import DEVICE_READ, DEVICE_WRITE, device_access, observer
 from vmdsim.hw.regs import (
     PCI_CAP_ID_PM,
     PCI_CLASS_STORAGE_EXPRESS,
@@ -197,6 +199,18 @@ class NvmeController(PciFunction):
                  wmask=PCI_PM_CTRL_STATE_MASK | PCI_PM_CTRL_PME_ENABLE,
                  w1c=PCI_PM_CTRL_PME_STATUS)
 
+    # -- what the controller's own logic consults, as the CPU addresses it --------------
+    def _report(self, off: int, size: int, kind: str) -> None:
+        """A register of BAR0 read or changed by the controller itself (``hw/observe.py``).
+        State with no register of its own is reported at the register that shows it:
+        readiness at CSTS; a queue's existence, vector, head and tail at its doorbells."""
+        base = self.bar_address(0)
+        if base:
+            device_access(base + off, size, kind)
+
+    def _report_queue(self, q: int, kind: str) -> None:
+        self._report(NVME_REG_DBS + 8 * q, 8, kind)
+
     def _drop_entries(self, queues: Iterable[int]) -> None:
         """Queues go away (a reset, a deletion): their unconsumed I/O entries are discarded
         and their heads and tails start again at 0."""
@@ -207,6 +221,8 @@ class NvmeController(PciFunction):
 
     def _delete_all_queues(self) -> None:
         nq = self.nr_queues
+        if observer.fn is not None:
+            self._report(NVME_REG_DBS, 8 * nq, DEVICE_WRITE)
         self._drop_entries(range(nq))
         # _tail: where the controller posts the next completion; _head: what the driver
         # last wrote to the head doorbell
@@ -248,6 +264,9 @@ class NvmeController(PciFunction):
         """
         if not 0 <= q < self.nr_queues:
             raise ValueError(f"{self.name}: no queue {q} (admin 0, I/O 1..{self.nr_io_queues})")
+        if observer.fn is not None:
+            self._report(NVME_REG_CSTS, 4, DEVICE_READ)
+            self._report_queue(q, DEVICE_WRITE)  # its tail moves: what the doorbell reads
         if q == 0:
             depth = self._depth[0]
             if (not self._ready or not self.admin.aers or not self.bus_master_enabled
@@ -353,6 +372,8 @@ class NvmeController(PciFunction):
             self._doorbell(off, value)
 
     def _cc_written(self, cc: int) -> None:
+        if observer.fn is not None:
+            self._report(NVME_REG_CSTS, 4, DEVICE_WRITE)
         old, self._cc = self._cc, cc
         if cc & NVME_CC_ENABLE and not old & NVME_CC_ENABLE:
             self._delete_all_queues()
@@ -413,6 +434,10 @@ class NvmeController(PciFunction):
             if done is None:
                 continue  # an Asynchronous Event Request: completes when an event occurs
             status, result = done
+            if observer.fn is not None and cmd[0] & 0xFF in (
+                    nvme_admin_create_cq, nvme_admin_delete_cq, nvme_admin_create_sq,
+                    nvme_admin_delete_sq):
+                self._report_queue(cmd[10] & 0xFFFF, DEVICE_WRITE)
             if not status and cmd[0] & 0xFF in (nvme_admin_create_cq, nvme_admin_delete_cq):
                 qid = cmd[10] & 0xFFFF
                 self._drop_entries([qid])
@@ -423,6 +448,8 @@ class NvmeController(PciFunction):
             self._post_admin(cmd[0] >> 16, status, result)
 
     def _post_admin(self, cid: int, status: int, result: int) -> None:
+        if observer.fn is not None:
+            self._report_queue(0, DEVICE_WRITE)
         entry = self._acq + self._tail[0] * CQE_SIZE
         dw3 = cid | self._acq_phase << 16 | status << 17
         for i, dw in enumerate((result, 0, self._asq_head, dw3)):  # DW3 (phase) last

@@ -58,6 +58,7 @@ from vmdsim.hw.bus import MasterAbortLog
 from vmdsim.hw.function import Bar, PciFunction
 from vmdsim.hw.msi import MsiCapability
 from vmdsim.hw.msix import MsixCapability
+from vmdsim.hw.observe import DEVICE_WRITE, device_spans
 from vmdsim.hw.regs import (
     PCI_ERR_ROOT_CMD_COR_EN,
     PCI_ERR_ROOT_CMD_FATAL_EN,
@@ -235,6 +236,7 @@ class RootPort(PciBridge):
         card.reset()  # power applied: the card starts from its power-on state
         self.secondary.attach(card, 0)
         self.card = card
+        device_spans(card.register_spans(), DEVICE_WRITE)  # its registers appear
         self._presence(True, event=not at_power_on)
 
     def unpopulate(self) -> PciFunction:
@@ -242,6 +244,7 @@ class RootPort(PciBridge):
         card = self.card
         if card is None:
             raise ValueError(f"{self.name}: slot {self.slot_number} is empty")
+        device_spans(card.register_spans(), DEVICE_WRITE)  # its registers vanish
         self.secondary.detach(card)
         self.card = None
         self._presence(False, event=True)

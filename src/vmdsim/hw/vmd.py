@@ -264,7 +264,6 @@ class Vmd(PciFunction):
         self._update_shadow()
         self.finalize()
 
-        self._cfgdata = cfg.data  # the hot path tests VMCONFIG bit 1 here
         self._nvec = msix_vectors
         self.remapped = [0] * msix_vectors  # child MSIs turned into each VMD vector
         self._remap_dropped = 0
@@ -368,6 +367,17 @@ class Vmd(PciFunction):
         elif self.msix.claims(bar, off):
             self.msix.mmio_write(bar, off, size, value)
 
+    def config_window(self, bus: int, devfn: int) -> int | None:
+        """Where the CPU reaches ``bus``/``devfn`` of the hidden domain: its page of CFGBAR
+        (as ``_cfg_target`` decodes it); None while CFGBAR does not decode."""
+        rel = bus - self._ecam_bus0
+        if not self._usable or not self.memory_enabled or not 0 <= rel < 256:
+            return None
+        base = self.bar_address(VMD_CFGBAR)
+        if (rel + 1) << 20 > self.bars[VMD_CFGBAR].size:
+            return None
+        return base + (rel << 20 | devfn << 12)
+
     def _cfg_target(self, off: int, size: int, what: str) -> tuple[int, int, int] | None:
         if size not in _CFG_SIZES or off % size:
             raise self.mmio_error("CFGBAR", off, size,
@@ -410,7 +420,7 @@ class Vmd(PciFunction):
     def upstream_write(self, addr: int, size: int, value: int, requester: PciFunction) -> bool:
         """A write from below: remap it if it is an MSI, else send it on as our own."""
         if MSI_ADDR_BASE <= addr < MSI_ADDR_END and not (
-                self._cfgdata[PCI_REG_VMCONFIG] & VMCONFIG_MSI_REMAP):
+                self.cfg.hw_read(PCI_REG_VMCONFIG, 1) & VMCONFIG_MSI_REMAP):
             index = (addr >> 12) & 0xFF
             if index < self._nvec:
                 self.remapped[index] += 1

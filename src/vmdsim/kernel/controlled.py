@@ -22,6 +22,8 @@ from typing import Any
 from greenlet import getcurrent, greenlet
 
 from vmdsim.errors import VmdsimError
+from vmdsim.hw.observe import observer
+from vmdsim.kernel.io import MMIO
 from vmdsim.kernel.sched import (
     Context,
     Cpu,
@@ -80,6 +82,7 @@ class Step:
 
 
 WAITS_ON_CONDITION = -2
+_MMIO = MMIO.kname()
 
 # A failing step ends the execution: it disables every other context's next step, so
 # it is dependent on each of them (the explorer must also try them before it).
@@ -154,6 +157,9 @@ class ControlledScheduler(Scheduler):
         self.unbound: list[Cpu] = []
         self.irq_seq: dict[tuple[int, int], int] = {}
         self._effects: list[Access] = []
+        self._hw_touched = False  # the running step made a device's logic act
+        self._device_may: tuple[Access, ...] = ((_MMIO, "*", WRITE), *(
+            (f"cpu{i}", "pending", WRITE) for i in range(ncpus)))
         self._released: dict[str, int] = {}
         self.failing: Context | None = None  # the context whose error is unwinding
         # When each choice became able to run, and what held it back before that.
@@ -260,6 +266,15 @@ class ControlledScheduler(Scheduler):
         ctx.next_obj = obj
         ctx.where = kernel_function(2)
         self.root.switch()
+
+    def _device_access(self, lo: int, hi: int, kind: str) -> None:
+        """A device's logic read or changed registers at [lo, hi] (``hw/observe.py``):
+        an access of the running step, which caused it."""
+        ctx = state.cur
+        if ctx is None or ctx.glet is None or ctx is self.failing:
+            return
+        self._effects.append((_MMIO, f"{lo:#x}-{hi:#x}", kind))
+        self._hw_touched = True
 
     def raise_irq(self, cpu_id: int, vector: int) -> None:
         cpu = self.cpus[cpu_id]
@@ -416,6 +431,7 @@ class ControlledScheduler(Scheduler):
         if self.rcu is not None:
             self.rcu.adopt_callbacks(self)
         hook.fn = self._point
+        observer.fn = self._device_access
         VmdsimError.on_raise = self._note_failure
         instrument(True)
         try:
@@ -450,6 +466,7 @@ class ControlledScheduler(Scheduler):
             instrument(False)
             VmdsimError.on_raise = None
             hook.fn = None
+            observer.fn = None
             state.cur = None
         return self.failure is None
 
@@ -507,6 +524,7 @@ class ControlledScheduler(Scheduler):
         self._effects = []
         self._released = {}
         self._performed = None
+        self._hw_touched = False
         hook.silent = False
         if ctx.steps == 0 and ctx.spawn_key is not None:
             self._effects.append((ctx.spawn_key[0], "", READ))
@@ -522,6 +540,12 @@ class ControlledScheduler(Scheduler):
             performed = self._performed
         if performed is not None:
             own.append(performed)
+        if self._hw_touched:
+            # What a device's logic does depends on the values it reads: in another
+            # order the same step may send a message it did not send here, or touch
+            # other registers. Until it has run in a state, the explorer takes it for
+            # all device memory and every CPU's pending vectors.
+            may = frozenset((*(may or ()), ctx.cpu.written, *own, *self._device_may))
         self.trace.append(Step(ctx.name, ctx.cpu.id, "run", performed, where or ctx.name,
                                frozenset((ctx.cpu.written, *own)), needs=needs,
                                releases=self._released, may=may))

@@ -377,31 +377,22 @@ def fire_all(w: SimpleNamespace) -> None:
 class device_completion:
     """A drive completing a command on queue ``q`` — as a thread of an explored program.
 
-    A device that sends an MSI-X message first reads its Function Mask/Enable bits and
-    the entry's vector control, address and data. The hardware model does that without
-    scheduling points, so this stand-in for the device announces those reads (keyed, as
-    every MMIO access is, by the CPU-physical address of the register) before acting:
-    the explorer then orders the send against the CPU that masks or rewrites the entry.
-    Addresses are worked out at set-up, so the thread touches no kernel object.
+    One scheduling point that names only the device, then the act: what the drive
+    reads and changes as it sends its MSI-X message (Message Control, the entry, the
+    Command registers on the path) is reported by the hardware models themselves, so
+    the explorer orders the send against the CPU that masks or rewrites the entry.
     """
 
     def __init__(self, w: SimpleNamespace, ctrl: nvmeq_ctrl, q: int) -> None:
-        pdev = ctrl.pdev
-        vmd = next(v for v in w.vmds if v.sysdata.domain == pdev.bus.domain_nr)
-        cfg = vmd.dev.resource[0].start + (((pdev.bus.number - vmd.busn_start) << 20)
-                                           | pdev.devfn << 12)
-        entry = pdev.resource[0].start + 0x2000 + 16 * q
-        self.reads = [cfg + pdev.msix_cap + 2, entry + 12, entry, entry + 8]
         self.hw = hw_of(w, ctrl)
         self.q = q
         self.sent = None
 
     def __call__(self) -> None:
-        from vmdsim.kernel.io import MMIO
+        from vmdsim.check.scenarios.worlds import DEVICE_ACTS
         from vmdsim.kernel.shared import READ, sched_point
 
-        for phys in self.reads:
-            sched_point(MMIO, f"{phys:#x}", READ)
+        sched_point(DEVICE_ACTS, self.hw.name, READ)
         self.sent = self.hw.complete(self.q)
 
 

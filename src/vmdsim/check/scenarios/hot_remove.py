@@ -21,24 +21,23 @@ from __future__ import annotations
 from vmdsim.check.program import Program
 from vmdsim.check.scenario import scenario
 from vmdsim.check.scenarios.worlds import (
+    DEVICE_ACTS,
     device_completes,
-    footprint,
     pin_vector,
     queue_vector,
     vmd_world,
 )
 from vmdsim.drivers.pcieport.portdrv import pcie_portdrv_init
-from vmdsim.kernel.io import MMIO
-from vmdsim.kernel.shared import WRITE, sched_point
+from vmdsim.kernel.shared import READ, sched_point
 
 QID = 1
 
 
 def pull(port) -> None:
-    """A person pulls the card: presence and link drop, the port signals the change; the
-    card's registers vanish and the port's slot status and message change at once."""
-    spans = footprint(port) + footprint(port.card)
-    sched_point(MMIO, ",".join(f"{lo:#x}-{hi:#x}" for lo, hi in spans), WRITE)
+    """A person pulls the card: presence and link drop, the port signals the change. The
+    card's registers vanish and the port's slot status changes in one act, which the
+    hardware models report register by register (``hw/observe.py``)."""
+    sched_point(DEVICE_ACTS, port.name, READ)
     port.unpopulate()
 
 

@@ -17,9 +17,8 @@ from vmdsim.drivers.vmd.query import vmd_devices
 from vmdsim.hw.machine import Machine
 from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
-from vmdsim.kernel.io import MMIO
 from vmdsim.kernel.pci.msi import pci_irq_vector
-from vmdsim.kernel.shared import WRITE, sched_point
+from vmdsim.kernel.shared import READ, sched_point
 from vmdsim.sim.system import drive_of
 from vmdsim.topology import parse
 
@@ -61,55 +60,28 @@ def queue_vector(w: SimpleNamespace, drive: Any, qid: int) -> Any:
 def device_completes(drive_hw: Any, qid: int) -> None:
     """The drive posts a completion on ``qid`` and sends its MSI-X message.
 
-    A device act, not kernel code: as it fires it reads its own registers
-    (MSI-X table and enable, bus mastering) and its message passes the root
-    port and the VMD (bus mastering, the VMD's own vector mask). The explorer
-    must order it against every kernel access to any of those, so the
-    scheduling point names that footprint — one point, so that the whole act is
-    one step: the ranges it reads and the message it sends happen together.
+    A device act, not kernel code, and one step: what it reads and changes as it
+    fires (its CSTS and queue doorbells, MSI-X Message Control, table entry and
+    PBA, the Command registers on the path, the VMD's remap bit and own vector) is
+    reported by the hardware models themselves (``hw/observe.py``), so the explorer
+    orders the act against every kernel access of those registers. The act waits
+    for the explorer's choice at one scheduling point of its own, which names only
+    the device (a read that conflicts with nothing).
     """
-    sched_point(MMIO, ",".join(f"{lo:#x}-{hi:#x}" for lo, hi in footprint(drive_hw)), WRITE)
+    sched_point(DEVICE_ACTS, drive_hw.name, READ)
     drive_hw.complete(qid)
 
 
-def footprint(fn: Any) -> list[tuple[int, int]]:
-    """The MMIO ranges whose kernel accesses change what a message from ``fn`` does:
-    the BARs of ``fn``, the config pages of ``fn``, of every bridge above it and of
-    the VMD, and the VMD's own MSI-X table (the first 0x2000 of MEMBAR2)."""
-    from vmdsim.hw.fabric import MMCONFIG_BASE, ecam_offset
-    from vmdsim.hw.vmd import Vmd
+class _DeviceActs:
+    """What a device act's scheduling point names: no kernel object, nothing shared."""
 
-    spans = [(fn.bar_address(i), fn.bar_address(i) + bar.size - 1) for i, bar in fn.bars.items()]
-    while fn is not None and fn.bus is not None:
-        vmd = _vmd_above(fn)
-        if vmd is None:
-            page = MMCONFIG_BASE + ecam_offset(fn.bus.number, fn.devfn, 0)
-        else:
-            start = vmd.bus_start or 0
-            page = vmd.bar_address(0) + ((fn.bus.number - start) << 20 | fn.devfn << 12)
-        spans.append((page, page + 0xFFF))
-        if isinstance(fn, Vmd):
-            base = fn.bar_address(4)
-            spans.append((base, base + 0x1FFF))
-        fn = _parent(fn)
-    return spans
+    __slots__ = ()
+
+    def kname(self) -> str:
+        return "device"
 
 
-def _parent(fn: Any) -> Any:
-    """The bridge (or VMD) a function's bus hangs off, or None at the root complex."""
-    up = fn.upstream
-    from vmdsim.hw.function import PciFunction
-
-    return up if isinstance(up, PciFunction) else None
-
-
-def _vmd_above(fn: Any) -> Any:
-    from vmdsim.hw.vmd import Vmd
-
-    up = _parent(fn)
-    while up is not None and not isinstance(up, Vmd):
-        up = _parent(up)
-    return up
+DEVICE_ACTS = _DeviceActs()
 
 
 def vector_of(w: SimpleNamespace, child_virq: int) -> Any:
