@@ -39,7 +39,7 @@ from vmdsim.check.program import Program
 from vmdsim.kernel.atomic import cmpxchg
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.locking import raw_spinlock_t, spin_lock, spin_unlock
-from vmdsim.kernel.shared import KObject, shared
+from vmdsim.kernel.shared import KObject, init_private, shared
 
 
 @cache
@@ -50,7 +50,7 @@ def _cells(name: str, n: int) -> type:
 
 def _array(name: str, n: int, value: int = 0) -> Any:
     obj = _cells(name, n)()
-    obj.__dict__.update({f"c{i}": value for i in range(n)})
+    init_private(obj, **{f"c{i}": value for i in range(n)})
     return obj
 
 

@@ -134,7 +134,7 @@ from vmdsim.kernel.pci.pci_h import pci_channel_io_normal, pci_dev_is_disconnect
 from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id
 from vmdsim.kernel.pci.subsys import pci_err, pci_info
 from vmdsim.kernel.sched import current
-from vmdsim.kernel.shared import KObject, shared
+from vmdsim.kernel.shared import KObject, init_private, shared
 
 # include/linux/nvme.h
 NVME_REG_CAP = 0x0000
@@ -200,7 +200,7 @@ class nvme_queue(KObject):
     irq_freed = shared()
 
     def __init__(self, dev: nvme_dev, qid: int, depth: int) -> None:
-        self.__dict__.update(cq_head=0, flags=0, irq_freed=False)
+        init_private(self, cq_head=0, flags=0, irq_freed=False)
         self.dev = dev
         self.qid = qid
         self.q_depth = depth

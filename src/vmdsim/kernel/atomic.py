@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from vmdsim.kernel.sched import current
-from vmdsim.kernel.shared import READ, WRITE, KObject, hook
+from vmdsim.kernel.shared import READ, WRITE, KObject, hook, peek, poke
 
 
 def cmpxchg(obj: KObject, field: str, old: Any, new: Any) -> Any:
@@ -22,9 +22,9 @@ def cmpxchg(obj: KObject, field: str, old: Any, new: Any) -> Any:
     if fn is not None:
         fn(obj, field, WRITE)
         type(obj)._kasan_check(obj, field, "write")
-    cur = obj.__dict__[field]
+    cur = peek(obj, field)  # (the step announced itself above)
     if cur == old:
-        obj.__dict__[field] = new
+        poke(obj, field, new)
     elif fn is not None:
         current().cpu.sched.note_performed((obj.kname(), field, READ))
     return cur

@@ -18,18 +18,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmdsim.kernel.shared import WAIT, KObject, shared
+from vmdsim.kernel.shared import WAIT, KObject, peek, poke, shared
 
 
 class completion(KObject):
     done = shared()
 
     def __init__(self, name: str = "completion") -> None:
-        self.__dict__["done"] = 0  # not yet visible to another CPU: not a shared access
+        poke(self, "done", 0)  # not yet visible to another CPU: not a shared access
         self.name = name
 
     def __repr__(self) -> str:
-        return f"<completion {self.name} done={self.__dict__.get('done')}>"
+        return f"<completion {self.name} done={peek(self, 'done', None)}>"
 
 
 def complete(x: completion) -> None:
@@ -45,7 +45,7 @@ def try_wait_for_completion(x: completion) -> bool:
 
 def wait_for_completion_timeout(k: Any, x: completion) -> bool:
     """Sleep until ``x`` is completed and take that completion; False if it timed out."""
-    if not k.sched.sleep_until(lambda: bool(x.__dict__.get("done")), f"completion {x.name}",
+    if not k.sched.sleep_until(lambda: bool(peek(x, "done", None)), f"completion {x.name}",
                                access=(x.kname(), "done", WAIT)):
         return False
     x.done = x.done - 1

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from vmdsim.kernel.rcu import RcuError
-from vmdsim.kernel.shared import KObject, shared
+from vmdsim.kernel.shared import KObject, peek, shared
 
 
 class _Poison:
@@ -98,8 +98,8 @@ list_for_each_entry = list_for_each_entry_rcu
 def list_entries(head: list_head) -> list[Any]:
     """The entries as a Python list, without scheduling points (for reports and tests)."""
     out = []
-    p = head.__dict__["next"]
+    p = peek(head, "next")
     while p is not head:
         out.append(p)
-        p = p.__dict__["next"]
+        p = peek(p, "next")
     return out

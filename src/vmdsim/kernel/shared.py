@@ -159,6 +159,31 @@ _instrumented = False
 _UNSET = object()
 
 
+# -- accesses that are not shared, said so ---------------------------------------------
+def init_private(obj: KObject, **fields: Any) -> None:
+    """Give shared fields of ``obj`` their first values while no other CPU can see it
+    (in its constructor, or before it is published): no shared access, no scheduling
+    point. Linux's plain stores before ``rcu_assign_pointer`` or ``list_add``."""
+    obj.__dict__.update(fields)
+
+
+def peek(obj: KObject, field: str, default: Any = _UNSET) -> Any:
+    """Read a shared field without a scheduling point. Only where the access is declared
+    another way (a wait's condition: ``block_until(access=...)`` announces it; an
+    atomic whose step announced itself) or is no part of the explored program (a view
+    such as ``/proc/interrupts``, a scenario's final check)."""
+    d = obj.__dict__
+    if default is _UNSET:
+        return d[field]
+    return d.get(field, default)
+
+
+def poke(obj: KObject, field: str, value: Any) -> None:
+    """Write a shared field without a scheduling point; as :func:`peek`, for a write
+    whose access is declared another way or that no other CPU can see yet."""
+    obj.__dict__[field] = value
+
+
 def instrument(on: bool = True) -> None:
     """Install (or remove) every shared-field descriptor: on while a controlled run goes."""
     global _instrumented

@@ -19,6 +19,7 @@ from vmdsim.drivers.vmd.policies import fast_vectors
 from vmdsim.drivers.vmd.rebalance import vmd_move_irq
 from vmdsim.kernel.locking import mutex_lock, mutex_unlock
 from vmdsim.kernel.pci.msi import pci_irq_vector
+from vmdsim.kernel.shared import peek
 
 QID = 1
 
@@ -56,7 +57,7 @@ def live_move(protocol: str = "srcu") -> Program:
                 (None, lambda: device_completes(w.drive.hw, QID), "nvme")]
 
     def check(w):
-        if w.child.__dict__["irq"] is not w.dst:
+        if peek(w.child, "irq") is not w.dst:
             raise Violation("assertion", "the child did not end on the new vector")
         lost_check(w)
 

@@ -42,7 +42,7 @@ from collections.abc import Callable
 from typing import Any
 
 from vmdsim.kernel.sched import HARNESS, current
-from vmdsim.kernel.shared import KObject, shared
+from vmdsim.kernel.shared import KObject, init_private, peek, shared
 
 WorkFn = Callable[[Any], None]
 
@@ -60,7 +60,7 @@ class work_struct(KObject):
     running = shared()
 
     def __init__(self, k: Any, fn: WorkFn, data: Any, name: str) -> None:
-        self.__dict__.update(pending=False, running=False)
+        init_private(self, pending=False, running=False)
         self.k = k
         self.fn = fn
         self.data = data
@@ -148,7 +148,7 @@ def cancel_work_sync(work: work_struct) -> bool:
     if work in q:
         q.remove(work)
     if work.running:
-        current().cpu.sched.block_until(lambda: not work.__dict__["running"],
+        current().cpu.sched.block_until(lambda: not peek(work, "running"),
                                         f"{work.name} to finish (cancel_work_sync)",
                                         sleep=True)
     return was

@@ -141,7 +141,7 @@ from vmdsim.kernel.pci import (
 from vmdsim.kernel.pci.pci_h import PCI_D3cold, pci_channel_io_perm_failure
 from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id, pci_get_slot
 from vmdsim.kernel.pci.subsys import pci_info
-from vmdsim.kernel.shared import KObject, shared
+from vmdsim.kernel.shared import KObject, init_private, peek, poke, shared
 
 # ctrl->state
 OFF_STATE = 0
@@ -182,7 +182,7 @@ class controller(KObject):
     notification_enabled = shared()
 
     def __init__(self, dev: pcie_device, slot_cap: int) -> None:
-        self.__dict__.update(slot_ctrl=0, cmd_busy=False, pending_events=0, state=OFF_STATE,
+        init_private(self, slot_ctrl=0, cmd_busy=False, pending_events=0, state=OFF_STATE,
                              notification_enabled=False)
         self.pcie = dev
         self.k = dev.k
@@ -200,7 +200,7 @@ class controller(KObject):
         self.timeouts = 0  # model only: "Timeout on hotplug command"
 
     def __repr__(self) -> str:
-        return f"<pciehp controller {self.pcie.name} {STATE_NAMES[self.__dict__['state']]}>"
+        return f"<pciehp controller {self.pcie.name} {STATE_NAMES[peek(self, 'state')]}>"
 
 
 def ctrl_dev(ctrl: controller) -> Any:
@@ -676,9 +676,9 @@ def pcie_init(dev: pcie_device) -> controller | None:
     ctrl = dev.k.mem.kzalloc(controller, dev, slot_cap, owner="pcieport")
     if ctrl is None:
         return None
-    ctrl.__dict__["state"] = ON_STATE if pdev.subordinate.devices else OFF_STATE
+    poke(ctrl, "state", ON_STATE if pdev.subordinate.devices else OFF_STATE)
     _, slot_ctrl = pcie_capability_read_word(pdev, PCI_EXP_SLTCTL)
-    ctrl.__dict__["slot_ctrl"] = slot_ctrl
+    poke(ctrl, "slot_ctrl", slot_ctrl)
     # Clear all remaining event bits in Slot Status.
     pcie_capability_write_word(pdev, PCI_EXP_SLTSTA,
                                PCI_EXP_SLTSTA_ABP | PCI_EXP_SLTSTA_PFD | PCI_EXP_SLTSTA_MRLSC

@@ -70,7 +70,7 @@ from vmdsim.kernel.pci import (
 )
 from vmdsim.kernel.pci.access import pcie_capability_set_dword
 from vmdsim.kernel.pci.subsys import pci_info
-from vmdsim.kernel.shared import KObject, shared
+from vmdsim.kernel.shared import KObject, poke, shared
 
 PCI_EXP_RTSTA_PME_RQID = 0xFFFF
 
@@ -82,7 +82,7 @@ class pcie_pme_service_data(KObject):
     noirq = shared()
 
     def __init__(self, srv: pcie_device) -> None:
-        self.__dict__["noirq"] = False
+        poke(self, "noirq", False)
         self.srv = srv
         self.lock = spinlock_t(f"{srv.name}.pme_lock")
         self.work = INIT_WORK(srv.k, pcie_pme_work_fn, self, f"kworker/pme:{srv.name}")

@@ -32,7 +32,7 @@ from vmdsim.kernel.locking import raw_spinlock_t
 from vmdsim.kernel.pci import pci_sysdata
 from vmdsim.kernel.pci.resource import resource
 from vmdsim.kernel.rculist import list_head
-from vmdsim.kernel.shared import KObject, shared
+from vmdsim.kernel.shared import KObject, init_private, peek, poke, shared
 from vmdsim.kernel.srcu import srcu_struct
 
 
@@ -50,7 +50,7 @@ class vmd_irq_list(KObject):
     count = shared()
 
     def __init__(self, index: int) -> None:
-        self.__dict__["count"] = 0
+        poke(self, "count", 0)
         self.irq_list = list_head()  # embedded, as in Linux
         self.srcu = srcu_struct(f"vmd.irqs[{index}].srcu")
         self.virq = 0
@@ -76,16 +76,15 @@ class vmd_irq(list_head):
 
     def __init__(self) -> None:
         super().__init__()  # INIT_LIST_HEAD(&vmdirq->node)
-        self.__dict__.update(irq=None, enabled=False, virq=0)
+        init_private(self, irq=None, enabled=False, virq=0)
         self.vmd: vmd_dev | None = None  # model: set at init, read by queries and rebalance
         self.cpu = -1  # model: the CPU the child's queue belongs to (managed affinity)
         self.fast = False  # model: counted among the fast vectors (NVMe class)
 
     def __repr__(self) -> str:
-        d = self.__dict__
-        irq = d.get("irq")
+        irq = peek(self, "irq", None)
         idx = irq.index if irq is not None else "-"
-        return f"<vmd_irq virq {d.get('virq')} on vector {idx}>"
+        return f"<vmd_irq virq {peek(self, 'virq', None)} on vector {idx}>"
 
 
 class ida:

@@ -22,6 +22,7 @@ from typing import Any
 from vmdsim.drivers.vmd.dev import vmd_dev
 from vmdsim.drivers.vmd.module import vmd_module_of
 from vmdsim.kernel.rculist import list_entries
+from vmdsim.kernel.shared import peek
 
 
 def vmd_devices(k: Any) -> list[vmd_dev]:
@@ -33,9 +34,8 @@ def vmd_irq_vector(k: Any, virq: int) -> tuple[vmd_dev, int] | None:
     """(the VMD, the vector index) child IRQ ``virq`` is on, or None."""
     for vmd in vmd_devices(k):
         for child in vmd.children:
-            d = child.__dict__
-            if d["virq"] == virq:
-                return vmd, d["irq"].index
+            if peek(child, "virq") == virq:
+                return vmd, peek(child, "irq").index
     return None
 
 
@@ -49,7 +49,7 @@ def vmd_interrupts_column(k: Any, virq: int) -> str:
 
 
 def vmd_vector_loads(vmd: vmd_dev) -> list[int]:
-    return [irqs.__dict__["count"] for irqs in vmd.irqs]
+    return [peek(irqs, "count") for irqs in vmd.irqs]
 
 
 def vmd_vector_calls(vmd: vmd_dev) -> list[int]:
@@ -63,9 +63,9 @@ def vmd_vector_child_calls(vmd: vmd_dev) -> list[int]:
 def vmd_vector_children(vmd: vmd_dev) -> list[list[int]]:
     out = []
     for irqs in vmd.irqs:
-        listed = [c.__dict__["virq"] for c in list_entries(irqs.irq_list)]
-        idle = [c.__dict__["virq"] for c in vmd.children
-                if c.__dict__["irq"] is irqs and not c.__dict__["enabled"]]
+        listed = [peek(c, "virq") for c in list_entries(irqs.irq_list)]
+        idle = [peek(c, "virq") for c in vmd.children
+                if peek(c, "irq") is irqs and not peek(c, "enabled")]
         out.append(listed + idle)
     return out
 

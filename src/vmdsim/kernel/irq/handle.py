@@ -36,7 +36,7 @@ from vmdsim.kernel.irq.flags import (
     IrqError,
 )
 from vmdsim.kernel.locking import irqs_disabled, local_irq_disable, raw_spin_lock, raw_spin_unlock
-from vmdsim.kernel.shared import KObject, shared
+from vmdsim.kernel.shared import KObject, poke, shared
 
 if TYPE_CHECKING:
     from vmdsim.kernel.irq.irqdesc import irq_desc
@@ -53,7 +53,7 @@ class irqaction(KObject):
     next = shared()
 
     def __init__(self, handler: IrqHandler, flags: int, name: str, dev_id: Any) -> None:
-        self.__dict__["next"] = None
+        poke(self, "next", None)
         self.handler = handler
         self.flags = flags
         self.name = name

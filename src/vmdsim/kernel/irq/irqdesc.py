@@ -50,7 +50,7 @@ from vmdsim.kernel.irq.flags import (
 )
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock, raw_spinlock_t
 from vmdsim.kernel.sched import current, in_interrupt
-from vmdsim.kernel.shared import READ, WRITE, KObject, sched_point, shared
+from vmdsim.kernel.shared import READ, WRITE, KObject, init_private, peek, poke, sched_point, shared
 
 if TYPE_CHECKING:
     from vmdsim.kernel.irq.affinity import irq_affinity_desc
@@ -71,7 +71,7 @@ class irq_common_data(KObject):
     handler_data = shared()
 
     def __init__(self) -> None:
-        self.__dict__.update(state_use_accessors=0, handler_data=None)
+        init_private(self, state_use_accessors=0, handler_data=None)
         self.msi_desc: Any = None
         self.affinity: frozenset[int] = frozenset()
         self.effective_affinity: frozenset[int] = frozenset()
@@ -88,7 +88,7 @@ class irq_data(KObject):
     chip_data = shared()
 
     def __init__(self, irq: int, common: irq_common_data, chip: irq_chip | None = None) -> None:
-        self.__dict__.update(chip=chip, chip_data=None)
+        init_private(self, chip=chip, chip_data=None)
         self.irq = irq
         self.hwirq = 0
         self.common = common
@@ -115,7 +115,7 @@ class irq_desc(KObject):
     depth = shared()
 
     def __init__(self, k: Any, irq: int) -> None:
-        self.__dict__.update(handle_irq=None, action=None, istate=0, depth=1)
+        init_private(self, handle_irq=None, action=None, istate=0, depth=1)
         self.k = k
         self.irq = irq
         self.irq_common_data: irq_common_data = None  # type: ignore[assignment]
@@ -137,17 +137,17 @@ class irq_desc(KObject):
 
 def delayed_free_desc(desc: irq_desc) -> None:
     """The RCU callback that frees a descriptor once no reader can still see it."""
-    mem, d = desc.k.mem, desc.__dict__
-    mem.kfree(d["irq_data"])
-    mem.kfree(d["irq_common_data"])
+    mem = desc.k.mem
+    mem.kfree(peek(desc, "irq_data"))
+    mem.kfree(peek(desc, "irq_common_data"))
     mem.kfree(desc)
 
 
 def free_desc(desc: irq_desc) -> None:
     """Free a descriptor at once (``desc_free = "immediate"``: Linux before 4.14)."""
-    mem, d = desc.k.mem, desc.__dict__
-    mem.kfree(d["irq_data"])
-    mem.kfree(d["irq_common_data"])
+    mem = desc.k.mem
+    mem.kfree(peek(desc, "irq_data"))
+    mem.kfree(peek(desc, "irq_common_data"))
     mem.kfree(desc)
 
 
@@ -334,9 +334,9 @@ class DescTableMixin:
             return None
         desc.irq_common_data = common
         desc.irq_data = data
-        desc.__dict__["handle_irq"] = handle_bad_irq
+        poke(desc, "handle_irq", handle_bad_irq)
         # desc_set_defaults(): disabled and masked until someone starts it up
-        common.__dict__["state_use_accessors"] = IRQD_IRQ_DISABLED | IRQD_IRQ_MASKED | flags
+        poke(common, "state_use_accessors", IRQD_IRQ_DISABLED | IRQD_IRQ_MASKED | flags)
         common.affinity = mask
         return desc
 

@@ -64,6 +64,7 @@ from vmdsim.kernel.locking import (
     raw_spin_unlock_irqrestore,
 )
 from vmdsim.kernel.sched import current, in_interrupt
+from vmdsim.kernel.shared import peek
 
 if TYPE_CHECKING:
     from vmdsim.kernel.irq.irqdesc import irq_desc
@@ -71,7 +72,7 @@ if TYPE_CHECKING:
 
 def _not_inprogress(common: Any) -> bool:
     # Read without a scheduling point: the scheduler evaluates it between steps.
-    return not common.__dict__["state_use_accessors"] & IRQD_IRQ_INPROGRESS
+    return not peek(common, "state_use_accessors") & IRQD_IRQ_INPROGRESS
 
 
 def _synchronize_hardirq(desc: irq_desc) -> None:

@@ -61,7 +61,7 @@ from vmdsim.kernel.irq.irqdomain import (
     irq_find_mapping,
 )
 from vmdsim.kernel.locking import mutex, raw_spinlock_t
-from vmdsim.kernel.shared import KObject, shared
+from vmdsim.kernel.shared import KObject, init_private, shared
 
 if TYPE_CHECKING:
     from vmdsim.kernel.irq.affinity import irq_affinity_desc
@@ -116,7 +116,7 @@ class msi_desc(KObject):
     msi_mask = shared()
 
     def __init__(self, dev: Any, nvec: int, affinity: list[irq_affinity_desc] | None) -> None:
-        self.__dict__.update(msg=msi_msg(), msix_ctrl=0, msi_mask=0)
+        init_private(self, msg=msi_msg(), msix_ctrl=0, msi_mask=0)
         self.dev = dev  # the struct device
         self.pdev: Any = None  # the pci_dev (Linux: container_of(dev))
         self.irq = 0

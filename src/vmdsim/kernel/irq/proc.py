@@ -18,16 +18,17 @@ from collections.abc import Callable
 from typing import Any
 
 from vmdsim.kernel.irq.handle import irq_desc_is_chained
+from vmdsim.kernel.shared import peek
 
 ExtraColumn = Callable[[int, Any], "str | None"]
 
 
 def _actions(desc: Any) -> list[str]:
     names = []
-    action = desc.__dict__["action"]
+    action = peek(desc, "action")
     while action is not None:
         names.append(action.name)
-        action = action.__dict__["next"]
+        action = peek(action, "next")
     return names
 
 
@@ -42,10 +43,10 @@ def show_interrupts(k: Any, extra: ExtraColumn | None = None) -> str:
         desc = slots[irq]
         counts = desc.kstat_irqs
         chained = irq_desc_is_chained(desc)
-        if (desc.__dict__["action"] is None or chained) and not any(counts):
+        if (peek(desc, "action") is None or chained) and not any(counts):
             continue
         data = desc.irq_data
-        chip = data.__dict__["chip"]
+        chip = peek(data, "chip")
         row = f"{irq:>{prec}}:" + "".join(f"{n:>11}" for n in counts)
         row += f" {chip.name if chip is not None else 'None':>8}"
         hw = str(data.hwirq) if data.domain is not None else ""

@@ -65,7 +65,7 @@ from vmdsim.kernel.locking import (
     raw_spin_unlock_irqrestore,
 )
 from vmdsim.kernel.sched import this_cpu
-from vmdsim.kernel.shared import READ, WRITE, KObject, sched_point
+from vmdsim.kernel.shared import READ, WRITE, KObject, peek, sched_point
 
 if TYPE_CHECKING:
     from vmdsim.kernel.irq.irqdesc import irq_data
@@ -355,5 +355,5 @@ class X86VectorMixin:
         for cpu, row in enumerate(self.vector_irq.slots):  # type: ignore[attr-defined]
             for vector, desc in enumerate(row):
                 if isinstance(desc, irq_desc):
-                    out.append((cpu, vector, desc.__dict__["irq"]))
+                    out.append((cpu, vector, peek(desc, "irq")))
         return out
