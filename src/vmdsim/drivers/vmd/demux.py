@@ -87,8 +87,10 @@ def _uncount(vmd: vmd_dev, vmdirq: vmd_irq_t) -> None:
     raw_spin_unlock_irqrestore(lock, flags)
 
 
-class vmd_protocol:
-    """A teardown protocol: the vector handler and what ``msi_free`` does.
+class TeardownProtocol:
+    """A teardown protocol: the vector handler and what ``msi_free`` does. Model-only
+    (Linux has one protocol, ``srcu``; the others are the review's versions), so the
+    classes carry names no kernel symbol has.
 
     Static (never copied with a kernel), like the ops tables it stands for."""
 
@@ -103,17 +105,17 @@ class vmd_protocol:
         """Wait until no walker of ``irqs`` that started before this call is still walking."""
         synchronize_rcu()
 
-    def __deepcopy__(self, memo: dict) -> vmd_protocol:
+    def __deepcopy__(self, memo: dict) -> TeardownProtocol:
         return self
 
-    def __copy__(self) -> vmd_protocol:
+    def __copy__(self) -> TeardownProtocol:
         return self
 
     def __repr__(self) -> str:
         return f"<vmd protocol {self.name}>"
 
 
-class rfc_v3(vmd_protocol):
+class RfcV3Teardown(TeardownProtocol):
     name = "rfc-v3"
     summary = "RCU walk; msi_free kfree()s the mapping at once (use-after-free)"
     handler = staticmethod(vmd_irq_rcu)
@@ -123,7 +125,7 @@ class rfc_v3(vmd_protocol):
         vmd.dev.k.mem.kfree(vmdirq)
 
 
-class kfree_rcu(vmd_protocol):
+class KfreeRcuTeardown(TeardownProtocol):
     name = "kfree-rcu"
     summary = ("RCU walk; msi_free kfree_rcu()s the mapping (the descriptor may still "
                "be freed under the walker)")
@@ -134,7 +136,7 @@ class kfree_rcu(vmd_protocol):
         vmd.dev.k.mem.kfree_rcu(vmdirq)
 
 
-class srcu(vmd_protocol):
+class SrcuTeardown(TeardownProtocol):
     name = "srcu"
     summary = "per-vector SRCU walk; msi_free synchronize_srcu()s before freeing (Linux)"
     handler = staticmethod(vmd_irq)
@@ -148,5 +150,6 @@ class srcu(vmd_protocol):
         synchronize_srcu(irqs.srcu)
 
 
-PROTOCOLS: dict[str, vmd_protocol] = {p.name: p for p in (srcu(), rfc_v3(), kfree_rcu())}
+PROTOCOLS: dict[str, TeardownProtocol] = {
+    p.name: p for p in (SrcuTeardown(), RfcV3Teardown(), KfreeRcuTeardown())}
 DEFAULT_PROTOCOL = "srcu"

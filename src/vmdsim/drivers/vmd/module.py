@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from vmdsim.drivers.vmd.demux import DEFAULT_PROTOCOL, PROTOCOLS, vmd_protocol
+from vmdsim.drivers.vmd.demux import DEFAULT_PROTOCOL, PROTOCOLS, TeardownProtocol
 from vmdsim.drivers.vmd.dev import ida
 from vmdsim.drivers.vmd.features import vmd_ids
 from vmdsim.drivers.vmd.pm import vmd_resume, vmd_suspend
@@ -82,7 +82,7 @@ class vmd_module:
                                  resume=vmd_resume)
         self.driver.module = self  # type: ignore[attr-defined]
 
-    def protocol_for(self, instance: int) -> vmd_protocol:
+    def protocol_for(self, instance: int) -> TeardownProtocol:
         return PROTOCOLS[_pick(self._protocol_for_all or self.protocols, instance,
                                DEFAULT_PROTOCOL)]
 
