@@ -56,3 +56,13 @@ class TopologyError(VmdsimError):
         self.file, self.line, self.field = file, line, field
         where = f"{file}:{line}" if line is not None else file
         super().__init__(f"{where}: {field}: {message}")
+
+
+class Violation(VmdsimError):
+    """A property a scenario checks does not hold (a handler ran after ``free_irq``
+    returned, ...); ``kind`` names it in the explorer's verdict. Defined here, not in
+    the explorer, because the models that notice it (drivers, the IRQ core) sit below."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)

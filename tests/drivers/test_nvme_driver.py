@@ -11,7 +11,6 @@ import re
 
 import pytest
 
-from vmdsim.check.program import Violation
 from vmdsim.drivers.nvme import (
     NVME_REG_CC,
     NVME_REG_CSTS,
@@ -23,6 +22,7 @@ from vmdsim.drivers.nvme import (
     nvme_suspend_queue,
 )
 from vmdsim.drivers.pcieport import pcie_portdrv_init
+from vmdsim.errors import Violation
 from vmdsim.hw.machine import Machine
 from vmdsim.hw.regs import (
     PCI_COMMAND,

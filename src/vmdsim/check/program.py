@@ -13,7 +13,7 @@ can run. Its verdict is ``safe`` or the kind of the violation: the
 allocator's reports (``use-after-free``, ``double-free``, ``leak``),
 ``deadlock``, lock and RCU misuse, ``assertion`` for a failed user check, or
 a property a scenario states (``lost-interrupt``, ``handler-after-free_irq``)
-by raising :class:`Violation`.
+by raising :class:`vmdsim.errors.Violation`.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vmdsim.check.watchdog import watchdog
+from vmdsim.errors import Violation as Violation  # scenario files raise it from here too
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.controlled import Chooser, ControlledScheduler, Livelock, Step
 from vmdsim.kernel.core import Kernel
@@ -36,14 +37,6 @@ from vmdsim.kernel.sched import SchedError, state
 from vmdsim.kernel.shared import peek_serial, reset_serials
 
 Thread = tuple[int | None, Callable[[], Any], str]
-
-
-class Violation(VmdsimError):
-    """A property of a scenario does not hold; ``kind`` names it."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        super().__init__(message)
 
 
 @dataclass

@@ -66,7 +66,7 @@ queue is marked ``irq_freed``; ``pci_free_irq_vectors``;
 ``pci_disable_device``. Then the queues and the mapping are freed and the
 instance number returned. A handler that runs on a queue after its
 ``free_irq`` returned raises
-:class:`~vmdsim.check.program.Violation` ``("handler-after-free_irq")``; one
+:class:`~vmdsim.errors.Violation` ``("handler-after-free_irq")``; one
 that runs after the queue was freed is a KASAN use-after-free report.
 
 Any probe failure (including every ``k.mem`` allocation failing in turn)
@@ -103,10 +103,12 @@ from vmdsim.drivers.nvme_admin import (
     nvme_poll_admin_cq,
     nvme_submit_sync_cmd,
 )
+from vmdsim.errors import Violation
 from vmdsim.kernel.dma import dma_alloc_coherent, dma_coherent, dma_free_coherent
 from vmdsim.kernel.errno import EBUSY, EIO, ENODEV, ENOMEM
 from vmdsim.kernel.io import iomem, readl, writel
-from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE, IRQF_SHARED
+from vmdsim.kernel.irq.affinity import irq_affinity
+from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock
 from vmdsim.kernel.pci import (
     DMA_BIT_MASK,
@@ -129,6 +131,17 @@ from vmdsim.kernel.pci import (
     pci_set_drvdata,
     pci_set_master,
     pci_subsys,
+    pci_unregister_driver,
+)
+from vmdsim.kernel.pci.msi import (
+    PCI_IRQ_AFFINITY,
+    PCI_IRQ_ALL_TYPES,
+    pci_alloc_irq_vectors,
+    pci_alloc_irq_vectors_affinity,
+    pci_free_irq,
+    pci_free_irq_vectors,
+    pci_irq_vector,
+    pci_request_irq,
 )
 from vmdsim.kernel.pci.pci_h import pci_channel_io_normal, pci_dev_is_disconnected
 from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id
@@ -341,24 +354,9 @@ def nvme_enable_ctrl(dev: nvme_dev) -> int:
 
 
 # -- IRQs (pci_request_irq / pci_free_irq) ----------------------------------------------------
-def pci_request_irq(pdev: Any, nr: int, handler: Any, dev_id: Any, name: str) -> int:
-    from vmdsim.kernel.pci.msi import pci_irq_vector
-
-    irq = pci_irq_vector(pdev, nr)
-    if irq < 0:
-        return irq
-    return pdev.k.irq.request_irq(irq, handler, IRQF_SHARED, name, dev_id)
-
-
-def pci_free_irq(pdev: Any, nr: int, dev_id: Any) -> None:
-    from vmdsim.kernel.pci.msi import pci_irq_vector
-
-    pdev.k.irq.free_irq(pci_irq_vector(pdev, nr), dev_id)
-
-
 def queue_request_irq(nvmeq: nvme_queue) -> int:
     nvmeq.irq_freed = False
-    return pci_request_irq(nvmeq.dev.pdev, nvmeq.cq_vector, nvme_irq, nvmeq, nvmeq.name)
+    return pci_request_irq(nvmeq.dev.pdev, nvmeq.cq_vector, nvme_irq, None, nvmeq, nvmeq.name)
 
 
 # -- the interrupt handler ------------------------------------------------------------------
@@ -380,8 +378,6 @@ def nvme_poll_cq(nvmeq: nvme_queue) -> int:
 def nvme_irq(irq: int, nvmeq: nvme_queue) -> int:
     """The queue's handler: real if its completion queue had work, else spurious."""
     if nvmeq.irq_freed:
-        from vmdsim.check.program import Violation
-
         raise Violation("handler-after-free_irq",
                         f"nvme_irq({irq}) ran for {nvmeq.name} after free_irq({irq}) returned")
     cpu = current().cpu.id
@@ -533,13 +529,6 @@ def nvme_set_queue_count(dev: nvme_dev, count: int) -> int:
 
 
 def nvme_setup_irqs(dev: nvme_dev, nr_io_queues: int) -> int:
-    from vmdsim.kernel.irq.affinity import irq_affinity
-    from vmdsim.kernel.pci.msi import (
-        PCI_IRQ_AFFINITY,
-        PCI_IRQ_ALL_TYPES,
-        pci_alloc_irq_vectors_affinity,
-    )
-
     affd = irq_affinity(pre_vectors=1)
     irq_queues = 1 + nr_io_queues  # the admin queue and every (non-polled) I/O queue
     return pci_alloc_irq_vectors_affinity(dev.pdev, 1, irq_queues,
@@ -547,8 +536,6 @@ def nvme_setup_irqs(dev: nvme_dev, nr_io_queues: int) -> int:
 
 
 def nvme_setup_io_queues(dev: nvme_dev) -> int:
-    from vmdsim.kernel.pci.msi import pci_free_irq_vectors
-
     adminq = dev.queues[0]
     nr_io_queues = nvme_set_queue_count(dev, dev.nr_allocated_queues - 1)
     if nr_io_queues <= 0:
@@ -601,8 +588,6 @@ def nvme_dev_unmap(dev: nvme_dev) -> None:
 
 
 def nvme_pci_enable(dev: nvme_dev) -> int:
-    from vmdsim.kernel.pci.msi import PCI_IRQ_ALL_TYPES, pci_alloc_irq_vectors
-
     pdev = dev.pdev
     if pci_enable_device_mem(pdev):
         return -ENOMEM
@@ -626,8 +611,6 @@ def nvme_pci_enable(dev: nvme_dev) -> int:
 
 
 def nvme_pci_disable(dev: nvme_dev) -> None:
-    from vmdsim.kernel.pci.msi import pci_free_irq_vectors
-
     pdev = dev.pdev
     pci_free_irq_vectors(pdev)
     if pci_is_enabled(pdev):
@@ -783,8 +766,6 @@ def _nvme_init(k: Any) -> int:
 
 def nvme_exit(k: Any) -> None:
     """``module_exit``: unbind every controller and unregister the driver."""
-    from vmdsim.kernel.pci import pci_unregister_driver
-
     core = nvme_core_of(k)
     if core.driver is not None:
         pci_unregister_driver(k, core.driver)
@@ -824,8 +805,6 @@ def nvme_queue_totals(k: Any) -> dict[str, dict[str, Any]]:
 def nvme_queue_stats(k: Any) -> list[dict[str, Any]]:
     """One row per live queue: name, IRQ, vector, its CPUs, real/spurious calls,
     completions — what ``/proc/interrupts`` and the load views show."""
-    from vmdsim.kernel.pci.msi import pci_irq_vector
-
     rows = []
     for dev in nvme_core_of(k).devices:
         for q in dev.queues:

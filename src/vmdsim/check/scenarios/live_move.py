@@ -12,11 +12,12 @@ the replay, loses an interrupt here.
 
 from __future__ import annotations
 
-from vmdsim.check.program import Program, Violation
+from vmdsim.check.program import Program
 from vmdsim.check.scenario import scenario
 from vmdsim.check.scenarios.worlds import device_completes, pin_vector, vmd_world
 from vmdsim.drivers.vmd.policies import fast_vectors
 from vmdsim.drivers.vmd.rebalance import vmd_move_irq
+from vmdsim.errors import Violation
 from vmdsim.kernel.locking import mutex_lock, mutex_unlock
 from vmdsim.kernel.pci.msi import pci_irq_vector
 from vmdsim.kernel.shared import peek
