@@ -106,6 +106,7 @@ from vmdsim.drivers.nvme_admin import (
 from vmdsim.errors import Violation
 from vmdsim.kernel.dma import dma_alloc_coherent, dma_coherent, dma_free_coherent
 from vmdsim.kernel.errno import EBUSY, EIO, ENODEV, ENOMEM
+from vmdsim.kernel.idr import ida, ida_alloc, ida_free
 from vmdsim.kernel.io import iomem, readl, writel
 from vmdsim.kernel.irq.affinity import irq_affinity
 from vmdsim.kernel.irq.flags import IRQ_HANDLED, IRQ_NONE
@@ -275,7 +276,7 @@ class nvme_core:
 
     def __init__(self, k: Any) -> None:
         self.k = k
-        self.instances: set[int] = set()
+        self.instance_ida = ida()  # nvme_instance_ida
         self.devices: list[nvme_dev] = []  # bound controllers, in probe order
         # model only: the counters of freed queues, by queue name, so totals outlive them
         self.retired: dict[str, dict[str, Any]] = {}
@@ -284,15 +285,10 @@ class nvme_core:
         self.write_queues = 0
         self.poll_queues = 0
 
-    def ida_alloc(self) -> int:
-        n = 0
-        while n in self.instances:
-            n += 1
-        self.instances.add(n)
-        return n
-
-    def ida_free(self, n: int) -> None:
-        self.instances.discard(n)
+    @property
+    def instances(self) -> set[int]:
+        """The instance numbers in use (``nvme<N>``)."""
+        return self.instance_ida.used
 
 
 def nvme_core_of(k: Any) -> nvme_core:
@@ -672,16 +668,16 @@ def nvme_pci_configure_admin_queue(dev: nvme_dev) -> int:
 # -- probe / remove -------------------------------------------------------------------------
 def nvme_pci_alloc_dev(pdev: Any) -> nvme_dev | None:
     core = nvme_core_of(pdev.k)
-    instance = core.ida_alloc()
+    instance = ida_alloc(core.instance_ida)
     nr = pdev.k.ncpus + core.write_queues + core.poll_queues + 1
     dev = pdev.k.mem.kzalloc(nvme_dev, pdev, instance, nr, owner=OWNER)
     if dev is None:
-        core.ida_free(instance)
+        ida_free(core.instance_ida, instance)
     return dev
 
 
 def nvme_uninit_ctrl(dev: nvme_dev) -> None:
-    nvme_core_of(dev.k).ida_free(dev.instance)
+    ida_free(nvme_core_of(dev.k).instance_ida, dev.instance)
     dev.k.mem.kfree(dev)
 
 

@@ -87,27 +87,6 @@ class vmd_irq(list_head):
         return f"<vmd_irq virq {peek(self, 'virq', None)} on vector {idx}>"
 
 
-class ida:
-    """``struct ida``: hands out the smallest free non-negative integer.
-
-    Linux's IDA may allocate memory (and fail with -ENOMEM); the model's does not."""
-
-    def __init__(self) -> None:
-        self.used: set[int] = set()
-
-
-def ida_alloc(i: ida) -> int:
-    n = 0
-    while n in i.used:
-        n += 1
-    i.used.add(n)
-    return n
-
-
-def ida_free(i: ida, n: int) -> None:
-    i.used.discard(n)
-
-
 class vmd_dev(KObject):
     """``struct vmd_dev``: one bound VMD."""
 

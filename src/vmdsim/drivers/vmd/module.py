@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from vmdsim.drivers.vmd.demux import DEFAULT_PROTOCOL, PROTOCOLS, TeardownProtocol
-from vmdsim.drivers.vmd.dev import ida
 from vmdsim.drivers.vmd.features import vmd_ids
 from vmdsim.drivers.vmd.pm import vmd_resume, vmd_suspend
 from vmdsim.drivers.vmd.policies import DEFAULT_POLICY, POLICIES, vmd_policy
 from vmdsim.drivers.vmd.probe import vmd_probe, vmd_remove, vmd_shutdown
 from vmdsim.errors import VmdsimError
+from vmdsim.kernel.idr import ida
 from vmdsim.kernel.locking import raw_spinlock_t
 from vmdsim.kernel.pci import pci_driver, pci_register_driver, pci_unregister_driver
 from vmdsim.kernel.pci.subsys import pci_subsys

@@ -44,7 +44,7 @@ from __future__ import annotations
 from typing import Any
 
 from vmdsim.drivers.vmd.cfg import PCIE_ECAM_OFFSET, vmd_ops
-from vmdsim.drivers.vmd.dev import ida_alloc, ida_free, vmd_dev
+from vmdsim.drivers.vmd.dev import vmd_dev
 from vmdsim.drivers.vmd.features import (
     BUS_RESTRICT_CAP,
     BUS_RESTRICT_CFG,
@@ -98,6 +98,7 @@ from vmdsim.hw.regs import (
     PCI_PREF_MEMORY_BASE,
 )
 from vmdsim.kernel.errno import ENODEV, ENOMEM
+from vmdsim.kernel.idr import ida_alloc, ida_free
 from vmdsim.kernel.io import readb, readq, readw, writel, writew
 from vmdsim.kernel.pci import (
     DMA_BIT_MASK,
