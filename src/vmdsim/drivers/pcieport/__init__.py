@@ -10,11 +10,10 @@ firmware lets the OS own. Modules:
 - :mod:`~vmdsim.drivers.pcieport.aer` — ``aerdrv``;
 - :mod:`~vmdsim.drivers.pcieport.pme` — native PME;
 - :mod:`~vmdsim.drivers.pcieport.pciehp` — native hot-plug;
-- :mod:`~vmdsim.drivers.pcieport.deferred` — where IRQ-thread and workqueue
+- :mod:`~vmdsim.kernel.workqueue` — where IRQ-thread and workqueue
   work runs in the model.
 """
 
-from vmdsim.drivers.pcieport.deferred import flush_scheduled_work
 from vmdsim.drivers.pcieport.portdrv import (
     PCIE_PORT_SERVICE_AER,
     PCIE_PORT_SERVICE_HP,
@@ -25,6 +24,7 @@ from vmdsim.drivers.pcieport.portdrv import (
     pcie_portdrv_exit,
     pcie_portdrv_init,
 )
+from vmdsim.kernel.workqueue import flush_scheduled_work
 
 __all__ = [
     "PCIE_PORT_SERVICE_AER",

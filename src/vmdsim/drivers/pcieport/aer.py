@@ -24,7 +24,7 @@ Linux does — "Correctable error message received from 0000:01:00.0",
 correctable one first when both are present.
 
 Where the model simplifies: the thread runs as described in
-:mod:`vmdsim.drivers.pcieport.deferred` (the IRQ core has no threaded
+:mod:`vmdsim.kernel.workqueue` (the IRQ core has no threaded
 handlers); no error recovery (``pcie_do_recovery``, driver
 ``err_handler`` callbacks, link reset), no reading of the source device's
 own AER status or header log (``find_source_device``/``aer_print_error``),
@@ -37,7 +37,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmdsim.drivers.pcieport.deferred import INIT_WORK, cancel_work_sync, schedule_work
 from vmdsim.drivers.pcieport.portdrv import (
     PCIE_PORT_SERVICE_AER,
     get_service_data,
@@ -85,6 +84,7 @@ from vmdsim.kernel.pci import (
 )
 from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject
+from vmdsim.kernel.workqueue import INIT_WORK, cancel_work_sync, schedule_work
 
 AER_ERROR_SOURCES_MAX = 128  # the kfifo's size
 AER_ERR_STATUS_MASK = PCI_ERR_ROOT_UNCOR_RCV | PCI_ERR_ROOT_COR_RCV

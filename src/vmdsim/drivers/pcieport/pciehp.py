@@ -51,7 +51,7 @@ device answers at 00.0, then ``pciehp_configure_device``: ``pci_scan_slot``,
 ``pci_bus_add_devices`` — drivers bind — and the power indicator on.
 
 Where the model simplifies: the IRQ thread and the button work are work
-items (:mod:`vmdsim.drivers.pcieport.deferred`); no power controller, MRL
+items (:mod:`vmdsim.kernel.workqueue`); no power controller, MRL
 sensor, electromechanical interlock or power-fault recovery (a power fault
 is logged and turns the attention indicator on); no poll mode, reset_slot
 or ``reset_lock``, runtime PM, sysfs slot or user-space (``pci_hp_add`` has
@@ -66,7 +66,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmdsim.drivers.pcieport.deferred import INIT_WORK, cancel_work_sync, schedule_work
 from vmdsim.drivers.pcieport.portdrv import (
     PCIE_PORT_SERVICE_HP,
     get_service_data,
@@ -142,6 +141,7 @@ from vmdsim.kernel.pci.pci_h import PCI_D3cold, pci_channel_io_perm_failure
 from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id, pci_get_slot
 from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject, init_private, peek, poke, shared
+from vmdsim.kernel.workqueue import INIT_WORK, cancel_work_sync, schedule_work
 
 # ctrl->state
 OFF_STATE = 0

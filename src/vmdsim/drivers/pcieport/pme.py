@@ -22,7 +22,7 @@ interrupt!".
 Where the model simplifies: no runtime resume (``pm_request_resume``), no
 wakeup events, no PCIe-to-PCI bridge or ``pme_poll`` handling, and
 ``pcie_pme_mark_devices`` has nothing to mark. The work runs as described in
-:mod:`vmdsim.drivers.pcieport.deferred`. Counters for views and tests:
+:mod:`vmdsim.kernel.workqueue`. Counters for views and tests:
 ``pme_service.requests`` (PMEs taken from Root Status) and ``found``.
 """
 
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmdsim.drivers.pcieport.deferred import INIT_WORK, cancel_work_sync, schedule_work
 from vmdsim.drivers.pcieport.portdrv import (
     PCIE_PORT_SERVICE_PME,
     get_service_data,
@@ -71,6 +70,7 @@ from vmdsim.kernel.pci import (
 from vmdsim.kernel.pci.access import pcie_capability_set_dword
 from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject, poke, shared
+from vmdsim.kernel.workqueue import INIT_WORK, cancel_work_sync, schedule_work
 
 PCI_EXP_RTSTA_PME_RQID = 0xFFFF
 

@@ -43,7 +43,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from vmdsim.drivers.pcieport.deferred import deferred_queue
 from vmdsim.hw.regs import (
     PCI_CLASS_BRIDGE_PCI_NORMAL,
     PCI_ERR_ROOT_AER_IRQ,
@@ -84,6 +83,7 @@ from vmdsim.kernel.pci.device import device, devres_release_all
 from vmdsim.kernel.pci.subsys import pci_subsys
 from vmdsim.kernel.sched import current
 from vmdsim.kernel.shared import KObject
+from vmdsim.kernel.workqueue import system_wq
 
 # Service bits (drivers/pci/pcie/portdrv.h)
 PCIE_PORT_SERVICE_PME_SHIFT = 0
@@ -166,7 +166,7 @@ class pcie_port_bus:
         self.disabled = False  # pcie_ports=compat: no port services at all
         self.portdriver: pci_driver | None = None
         self.hotplug_slots: list[Any] = []  # pciehp controllers (pci_hp_add)
-        self.wq = deferred_queue(k)
+        self.wq = system_wq(k)
 
     def services_of(self, port: Any) -> list[pcie_device]:
         return [d for d in self.devices if d.port is port]

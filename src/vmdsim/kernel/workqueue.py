@@ -1,4 +1,4 @@
-"""Work a hard-IRQ handler hands to process context: IRQ threads and ``schedule_work``.
+"""Workqueues (``kernel/workqueue.c``): work a hard-IRQ handler hands to process context.
 
 In Linux the port services defer everything that sleeps: pciehp and AER
 install a threaded handler (``request_threaded_irq(irq, pciehp_isr,
@@ -76,8 +76,8 @@ def INIT_WORK(k: Any, fn: WorkFn, data: Any, name: str) -> work_struct:  # noqa:
     return work_struct(k, fn, data, name)
 
 
-class deferred_queue(KObject):
-    """One kernel's pending port-service work (``k.pcie_port.wq``)."""
+class workqueue_struct(KObject):
+    """``system_wq``: one kernel's pending work (``k.system_wq``, made on first use)."""
 
     def __init__(self, k: Any) -> None:
         self.k = k
@@ -119,10 +119,13 @@ def _run_work(work: work_struct) -> None:
         work.runs += 1
 
 
-def _wq(k: Any) -> deferred_queue:
-    from vmdsim.drivers.pcieport.portdrv import pcie_port_bus_of
-
-    return pcie_port_bus_of(k).wq
+def system_wq(k: Any) -> workqueue_struct:
+    """The kernel's system workqueue, created (and hooked to the scheduler's quiescent
+    points) on first use."""
+    wq = getattr(k, "system_wq", None)
+    if wq is None:
+        wq = k.system_wq = workqueue_struct(k)
+    return wq
 
 
 def schedule_work(work: work_struct) -> bool:
@@ -136,7 +139,7 @@ def schedule_work(work: work_struct) -> bool:
     if sched.controlled and getattr(sched, "root", None) is not None:
         sched.spawn(None, _run_work, work, name=work.name)
     else:
-        _wq(work.k).queue.append(work)
+        system_wq(work.k).queue.append(work)
     return True
 
 
@@ -144,7 +147,7 @@ def cancel_work_sync(work: work_struct) -> bool:
     """Dequeue ``work`` and wait for a running instance to finish; True if it was pending."""
     was = work.pending
     work.pending = False
-    q = _wq(work.k).queue
+    q = system_wq(work.k).queue
     if work in q:
         q.remove(work)
     if work.running:
@@ -155,9 +158,9 @@ def cancel_work_sync(work: work_struct) -> bool:
 
 
 def flush_scheduled_work(k: Any) -> None:
-    """Run every pending port-service work now, each as a task on the CPU that queued it.
+    """Run every pending work now, each as a task on the CPU that queued it.
 
     Free-running only, and from outside any task (the harness): a busy CPU cannot start
     another task. Normally unnecessary: pending work runs by itself as soon as the
     outermost interrupt or task returns."""
-    _wq(k).flush()
+    system_wq(k).flush()
