@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from vmdsim.hw.bus import MasterAbortLog, PciBus, all_ones
 from vmdsim.hw.function import Bar, PciFunction
-from vmdsim.hw.observe import DEVICE_READ, device_access, observer
+from vmdsim.hw.observe import DEVICE_READ
 from vmdsim.hw.regs import (
     PCI_BRIDGE_CONTROL,
     PCI_BRIDGE_CTL_BUS_RESET,
@@ -160,10 +160,8 @@ class PciBridge(PciFunction):
     def _consult_windows(self) -> None:
         """Forwarding a transaction upstream, the bridge reads its memory windows (a write
         that falls in them goes back down, peer to peer)."""
-        if observer.fn is not None:
-            page = self.config_page()
-            device_access(None if page is None else page + PCI_MEMORY_BASE,
-                          PCI_PREF_LIMIT_UPPER32 + 4 - PCI_MEMORY_BASE, DEVICE_READ)
+        self.cfg.report(PCI_MEMORY_BASE, PCI_PREF_LIMIT_UPPER32 + 4 - PCI_MEMORY_BASE,
+                        DEVICE_READ)
 
     # -- secondary bus reset --------------------------------------------------
     def _bridge_control_written(self, off: int, size: int, value: int) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from vmdsim.errors import ConfigAccessError
-from vmdsim.hw.observe import DEVICE_READ, DEVICE_WRITE, observer
+from vmdsim.hw.observe import DEVICE_READ, DEVICE_WRITE, device_access, observer
 from vmdsim.hw.regs import (
     PCI_CAP_LIST_NEXT,
     PCI_CAPABILITY_LIST,
@@ -136,19 +136,22 @@ class ConfigSpace:
     # -- the device side: its own logic reading and changing its registers --
     def hw_read(self, off: int, size: int) -> int:
         if observer.fn is not None:
-            self._report(off, size, DEVICE_READ)
+            self.report(off, size, DEVICE_READ)
         return int.from_bytes(self.data[off : off + size], "little")
 
     def hw_write(self, off: int, size: int, value: int) -> None:
         if observer.fn is not None:
-            self._report(off, size, DEVICE_WRITE)
+            self.report(off, size, DEVICE_WRITE)
         self.data[off : off + size] = (value & ((1 << (8 * size)) - 1)).to_bytes(size, "little")
 
-    def _report(self, off: int, size: int, kind: str) -> None:
-        fn, page = observer.fn, self.page
-        base = page() if page is not None else None
-        if fn is not None and base is not None:
-            fn((base + off) & ~7, (base + off + size - 1) | 7, kind)
+    def report(self, off: int, size: int, kind: str) -> None:
+        """The device's logic reads or changes registers at ``off`` (``hw/observe.py``):
+        ``hw_read``/``hw_write`` call it; logic that keeps a copy of a register (MSI-X
+        enable, the bridge's windows) calls it where it consults the copy."""
+        page = self.page
+        if observer.fn is not None and page is not None:
+            base = page()
+            device_access(None if base is None else base + off, size, kind)
 
     def hw_set(self, off: int, size: int, bits: int) -> None:
         self.hw_write(off, size, self.hw_read(off, size) | bits)

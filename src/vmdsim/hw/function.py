@@ -20,7 +20,6 @@ from typing import TYPE_CHECKING, Protocol
 
 from vmdsim.errors import MmioAccessError
 from vmdsim.hw.config import ConfigSpace
-from vmdsim.hw.observe import DEVICE_READ, device_access, observer
 from vmdsim.hw.regs import (
     PCI_BASE_ADDRESS_0,
     PCI_BASE_ADDRESS_MEM_PREFETCH,
@@ -235,11 +234,8 @@ class PciFunction:
         return spans
 
     def read_command(self) -> int:
-        """The function's logic consults its Command register."""
-        if observer.fn is not None:
-            page = self.config_page()
-            device_access(None if page is None else page + PCI_COMMAND, 2, DEVICE_READ)
-        return self.cfg.data[PCI_COMMAND] | self.cfg.data[PCI_COMMAND + 1] << 8
+        """The function's logic consults its Command register (a reported read)."""
+        return self.cfg.hw_read(PCI_COMMAND, 2)
 
     @property
     def memory_enabled(self) -> bool:

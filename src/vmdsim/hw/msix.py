@@ -99,9 +99,7 @@ class MsixCapability:
 
     # -- where the CPU reaches the registers the function's logic consults -----
     def _report_control(self) -> None:
-        page = self.fn.config_page()
-        device_access(None if page is None else page + self.pos + PCI_MSIX_FLAGS, 2,
-                      DEVICE_READ)
+        self.fn.cfg.report(self.pos + PCI_MSIX_FLAGS, 2, DEVICE_READ)
 
     def _report_entry(self, n: int) -> None:
         base = self.fn.bar_address(self.table_bar)
