@@ -7,10 +7,10 @@ queue, each policy in a freshly booted system.
 
 from __future__ import annotations
 
+import vmdsim
 from run import table
 from vmdsim.hw.machine import Machine
 from vmdsim.sim.measure import measure
-from vmdsim.sim.system import System
 from vmdsim.sim.workload import Load, run_load
 from vmdsim.topology import parse
 
@@ -35,7 +35,7 @@ def figures():
         for policy in POLICIES:
             text = make()
             machine = Machine.build(parse(text, "server-24")) if text else None
-            system = System(policy=policy, machine=machine)
+            system = vmdsim.boot(policy=policy, machine=machine)
             m = measure(system, run_load(system, Load(rate=2000, duration_ms=10, seed=1)))
             rows.append([label, policy, f"{m.calls_per_interrupt:.3f}",
                          f"{m.spurious_per_interrupt:.3f}", f"{m.cross_cpu_fraction:.1%}",

@@ -15,7 +15,7 @@ class _Group(click.Group):
     """Turns vmdsim's own errors, and click's errors about the command line (an unknown
     command or option, a bad value), into one line on stderr and exit status 2."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except VmdsimError as e:

@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import re
 import sys
+from collections.abc import Callable
 
 import click
 
+from vmdsim.check.dpor import Stats
 from vmdsim.check.explore import STRATEGIES, Report, explore
-from vmdsim.check.program import SetupError
+from vmdsim.check.program import Execution, Program, SetupError
 from vmdsim.check.scenario import ScenarioError, builtin, find
 
 _TOKEN = re.compile(r"^(?P<name>[^\[:]+)(\[(?P<opts>[^\]]*)\])?:(?P<schedule>.+)$")
@@ -44,7 +46,7 @@ BUDGETS = ("spin_limit", "max_steps")
 MAX_BUDGET = 10**7
 
 
-def _program(name: str, options: dict[str, str]):
+def _program(name: str, options: dict[str, str]) -> Program:
     """The scenario's program with ``options``, the budgets among them applied to it."""
     chosen = {k: v for k, v in options.items() if k not in BUDGETS}
     program = find(name).program(**chosen)
@@ -115,8 +117,10 @@ def register(main: click.Group) -> None:
     @click.option("--no-reduce", is_flag=True, help="dpor: turn partial-order reduction off")
     @click.option("--full", is_flag=True, help="draw every step, not just the racing ones")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-    def check(scenario: str, protocol, desc_free, policy, opt, strategy, bound, runs, depth,
-              seed, jobs, spin_limit, max_steps, no_reduce, full, as_json) -> None:
+    def check(scenario: str, protocol: str | None, desc_free: str | None, policy: str | None,
+              opt: tuple[str, ...], strategy: str, bound: int, runs: int, depth: int,
+              seed: int, jobs: int, spin_limit: int | None, max_steps: int | None,
+              no_reduce: bool, full: bool, as_json: bool) -> None:
         """Explore SCENARIO (a name from `vmdsim scenarios`, or a .py file) for races."""
         budgets = {k: str(v) for k, v in (("spin_limit", spin_limit), ("max_steps", max_steps))
                    if v is not None}
@@ -174,7 +178,8 @@ def register(main: click.Group) -> None:
                     click.echo(f"    {opts or '(default)'} -> {want}")
 
 
-def _progress(quiet: bool):
+def _progress(quiet: bool) -> tuple[Callable[[Execution, Stats], None] | None,
+                                   Callable[[], None]]:
     """A live count of executions on a terminal; nothing otherwise."""
     if quiet or not sys.stderr.isatty():
         return None, lambda: None
@@ -186,7 +191,7 @@ def _progress(quiet: bool):
     bar.start()
     count = [0]
 
-    def tick(ex, stats) -> None:
+    def tick(ex: Execution, stats: Stats) -> None:
         count[0] += 1
         if count[0] % 25 == 0:
             about = (f" of about {stats.estimate:,.0f} (estimated; low early on)"

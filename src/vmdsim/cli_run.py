@@ -4,25 +4,33 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
 from vmdsim.errors import VmdsimError
 
+if TYPE_CHECKING:
+    from vmdsim.sim.measure import Measurements
+    from vmdsim.sim.system import System
+    from vmdsim.sim.workload import Load, Outcome
+
 TOPOLOGY = click.argument("topology", required=False, type=click.Path(dir_okay=False))
 
 
-def _system(topology, protocol=None, policy=None, desc_free="rcu"):
+def _system(topology: str | None, protocol: str | None = None, policy: str | None = None,
+            desc_free: str = "rcu") -> System:
     """Boot TOPOLOGY; every declared device that did not come up bound is said on stderr."""
-    from vmdsim.sim.system import System
+    from vmdsim import boot
 
-    system = System(topology, protocol=protocol, policy=policy, desc_free=desc_free)
+    system = boot(topology, protocol=protocol, policy=policy, desc_free=desc_free)
     for u in system.unbound:
         click.echo(f"vmdsim: warning: {u}", err=True)
     return system
 
 
-def _exit_if_unbound(system, allow: bool) -> None:
+def _exit_if_unbound(system: System, allow: bool) -> None:
     if system.unbound and not allow:
         click.echo(f"vmdsim: {len(system.unbound)} declared device(s) are not bound to their "
                    "driver (see above; --allow-unbound runs anyway)", err=True)
@@ -33,7 +41,7 @@ ALLOW_UNBOUND = click.option("--allow-unbound", is_flag=True,
                              help="go on when declared devices did not bind (else exit 1)")
 
 
-def _load_options(fn):
+def _load_options(fn: Callable[..., None]) -> Callable[..., None]:
     for opt in reversed([
         click.option("--rate", default=2000.0, show_default=True,
                      help="completions per second per I/O queue (simulated time)"),
@@ -49,7 +57,8 @@ def _load_options(fn):
     return fn
 
 
-def _load(rate, duration_ms, interrupts, hotplug, seed):
+def _load(rate: float, duration_ms: float, interrupts: int | None, hotplug: str,
+          seed: int) -> Load:
     from vmdsim.sim.workload import Load, check_load_options, parse_hotplug
 
     load = Load(rate=rate, duration_ms=duration_ms, interrupts=interrupts, seed=seed,
@@ -58,7 +67,7 @@ def _load(rate, duration_ms, interrupts, hotplug, seed):
     return load
 
 
-def _run_with_progress(system, load, quiet: bool):
+def _run_with_progress(system: System, load: Load, quiet: bool) -> Outcome:
     from vmdsim.sim.workload import run_load
 
     if quiet or not sys.stderr.isatty():
@@ -85,7 +94,7 @@ def _check_plot_path(plot: str) -> None:
                           f"{', '.join('.' + k for k in sorted(kinds))}")
 
 
-def _exit_if_lost(m) -> None:
+def _exit_if_lost(m: Measurements) -> None:
     if m.lost_interrupts:
         where = ", ".join(f"{x.queue} {x.count}" for x in m.accounting.lost_by_queue)
         click.echo(f"vmdsim: {m.lost_interrupts} completion(s) lost: {where}", err=True)
@@ -102,8 +111,9 @@ def register(main: click.Group) -> None:
     @_load_options
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @ALLOW_UNBOUND
-    def run(topology, protocol, policy, desc_free, rate, duration_ms, interrupts, hotplug, seed,
-            as_json, allow_unbound) -> None:
+    def run(topology: str | None, protocol: str | None, policy: str | None, desc_free: str,
+            rate: float, duration_ms: float, interrupts: int | None, hotplug: str, seed: int,
+            as_json: bool, allow_unbound: bool) -> None:
         """Boot TOPOLOGY (default: the built-in machine), drive interrupt load, show the result.
 
         Exit status 1 if a declared device did not come up bound to its driver (unless
@@ -143,7 +153,7 @@ def register(main: click.Group) -> None:
     @click.option("-t", "as_tree", is_flag=True, help="tree")
     @click.option("-v", "verbose", is_flag=True, help="verbose")
     @click.option("-n", "numeric", is_flag=True, help="numeric IDs")
-    def lspci_cmd(topology, as_tree, verbose, numeric) -> None:
+    def lspci_cmd(topology: str | None, as_tree: bool, verbose: bool, numeric: bool) -> None:
         """lspci of TOPOLOGY once booted with every driver bound."""
         from vmdsim.views.lspci import lspci
 
@@ -152,7 +162,7 @@ def register(main: click.Group) -> None:
 
     @main.command()
     @TOPOLOGY
-    def dmesg(topology) -> None:
+    def dmesg(topology: str | None) -> None:
         """The kernel log of booting TOPOLOGY: what each driver found, bound or refused."""
         for line in _system(topology).k.pci.dmesg:
             click.echo(line)
@@ -160,7 +170,7 @@ def register(main: click.Group) -> None:
     @main.command()
     @TOPOLOGY
     @click.option("--policy", help="VMD vector-assignment policy")
-    def interrupts(topology, policy) -> None:
+    def interrupts(topology: str | None, policy: str | None) -> None:
         """/proc/interrupts of TOPOLOGY once booted, with each child IRQ's VMD vector."""
         from vmdsim.views.interrupts import proc_interrupts
 
@@ -189,8 +199,9 @@ def register(main: click.Group) -> None:
     @click.option("--plot", type=click.Path(dir_okay=False), help="write a PNG comparison")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @ALLOW_UNBOUND
-    def balance(topology, policies_, rate, duration_ms, interrupts, hotplug, seed, plot,
-                as_json, allow_unbound) -> None:
+    def balance(topology: str | None, policies_: str, rate: float, duration_ms: float,
+                interrupts: int | None, hotplug: str, seed: int, plot: str | None,
+                as_json: bool, allow_unbound: bool) -> None:
         """Run the same load and hot-plug churn under each policy and compare them.
 
         Exit status 1 as for ``run``: devices that did not bind, or completions lost

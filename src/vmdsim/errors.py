@@ -6,6 +6,9 @@ input, or the device, register and offset of a bad register access.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 
 class VmdsimError(Exception):
     """Base of every error vmdsim raises on purpose.
@@ -16,7 +19,7 @@ class VmdsimError(Exception):
     is not drawn as steps of its own.
     """
 
-    on_raise = None
+    on_raise: ClassVar[Callable[[VmdsimError], None] | None] = None
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)

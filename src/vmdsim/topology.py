@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from vmdsim.errors import TopologyError
+from vmdsim.hw.vmd import VMD_FEATURES, VMLOCK_MB2_SHADOW_EN, VmdFeatures
 
 DEFAULT_TOPOLOGY = "default.toml"
 
@@ -99,10 +100,12 @@ class Topology:
     ram: int = 2 << 30
     vmds: list[VmdSpec] = field(default_factory=list)
     root_ports: list[RootPortSpec] = field(default_factory=list)
+    # Where each field was in the source (by its key path), for errors found after parsing.
+    _lines: dict[tuple, int] | None = field(default=None, repr=False, compare=False)
 
     def line_of(self, *path: object) -> int | None:
         """The source line of a field, for errors found after parsing."""
-        return _locate(self._lines, path) if hasattr(self, "_lines") else None
+        return _locate(self._lines, path) if self._lines is not None else None
 
 
 # -- loading ------------------------------------------------------------------
@@ -155,7 +158,7 @@ def parse(text: str, source: str = "<string>") -> Topology:
     lines = _index_lines(text)
     ctx = _Ctx(source, lines)
     topo = Topology(source)
-    topo._lines = lines  # type: ignore[attr-defined]
+    topo._lines = lines
     ctx.keys(doc, (), {"machine", "vmd", "root_port"})
     machine = ctx.table(doc, ("machine",), optional=True)
     ctx.keys(machine, ("machine",), {"cpus", "ram"})
@@ -170,7 +173,6 @@ def parse(text: str, source: str = "<string>") -> Topology:
 
 
 def _vmd(ctx: _Ctx, v: dict, path: tuple, i: int) -> VmdSpec:
-    from vmdsim.hw.vmd import VMD_FEATURES, VMLOCK_MB2_SHADOW_EN, VmdFeatures
 
     ctx.keys(v, path, {"name", "device", "slot", "msix_vectors", "cfgbar", "membar1", "membar2",
                        "bus_restriction", "vmlock", "host_phys", "root_port"})

@@ -24,6 +24,8 @@ from clirig import (
     table,
 )
 
+import vmdsim
+
 NAMES = list(EXAMPLES)
 BDF = re.compile(r"^(?P<domain>[0-9a-f]{4,5}):(?P<bus>[0-9a-f]{2}):(?P<dev>[0-9a-f]{2})\.[0-7] ")
 
@@ -365,7 +367,6 @@ def test_server_24_has_six_domains_and_every_drive_behind_a_vmd():
 
 
 def test_bypass_children_are_plain_pci_msi_and_remapping_is_off():
-    from vmdsim.sim.system import System
 
     sec = sections(run_out("bypass"))
     irqs = proc_interrupts(sec["interrupts"], 4)
@@ -385,8 +386,8 @@ def test_bypass_children_are_plain_pci_msi_and_remapping_is_off():
     s = summary_numbers(sec["summary"])
     assert s["spurious"] == 0 and s["delivered"] == s["posted"]
     # the hardware: VMCONFIG bit 1 set by the driver, so the VMD passes messages through
-    system = System(path("bypass"))
+    system = vmdsim.boot(path("bypass"))
     vmd = system.machine.vmds[0]
     assert not vmd.remapping_enabled and vmd.cfg.hw_read(0x44, 2) & 0x2
     # while the server part of the default example keeps remapping on
-    assert System(path("default")).machine.vmds[0].remapping_enabled
+    assert vmdsim.boot(path("default")).machine.vmds[0].remapping_enabled

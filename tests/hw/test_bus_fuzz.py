@@ -15,6 +15,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
+import vmdsim
 from vmdsim.errors import BusAccessError, ConfigAccessError, MmioAccessError
 from vmdsim.hw.msix import MsixCapability
 from vmdsim.hw.vmd import VMD_MSIX_TABLE_OFFSET
@@ -114,7 +115,7 @@ MANY = settings(FUZZ, max_examples=200)
 
 
 def dma_isolation(data) -> None:
-    s = System()
+    s = vmdsim.boot()
     drives = [n.name for n in s.machine.nvmes]
     raised: list[tuple[int, int]] = []
     apic = s.machine.rc.apic
@@ -134,7 +135,7 @@ def dma_isolation(data) -> None:
 
 
 def cpu_access(data) -> None:
-    s = System()
+    s = vmdsim.boot()
     for op in data.draw(transactions(s, ["cpu"])):
         _apply(s, *op)
 

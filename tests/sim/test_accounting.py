@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from simrig import vmd_machine
 
-from vmdsim.hw.machine import Machine
+import vmdsim
 from vmdsim.sim.accounting import AccountingError, account, snapshot
 from vmdsim.sim.measure import measure
 from vmdsim.sim.system import System
@@ -32,7 +32,7 @@ SHARED = vmd_machine(vectors=2, drives=2)
 
 
 def system(text: str, name: str) -> System:
-    return System(machine=Machine.build(parse(text, name)))
+    return vmdsim.boot(parse(text, name))
 
 
 def assert_adds_up(a) -> None:

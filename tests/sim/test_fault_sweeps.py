@@ -12,9 +12,9 @@ from __future__ import annotations
 import pytest
 from simrig import vmd_machine
 
+import vmdsim
 from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of
 from vmdsim.drivers.vmd import vmd_devices, vmd_exit, vmd_init, vmd_module_of
-from vmdsim.hw.machine import Machine
 from vmdsim.hw.nvme import NvmeController
 from vmdsim.kernel.pci import device_attach, device_release_driver
 from vmdsim.sim.accounting import account, snapshot
@@ -26,7 +26,7 @@ MACHINE = vmd_machine(vectors=4, drives=1, empty_slots=1)
 
 
 def booted() -> System:
-    return System(machine=Machine.build(parse(MACHINE, "sweep.toml")))
+    return vmdsim.boot(parse(MACHINE, "sweep.toml"))
 
 
 def every_queue_delivers(s: System) -> int:
@@ -156,7 +156,7 @@ def test_a_vmd_probe_failing_anywhere_with_every_driver_leaves_no_trace_or_says_
     outcomes: set[str] = set()
     queues: set[int] = set()
     for n in range(1, 2000):
-        s = System(machine=Machine.build(parse(two, "sweep.toml")))
+        s = vmdsim.boot(parse(two, "sweep.toml"))
         s.k.run_on(0, vmd_exit, s.k)
         clean, before = kernel_state(s), snapshot(s)
         s.k.mem.fail_nth(n)

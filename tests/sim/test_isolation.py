@@ -5,18 +5,18 @@ Unsupported Request, logged). Interrupts keep arriving on the VMD's own vectors.
 
 from __future__ import annotations
 
+import vmdsim
 from vmdsim.hw.fabric import ecam_offset
 from vmdsim.hw.regs import PCI_COMMAND
 from vmdsim.hw.vmd import VMD_MSIX_TABLE_OFFSET
 from vmdsim.sim.accounting import account, snapshot
-from vmdsim.sim.system import System
 from vmdsim.sim.workload import Load, run_load
 
 CFGBAR, MEMBAR1, MEMBAR2 = 0, 2, 4
 
 
 def booted():
-    s = System()  # the built-in machine: one VMD, four drives
+    s = vmdsim.boot()  # the built-in machine: one VMD, four drives
     vmd = s.machine.vmds[0]
     return s, vmd, s.machine.nvmes[0], s.machine.nvmes[1]
 

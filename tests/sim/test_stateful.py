@@ -16,12 +16,12 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 from simrig import vmd_machine
 
+import vmdsim
 from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of
-from vmdsim.hw.machine import Machine
 from vmdsim.hw.nvme import NvmeController
 from vmdsim.kernel.pci import device_attach, device_release_driver, dpm_resume, dpm_suspend
 from vmdsim.sim.accounting import account, snapshot
-from vmdsim.sim.system import System, drive_of
+from vmdsim.sim.system import drive_of
 from vmdsim.topology import parse
 
 MACHINE = vmd_machine(vectors=3, drives=2)
@@ -31,7 +31,7 @@ SLOTS = ["vmd0.rp0", "vmd0.rp1"]
 class Machine_(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.s = System(machine=Machine.build(parse(MACHINE, "stateful.toml")))
+        self.s = vmdsim.boot(parse(MACHINE, "stateful.toml"))
         self.k = self.s.k
         self.before = snapshot(self.s)
         self.spares: dict[str, NvmeController] = {}

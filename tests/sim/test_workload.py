@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from vmdsim.hw.machine import Machine
+import vmdsim
 from vmdsim.sim.measure import measure
-from vmdsim.sim.system import System
 from vmdsim.sim.workload import Load, WorkloadError, parse_hotplug, run_load
 from vmdsim.topology import parse
 
@@ -27,7 +26,7 @@ nvme = { queues = 2 }
 
 
 def primary():
-    return System(machine=Machine.build(parse(PRIMARY, "primary.toml")))
+    return vmdsim.boot(parse(PRIMARY, "primary.toml"))
 
 
 def test_load_on_a_primary_domain_reaches_every_queue_once_per_completion():

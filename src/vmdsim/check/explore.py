@@ -32,9 +32,9 @@ from dataclasses import dataclass, field
 from vmdsim.check.dpor import Stats, dpor
 from vmdsim.check.odpor import Prune, odpor
 from vmdsim.check.parallel import explore_parallel
-from vmdsim.check.program import Execution, Program
+from vmdsim.check.program import Execution, Program, World
 from vmdsim.check.render import render
-from vmdsim.check.schedule import encode
+from vmdsim.check.schedule import encode, replay_loose
 from vmdsim.check.strategies import bounded, pct, preemptive
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.controlled import ControlledScheduler
@@ -265,8 +265,6 @@ def _pull_runs_together(program: Program, ex: Execution, want: tuple[str, ...]) 
     """Greedy: bring two runs of one thread together (pull the later one up, or push the
     earlier one down), keep it if the replay (labels that cannot run are skipped)
     shows the same violation with fewer switches."""
-    from vmdsim.check.program import World
-    from vmdsim.check.schedule import replay_loose
 
     world = World(program)
     best = ex

@@ -8,6 +8,7 @@ CPU's column, is the bug.
 
 from __future__ import annotations
 
+from vmdsim.check.dependence import dependent
 from vmdsim.check.program import Execution
 from vmdsim.kernel.controlled import Step
 from vmdsim.kernel.shared import (
@@ -72,7 +73,6 @@ def interacting(ex: Execution) -> list[bool]:
     (the accesses the race is made of), each thread's first and last step, and the
     failing step. The CPU each step ran on is left out of the test: every step of a CPU
     depends on the interrupt taken there, which would keep them all."""
-    from vmdsim.check.dependence import dependent
 
     trace = ex.trace
     own = [frozenset(a for a in s.accesses if not (a[0].startswith("cpu") and a[1] == ""))

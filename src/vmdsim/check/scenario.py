@@ -108,6 +108,8 @@ def find(name: str) -> Scenario:
         builtin()
         _captured.clear()
         spec = importlib.util.spec_from_file_location(f"vmdsim_user_{path.stem}", path)
+        if spec is None or spec.loader is None:
+            raise ScenarioError(f"{name}: cannot be loaded as a Python module")
         module = importlib.util.module_from_spec(spec)
         try:
             spec.loader.exec_module(module)
@@ -117,10 +119,11 @@ def find(name: str) -> Scenario:
             raise
         except Exception as e:  # noqa: BLE001 - the user's file: say where it failed
             line = _line_in(e, path)
+            cause: BaseException = e
             if isinstance(e, RuntimeError) and e.__cause__ is not None:
-                e = e.__cause__  # Python <3.12 wraps errors of __set_name__ in this
+                cause = e.__cause__  # Python <3.12 wraps errors of __set_name__ in this
             raise ScenarioError(f"{name}:{line}: importing it raised "
-                                f"{type(e).__name__}: {e}") from None
+                                f"{type(cause).__name__}: {cause}") from None
         added = list(_captured)
         for sc in added:  # a file's scenario is not a built-in one
             if REGISTRY.get(sc.name) is sc:

@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from vmdsim.check.dpor import Stats, root_steps
 from vmdsim.check.program import Execution, Program, World, run_once
-from vmdsim.kernel.controlled import ControlledScheduler
+from vmdsim.kernel.controlled import Choice, ControlledScheduler
 
 
 def preemptive(s: ControlledScheduler, labels: list[str], pick: str) -> bool:
@@ -55,7 +55,8 @@ def _bounded_subtree(program: Program, world: World, bound: int, first: str, sta
         prefix = todo.pop()
         record: list[tuple[str, list[str], int]] = []  # (chosen, enabled, preemptions so far)
 
-        def chooser(s: ControlledScheduler, choices: list, prefix=prefix, record=record):
+        def chooser(s: ControlledScheduler, choices: list[Choice], prefix: list[str] = prefix,
+                    record: list[tuple[str, list[str], int]] = record) -> int:
             labels = [c.label for c in choices]
             d = len(record)
             used = record[-1][2] if record else 0

@@ -82,7 +82,7 @@ buffer, polled queues, INTx, runtime PM or suspend.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vmdsim.drivers.nvme_admin import (
     CQE_SIZE,
@@ -131,7 +131,6 @@ from vmdsim.kernel.pci import (
     pci_save_state,
     pci_set_drvdata,
     pci_set_master,
-    pci_subsys,
     pci_unregister_driver,
 )
 from vmdsim.kernel.pci.msi import (
@@ -149,6 +148,9 @@ from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id
 from vmdsim.kernel.pci.subsys import pci_err, pci_info
 from vmdsim.kernel.sched import current
 from vmdsim.kernel.shared import KObject, init_private, shared
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 # include/linux/nvme.h
 NVME_REG_CAP = 0x0000
@@ -272,9 +274,9 @@ class nvme_dev(KObject):
 
 
 class nvme_core:
-    """``k.nvme``: the driver's globals (``nvme_instance_ida``, the registered driver)."""
+    """``nvme_core_of(k)``: the driver's globals (``nvme_instance_ida``, the registered driver)."""
 
-    def __init__(self, k: Any) -> None:
+    def __init__(self, k: Kernel) -> None:
         self.k = k
         self.instance_ida = ida()  # nvme_instance_ida
         self.devices: list[nvme_dev] = []  # bound controllers, in probe order
@@ -291,12 +293,9 @@ class nvme_core:
         return self.instance_ida.used
 
 
-def nvme_core_of(k: Any) -> nvme_core:
-    core = getattr(k, "nvme", None)
-    if core is None:
-        core = nvme_core(k)
-        k.nvme = core
-    return core
+def nvme_core_of(k: Kernel) -> nvme_core:
+    """The NVMe driver's globals (``nvme_core.ko``'s statics), made on first use."""
+    return k.module_state(nvme_core)
 
 
 # -- register helpers ------------------------------------------------------------------------
@@ -320,7 +319,7 @@ def nvme_wait_ready(dev: nvme_dev, mask: int, val: int, op: str) -> int:
     """Poll CSTS until ``csts & mask == val``; -ENODEV if the device is gone or never gets
     there (a bounded number of reads stands for CAP.TO)."""
     for _ in range(NVME_WAIT_READY_READS):
-        csts = readl(dev.bar + NVME_REG_CSTS)
+        csts = readl(cast(iomem, dev.bar) + NVME_REG_CSTS)
         if csts == 0xFFFFFFFF:
             return -ENODEV
         if csts & mask == val:
@@ -335,7 +334,7 @@ def nvme_disable_ctrl(dev: nvme_dev, shutdown: bool) -> int:
         dev.ctrl_config |= NVME_CC_SHN_NORMAL
     else:
         dev.ctrl_config &= ~NVME_CC_ENABLE
-    writel(dev.ctrl_config, dev.bar + NVME_REG_CC)
+    writel(dev.ctrl_config, cast(iomem, dev.bar) + NVME_REG_CC)
     if shutdown:
         return nvme_wait_ready(dev, NVME_CSTS_SHST_MASK, NVME_CSTS_SHST_CMPLT, "shutdown")
     return nvme_wait_ready(dev, NVME_CSTS_RDY, 0, "reset")
@@ -345,7 +344,7 @@ def nvme_enable_ctrl(dev: nvme_dev) -> int:
     dev.ctrl_config = (NVME_CC_CSS_NVM | (NVME_CTRL_PAGE_SHIFT - 12) << NVME_CC_MPS_SHIFT
                        | NVME_CC_AMS_RR | NVME_CC_SHN_NONE | NVME_CC_IOSQES | NVME_CC_IOCQES
                        | NVME_CC_ENABLE)
-    writel(dev.ctrl_config, dev.bar + NVME_REG_CC)
+    writel(dev.ctrl_config, cast(iomem, dev.bar) + NVME_REG_CC)
     return nvme_wait_ready(dev, NVME_CSTS_RDY, NVME_CSTS_RDY, "initialisation")
 
 
@@ -360,7 +359,7 @@ def nvme_poll_cq(nvmeq: nvme_queue) -> int:
     """Consume every posted completion of ``nvmeq``; how many there were."""
     if nvmeq.qid == 0:
         return nvme_poll_admin_cq(nvmeq)
-    db = nvmeq.q_db + 4  # the completion-queue head doorbell
+    db = cast(iomem, nvmeq.q_db) + 4  # the completion-queue head doorbell
     pending = readl(db)
     if pending == 0 or PCI_POSSIBLE_ERROR(pending) or pending >= nvmeq.q_depth:
         return 0  # none, or the device is gone (reads all ones)
@@ -401,7 +400,7 @@ def nvme_alloc_queue(dev: nvme_dev, qid: int, depth: int) -> int:
         dma_free_coherent(dev.k, nvmeq.cqes)
         dev.k.mem.kfree(nvmeq)
         return -ENOMEM
-    nvmeq.q_db = dev.dbs + qid * 2 * dev.db_stride * 4
+    nvmeq.q_db = cast(iomem, dev.dbs) + qid * 2 * dev.db_stride * 4
     dev.queues[qid] = nvmeq
     dev.queue_count += 1
     return 0
@@ -416,7 +415,7 @@ def nvme_init_queue(nvmeq: nvme_queue, qid: int) -> None:
 
 def nvme_suspend_queue(dev: nvme_dev, qid: int) -> None:
     """Take the queue offline and free its IRQ; mark it freed once ``free_irq`` returned."""
-    nvmeq = dev.queues[qid]
+    nvmeq = cast(nvme_queue, dev.queues[qid])  # qid < queue_count: allocated
     flags = nvmeq.flags
     if not flags & NVMEQ_ENABLED:
         return
@@ -435,10 +434,10 @@ def nvme_suspend_io_queues(dev: nvme_dev) -> None:
 def nvme_free_queues(dev: nvme_dev, lowest: int) -> None:
     retired = nvme_core_of(dev.k).retired
     for qid in range(dev.queue_count - 1, lowest - 1, -1):
-        nvmeq = dev.queues[qid]
+        nvmeq = cast(nvme_queue, dev.queues[qid])  # qid < queue_count: allocated, both buffers
         _fold(retired.setdefault(nvmeq.name, _zero_counts()), _counts(nvmeq))
-        dma_free_coherent(dev.k, nvmeq.cqes)  # nvme_free_queue
-        dma_free_coherent(dev.k, nvmeq.sq_cmds)
+        dma_free_coherent(dev.k, cast(dma_coherent, nvmeq.cqes))  # nvme_free_queue
+        dma_free_coherent(dev.k, cast(dma_coherent, nvmeq.sq_cmds))
         dev.k.mem.kfree(nvmeq)
         dev.queues[qid] = None
         dev.queue_count -= 1
@@ -446,13 +445,13 @@ def nvme_free_queues(dev: nvme_dev, lowest: int) -> None:
 
 def adapter_alloc_cq(dev: nvme_dev, qid: int, nvmeq: nvme_queue, vector: int) -> int:
     flags = NVME_QUEUE_PHYS_CONTIG | (NVME_CQ_IRQ_ENABLED if vector != -1 else 0)
-    cmd = nvme_command(nvme_admin_create_cq, prp1=nvmeq.cqes.dma_handle,
+    cmd = nvme_command(nvme_admin_create_cq, prp1=cast(dma_coherent, nvmeq.cqes).dma_handle,
                        cdw10=qid | (nvmeq.q_depth - 1) << 16, cdw11=flags | max(vector, 0) << 16)
     return nvme_submit_sync_cmd(dev, cmd)[0]
 
 
 def adapter_alloc_sq(dev: nvme_dev, qid: int, nvmeq: nvme_queue) -> int:
-    cmd = nvme_command(nvme_admin_create_sq, prp1=nvmeq.sq_cmds.dma_handle,
+    cmd = nvme_command(nvme_admin_create_sq, prp1=cast(dma_coherent, nvmeq.sq_cmds).dma_handle,
                        cdw10=qid | (nvmeq.q_depth - 1) << 16,
                        cdw11=NVME_QUEUE_PHYS_CONTIG | qid << 16)
     return nvme_submit_sync_cmd(dev, cmd)[0]
@@ -498,7 +497,7 @@ def nvme_create_io_queues(dev: nvme_dev) -> int:
             break
     top = min(dev.max_qid, dev.queue_count - 1)
     for i in range(dev.online_queues, top + 1):
-        r = nvme_create_queue(dev.queues[i], i)
+        r = nvme_create_queue(cast(nvme_queue, dev.queues[i]), i)
         if r:
             ret = r
             break
@@ -532,7 +531,7 @@ def nvme_setup_irqs(dev: nvme_dev, nr_io_queues: int) -> int:
 
 
 def nvme_setup_io_queues(dev: nvme_dev) -> int:
-    adminq = dev.queues[0]
+    adminq = cast(nvme_queue, dev.queues[0])  # nvme_pci_configure_admin_queue made it
     nr_io_queues = nvme_set_queue_count(dev, dev.nr_allocated_queues - 1)
     if nr_io_queues <= 0:
         return nr_io_queues
@@ -589,7 +588,7 @@ def nvme_pci_enable(dev: nvme_dev) -> int:
         return -ENOMEM
     pci_set_master(pdev)
     dma_set_mask_and_coherent(pdev.dev, DMA_BIT_MASK(64))
-    if readl(dev.bar + NVME_REG_CSTS) == 0xFFFFFFFF:
+    if readl(cast(iomem, dev.bar) + NVME_REG_CSTS) == 0xFFFFFFFF:
         pci_disable_device(pdev)
         return -ENODEV
     # A single vector of any type for the admin queue during setup.
@@ -597,11 +596,11 @@ def nvme_pci_enable(dev: nvme_dev) -> int:
     if result < 0:
         pci_disable_device(pdev)
         return result
-    dev.cap = lo_hi_readq(dev.bar + NVME_REG_CAP)
-    dev.vs = readl(dev.bar + NVME_REG_VS)
+    dev.cap = lo_hi_readq(cast(iomem, dev.bar) + NVME_REG_CAP)
+    dev.vs = readl(cast(iomem, dev.bar) + NVME_REG_VS)
     dev.q_depth = min(NVME_CAP_MQES(dev.cap) + 1, nvme_core_of(dev.k).io_queue_depth)
     dev.db_stride = 1 << NVME_CAP_STRIDE(dev.cap)
-    dev.dbs = dev.bar + NVME_REG_DBS
+    dev.dbs = cast(iomem, dev.bar) + NVME_REG_DBS
     pci_save_state(pdev)
     return 0
 
@@ -619,7 +618,7 @@ def nvme_pci_ctrl_is_dead(dev: nvme_dev) -> bool:
         return True
     if pdev.error_state != pci_channel_io_normal:
         return True
-    csts = readl(dev.bar + NVME_REG_CSTS)
+    csts = readl(cast(iomem, dev.bar) + NVME_REG_CSTS)
     return bool(csts & NVME_CSTS_CFS) or not csts & NVME_CSTS_RDY
 
 
@@ -647,11 +646,11 @@ def nvme_pci_configure_admin_queue(dev: nvme_dev) -> int:
     result = nvme_alloc_queue(dev, 0, NVME_AQ_DEPTH)
     if result:
         return result
-    nvmeq = dev.queues[0]
+    nvmeq = cast(nvme_queue, dev.queues[0])  # just allocated
     aqa = nvmeq.q_depth - 1
-    writel(aqa | aqa << 16, dev.bar + NVME_REG_AQA)
-    lo_hi_writeq(nvmeq.sq_cmds.dma_handle, dev.bar + NVME_REG_ASQ)
-    lo_hi_writeq(nvmeq.cqes.dma_handle, dev.bar + NVME_REG_ACQ)
+    writel(aqa | aqa << 16, cast(iomem, dev.bar) + NVME_REG_AQA)
+    lo_hi_writeq(cast(dma_coherent, nvmeq.sq_cmds).dma_handle, cast(iomem, dev.bar) + NVME_REG_ASQ)
+    lo_hi_writeq(cast(dma_coherent, nvmeq.cqes).dma_handle, cast(iomem, dev.bar) + NVME_REG_ACQ)
     result = nvme_enable_ctrl(dev)
     if result:
         return result
@@ -737,7 +736,7 @@ def nvme_id_table() -> list:
     return [PCI_DEVICE_CLASS(0x010802, 0xFFFFFF)]  # PCI_CLASS_STORAGE_EXPRESS
 
 
-def nvme_init(k: Any) -> int:
+def nvme_init(k: Kernel) -> int:
     """``module_init(nvme_init)``: register the ``nvme`` PCI driver with kernel ``k``.
 
     Before ``boot`` the drives bind during boot; after it, at once. Runs as a task on
@@ -749,18 +748,17 @@ def nvme_init(k: Any) -> int:
         return _nvme_init(k)
 
 
-def _nvme_init(k: Any) -> int:
+def _nvme_init(k: Kernel) -> int:
     core = nvme_core_of(k)
     if core.driver is not None:
         return -EBUSY
-    pci_subsys(k)
     drv = pci_driver("nvme", nvme_id_table(), probe=nvme_probe, remove=nvme_remove,
                      shutdown=nvme_shutdown)
     core.driver = drv
     return pci_register_driver(k, drv)
 
 
-def nvme_exit(k: Any) -> None:
+def nvme_exit(k: Kernel) -> None:
     """``module_exit``: unbind every controller and unregister the driver."""
     core = nvme_core_of(k)
     if core.driver is not None:
@@ -784,7 +782,7 @@ def _fold(into: dict[str, Any], more: dict[str, Any]) -> None:
         into["calls_per_cpu"][cpu] = into["calls_per_cpu"].get(cpu, 0) + n
 
 
-def nvme_queue_totals(k: Any) -> dict[str, dict[str, Any]]:
+def nvme_queue_totals(k: Kernel) -> dict[str, dict[str, Any]]:
     """Per queue name, the handler counts of every queue of that name since boot, live or
     freed (a drive pulled and put back counts on): real, spurious, completions, calls
     per CPU. The run's accounting takes differences of these."""
@@ -798,7 +796,7 @@ def nvme_queue_totals(k: Any) -> dict[str, dict[str, Any]]:
     return out
 
 
-def nvme_queue_stats(k: Any) -> list[dict[str, Any]]:
+def nvme_queue_stats(k: Kernel) -> list[dict[str, Any]]:
     """One row per live queue: name, IRQ, vector, its CPUs, real/spurious calls,
     completions — what ``/proc/interrupts`` and the load views show."""
     rows = []

@@ -134,7 +134,7 @@ def send_message(fn: PciFunction, method: str, *args: object) -> bool:
     """Route a message (PME, error) from ``fn`` up to the root port above it."""
     receive = getattr(fn.upstream, method, None)
     if receive is None:
-        fn.lost_messages = getattr(fn, "lost_messages", 0) + 1
+        fn.lost_messages += 1
         return False
     receive(*args, fn.rid)
     return True

@@ -15,7 +15,8 @@ device 0.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, cast
 
 from vmdsim.hw.regs import PCI_HEADER_TYPE, PCI_HEADER_TYPE_MFD, pci_devfn
 
@@ -99,7 +100,7 @@ class PciBus:
         fn.bus, fn.devfn, fn.upstream = self, devfn, self.upstream
         self.devices[devfn] = fn
         if getattr(fn, "is_bridge", False):
-            self.bridges.append(fn)  # type: ignore[arg-type]
+            self.bridges.append(cast("PciBridge", fn))
         if func:
             f0 = self.devices.get(pci_devfn(slot, 0))
             if f0 is not None:
@@ -112,16 +113,16 @@ class PciBus:
         """Pull ``fn`` out (surprise removal as the hardware sees it)."""
         del self.devices[fn.devfn]
         if fn in self.bridges:
-            self.bridges.remove(fn)  # type: ignore[arg-type]
+            self.bridges.remove(fn)
         fn.bus, fn.upstream = None, None
 
-    def walk(self):
+    def walk(self) -> Iterator[PciFunction]:
         """Every function on this bus and below it, depth first."""
         for devfn in sorted(self.devices):
             fn = self.devices[devfn]
             yield fn
             if getattr(fn, "is_bridge", False):
-                yield from fn.secondary.walk()  # type: ignore[attr-defined]
+                yield from cast("PciBridge", fn).secondary.walk()
 
     # -- configuration cycles --------------------------------------------------
     def _target(self, bus: int, devfn: int) -> PciFunction | None:

@@ -161,7 +161,7 @@ class ConfigSpace:
 
     def capabilities(self) -> list[tuple[int, int]]:
         """(id, offset) of each standard capability, walking the list as software does."""
-        out = []
+        out: list[tuple[int, int]] = []
         if not self.data[PCI_STATUS] & PCI_STATUS_CAP_LIST:
             return out
         off = self.data[PCI_CAPABILITY_LIST] & ~3

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from vmdsim.hw.bridge import PciBridge
 from vmdsim.hw.bus import PciBus
 from vmdsim.hw.function import PciFunction
 from vmdsim.hw.nvme import NvmeController
@@ -70,14 +71,14 @@ def _bus_rows(bus: PciBus, indent: str) -> list[Row]:
     for i, fn in enumerate(fns):
         last = i == len(fns) - 1
         where = f"{fn.devfn >> 3:02x}.{fn.devfn & 7}"
-        if getattr(fn, "is_bridge", False):
-            sec, sub = fn.secondary_bus, fn.subordinate_bus  # type: ignore[attr-defined]
+        if isinstance(fn, PciBridge):
+            sec, sub = fn.secondary_bus, fn.subordinate_bus
             where += f"-[{sec:02x}-{sub:02x}]" if sec else "-[--]"
         branch = "\\-" if last else "+-"
         rows.append((indent + branch + where, *_identity(fn)))
-        if getattr(fn, "is_bridge", False):
+        if isinstance(fn, PciBridge):
             below = indent + ("   " if last else "|  ")
-            child_rows = _bus_rows(fn.secondary, below)  # type: ignore[attr-defined]
+            child_rows = _bus_rows(fn.secondary, below)
             if not child_rows and isinstance(fn, RootPort):
                 child_rows = [(f"{below}\\- (empty slot {fn.slot_number})", "", "", "", "")]
             rows += child_rows

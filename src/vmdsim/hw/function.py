@@ -109,6 +109,7 @@ class PciFunction:
 
     header_type = 0
     bar_count = 6
+    lost_messages = 0  # messages (PME, errors) sent with no root port above (hw/aer.py)
 
     def __init__(
         self,

@@ -12,8 +12,10 @@ inserts one.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 from vmdsim.errors import TopologyError
 from vmdsim.hw.fabric import InterruptController, RootComplex
@@ -26,6 +28,8 @@ from vmdsim.hw.vmd import VMD_CFGBAR, VMD_MEMBAR1, VMD_MEMBAR2, Vmd
 from vmdsim.topology import NvmeSpec, RootPortSpec, Topology, load
 
 PCI_DEVICE_ID_INTEL_SKX_DMI3 = 0x2020
+
+_F = TypeVar("_F", bound=PciFunction)
 
 
 class HostBridge(PciFunction):
@@ -70,8 +74,8 @@ class Machine:
         m = cls(topo)
         for i, v in enumerate(topo.vmds):
             where = ("vmd", i)
-            vmd = m._make(where, "device", lambda v=v: Vmd(
-                v.name, device_id=v.device, aborts=m.rc.aborts, msix_vectors=v.msix_vectors,
+            vmd = m._make(where, "device", partial(
+                Vmd, v.name, device_id=v.device, aborts=m.rc.aborts, msix_vectors=v.msix_vectors,
                 cfgbar_size=v.cfgbar, membar1_size=v.membar1, membar2_size=v.membar2,
                 bus_restriction=v.bus_restriction, vmlock=v.vmlock, host_phys=v.host_phys))
             m.rc.root_bus.attach(vmd, v.devfn >> 3, v.devfn & 7)
@@ -115,7 +119,7 @@ class Machine:
         self.nvmes.append(nvme)
         return nvme
 
-    def _make(self, where: tuple, field: str | None, make):
+    def _make(self, where: tuple, field: str | None, make: Callable[[], _F]) -> _F:
         """Construct a device; a device model's refusal becomes an error at the topology line."""
         try:
             fn = make()

@@ -57,6 +57,7 @@ used with MSI-X), no power-state effects.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import cast
 
 from vmdsim.hw.aer import AerCapability, send_message, signal_error
 from vmdsim.hw.function import Bar, PciFunction
@@ -132,6 +133,8 @@ def _cap(queue_depth: int) -> int:
 
 class NvmeController(PciFunction):
     """One NVMe drive: ``nr_io_queues`` I/O queues plus the admin queue."""
+
+    msix: MsixCapability  # every NVMe controller has MSI-X (set in the constructor)
 
     def __init__(
         self,
@@ -424,13 +427,14 @@ class NvmeController(PciFunction):
             if (self._tail[0] + 1) % depth == self._head[0]:
                 return
             base = self._asq + self._asq_head * SQE_SIZE
-            cmd = [self.bus_master_read(base + 4 * i, 4) for i in range(16)]
-            if any(dw is None for dw in cmd):
+            fetched = [self.bus_master_read(base + 4 * i, 4) for i in range(16)]
+            if any(dw is None for dw in fetched):
                 self._csts |= NVME_CSTS_CFS  # a failed DMA fetch: controller fatal status
                 return
+            cmd = cast(list[int], fetched)  # every dword arrived
             self._asq_head = (self._asq_head + 1) % self._asq_depth
             self.admin_commands += 1
-            done = self.admin.execute(cmd)  # type: ignore[arg-type]
+            done = self.admin.execute(cmd)
             if done is None:
                 continue  # an Asynchronous Event Request: completes when an event occurs
             status, result = done

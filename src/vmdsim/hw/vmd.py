@@ -173,6 +173,8 @@ class Vmd(PciFunction):
     hidden domain masters arrives at :meth:`upstream_write`/:meth:`upstream_read`.
     """
 
+    msix: MsixCapability  # the VMD's own vectors, always MSI-X (set in the constructor)
+
     def __init__(
         self,
         name: str,

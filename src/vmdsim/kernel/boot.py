@@ -36,7 +36,7 @@ hardware object is inspected.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.dma import PageAllocator
@@ -45,7 +45,6 @@ from vmdsim.kernel.pci.bus import pci_bus_add_devices
 from vmdsim.kernel.pci.pci_h import pci_bus
 from vmdsim.kernel.pci.probe import pci_lock_rescan_remove, pci_unlock_rescan_remove
 from vmdsim.kernel.pci.setup_bus import pci_assign_unassigned_resources
-from vmdsim.kernel.pci.subsys import pci_subsys
 from vmdsim.kernel.pci.x86 import (
     pci_acpi_scan_root,
     pci_mmconfig_add,
@@ -53,6 +52,9 @@ from vmdsim.kernel.pci.x86 import (
     pcibios_resource_survey,
 )
 from vmdsim.kernel.sched import current
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 ECAM_BUSES = (0x00, 0xFF)
 BOOT_CPU = 0
@@ -62,13 +64,13 @@ class BootError(VmdsimError):
     """The kernel cannot run on this machine as configured."""
 
 
-def boot(k: Any, machine: Any, *, native: dict[str, bool] | None = None) -> pci_bus:
+def boot(k: Kernel, machine: Any, *, native: dict[str, bool] | None = None) -> pci_bus:
     """Bring up ``k`` on ``machine``; returns domain 0's root bus.
 
     ``native`` overrides what firmware's _OSC grants the OS (e.g.
     ``{"pcie_hotplug": False}``); by default everything is granted.
     """
-    if k.io is not None:
+    if k.booted:
         raise BootError("boot: this kernel is already attached to a machine")
     rc = machine.rc
     ncpus = getattr(machine, "ncpus", None)
@@ -82,14 +84,13 @@ def boot(k: Any, machine: Any, *, native: dict[str, bool] | None = None) -> pci_
         return _boot_on_bsp(k, rc, native)
 
 
-def _boot_on_bsp(k: Any, rc: Any, native: dict[str, bool] | None) -> pci_bus:
-    k.io = IoSpace(k, rc)
-    k.pages = PageAllocator(rc.ram.size)
+def _boot_on_bsp(k: Kernel, rc: Any, native: dict[str, bool] | None) -> pci_bus:
+    k.attach_machine(IoSpace(k, rc), PageAllocator(rc.ram.size))
     # Look the scheduler up per interrupt: the explorer replaces k.sched after boot.
     # A bound method, not a closure: it follows the kernel through a deep copy (the
     # explorer's snapshots) and looks the scheduler up per message (it is replaced).
     rc.apic.attach(k.raise_irq)
-    sub = pci_subsys(k)
+    sub = k.pci
     cfg = pci_mmconfig_add(k, 0, ECAM_BUSES[0], ECAM_BUSES[1], rc.mmconfig_base)
     if cfg is None:
         _unwind(k, rc, None)
@@ -108,10 +109,9 @@ def _boot_on_bsp(k: Any, rc: Any, native: dict[str, bool] | None) -> pci_bus:
     return root
 
 
-def _unwind(k: Any, rc: Any, cfg: Any) -> None:
+def _unwind(k: Kernel, rc: Any, cfg: Any) -> None:
     """Undo a boot that failed before domain 0 existed."""
     if cfg is not None:
         pci_mmconfig_delete(k, cfg)
     rc.apic.attach(None)
-    k.io = None
-    k.pages = None
+    k.attach_machine(None, None)

@@ -16,9 +16,12 @@ not a timeout.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING
 
 from vmdsim.kernel.shared import WAIT, KObject, peek, poke, shared
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 
 class completion(KObject):
@@ -43,7 +46,7 @@ def try_wait_for_completion(x: completion) -> bool:
     return True
 
 
-def wait_for_completion_timeout(k: Any, x: completion) -> bool:
+def wait_for_completion_timeout(k: Kernel, x: completion) -> bool:
     """Sleep until ``x`` is completed and take that completion; False if it timed out."""
     if not k.sched.sleep_until(lambda: bool(peek(x, "done", None)), f"completion {x.name}",
                                access=(x.kname(), "done", WAIT)):

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from greenlet import getcurrent, greenlet
 
@@ -49,7 +49,8 @@ class Choice:
     vector: int = 0
 
 
-Chooser = Callable[["ControlledScheduler", list[Choice]], int]
+# Returns the index of the choice to make, or None to abandon the execution.
+Chooser = Callable[["ControlledScheduler", list[Choice]], "int | None"]
 
 
 @dataclass
@@ -216,7 +217,7 @@ class ControlledScheduler(Scheduler):
     def spawn(self, cpu_id: int | None, fn: Callable[..., Any], *args: Any,
               name: str | None = None) -> Context:
         """A task that runs ``fn(*args)`` on ``cpu_id`` (None: the housekeeping CPU)."""
-        base = name or getattr(fn, "__name__", "task")
+        base = name or cast(str, getattr(fn, "__name__", "task"))
         bad = set(base) & _NOT_IN_NAMES
         if not base or bad or not base.isprintable():
             shown = " ".join(sorted(c for c in _NOT_IN_NAMES if c.isprintable() and c != " "))
@@ -334,7 +335,8 @@ class ControlledScheduler(Scheduler):
         return True
 
     def choices(self) -> list[Choice]:
-        cond = self._cond_now = {c: c.wait() for c in self._waiting}
+        # (a context is in _waiting only while block_until has set its wait)
+        cond = self._cond_now = {c: cast(Callable[[], bool], c.wait)() for c in self._waiting}
         made, irqs = self._run_choice_of, self._irq_choice_of
         out: list[Choice] = []
         for cpu in (*self.cpus, *self.unbound):
@@ -443,7 +445,7 @@ class ControlledScheduler(Scheduler):
                     if spinning:
                         self.failure = Livelock("; ".join(
                             f"{c.name} spins re-reading "
-                            f"{', '.join(sorted(f'{o}.{f}' for o, f in c.spin_wait))} "
+                            f"{', '.join(sorted(f'{o}.{f}' for o, f in c.spin_wait or ()))} "
                             f"({self.spin_limit} repeated steps) and nothing left to run "
                             "writes them" for c in spinning))
                     elif stuck:
@@ -490,14 +492,14 @@ class ControlledScheduler(Scheduler):
 
     def step(self, choice: Choice) -> None:
         if choice.kind == "irq":
-            cpu = choice.cpu
+            cpu = cast(Cpu, choice.cpu)  # an "irq" choice has its CPU
             cpu.pending.remove(choice.vector)
             key = (cpu.id, choice.vector)
             self.irq_seq[key] = self.irq_seq.get(key, 0) + 1
             ctx = Context(choice.label, cpu, self.handle_irq, (choice.vector,), kind="irq")
             self.names.add(ctx.name)
             self.contexts.append(ctx)
-            ctx.saved_flag = cpu.irqs_enabled  # type: ignore[attr-defined]
+            ctx.saved_flag = cpu.irqs_enabled
             cpu.irq_stack.append(ctx)
             n = len(self.trace)
             ctx.holds_cpu_since = n
@@ -509,7 +511,7 @@ class ControlledScheduler(Scheduler):
                                    frozenset({acc, made, cpu_key(cpu)}), choice.vector,
                                    needs=(f"irqflag{cpu.id}",)))
             return
-        ctx = choice.ctx
+        ctx = cast(Context, choice.ctx)  # a "run" choice has its context
         if ctx.kind == "task" and ctx.cpu.curr is None:
             ctx.cpu.curr = ctx
             ctx.holds_cpu_since = len(self.trace)
@@ -581,7 +583,7 @@ class ControlledScheduler(Scheduler):
 
     def _body(self, ctx: Context) -> None:
         try:
-            ctx.result = ctx.fn(*ctx.args)
+            ctx.result = cast(Callable[..., Any], ctx.fn)(*ctx.args)  # spawned: it has one
             if ctx.kind == "task":
                 self.check_task_exit(ctx)
         except BaseException as e:  # noqa: BLE001 - every failure is a verdict
@@ -595,9 +597,9 @@ class ControlledScheduler(Scheduler):
         if ctx.kind == "irq":
             cpu.irq_stack.remove(ctx)
             self.note_release(cpu.key, ctx.holds_cpu_since)
-            if ctx.saved_flag:  # type: ignore[attr-defined]
+            if ctx.saved_flag:
                 self.note_release(f"irqflag{cpu.id}", ctx.holds_cpu_since)
-            cpu.irqs_enabled = ctx.saved_flag  # type: ignore[attr-defined]
+            cpu.irqs_enabled = ctx.saved_flag
         elif cpu.curr is ctx:
             cpu.curr = None
             self.note_release(cpu.key, ctx.holds_cpu_since)

@@ -1,17 +1,25 @@
 """The ``Kernel``: one object that all of one kernel's state hangs off.
 
-Subsystems are attributes with Linux's names on their methods:
+Every subsystem exists from the moment the kernel is created (Linux sets them
+up in ``start_kernel`` and the early initcalls, before any driver runs):
 
-============  ===========================================================
-``k.sched``   the CPUs and the scheduler (free-running unless an explorer
-              installs a controlled one)
-``k.mem``     the slab allocator with KASAN/kmemleak checks
-``k.rcu``     RCU state (readers, grace periods, callbacks)
-``k.io``      the CPU's view of physical memory, set by ``boot``
-``k.pages``   free pages of RAM for coherent DMA buffers, set by ``boot``
-``k.irq``     the IRQ core: descriptors, chips, domains, x86 vectors
-``k.pci``     the PCI core, created on first use
-============  ===========================================================
+===============  ==========================================================
+``k.sched``      the CPUs and the scheduler (free-running unless an explorer
+                 installs a controlled one)
+``k.mem``        the slab allocator with KASAN/kmemleak checks
+``k.rcu``        RCU state (readers, grace periods, callbacks)
+``k.irq``        the IRQ core: descriptors, chips, domains, x86 vectors and
+                 the default PCI/MSI domain (``arch_early_irq_init``,
+                 ``pci_arch_init``)
+``k.pci``        the PCI core (``pci_driver_init``, postcore_initcall)
+``k.system_wq``  the system workqueue (``workqueue_init_early``)
+``k.io``         the CPU's view of physical memory, attached by ``boot``
+``k.pages``      free pages of RAM for coherent DMA buffers, attached by ``boot``
+===============  ==========================================================
+
+A driver's own global state (what Linux keeps in the module's static
+variables: NVMe's instance IDA, the PCIe port bus) is created by the driver
+when it is first used and found with :meth:`Kernel.module_state`.
 
 Several kernels can live in one process; nothing is global except the
 pointer to the context that is running right now.
@@ -21,12 +29,23 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, TypeVar
 
-from vmdsim.kernel.irq import IrqSubsystem
+from vmdsim.errors import VmdsimError
+from vmdsim.kernel.dma import PageAllocator
+from vmdsim.kernel.io import IoSpace
+from vmdsim.kernel.irq.subsys import IrqSubsystem
 from vmdsim.kernel.mem import Allocator
+from vmdsim.kernel.pci.subsys import PciSubsystem
 from vmdsim.kernel.rcu import Rcu
 from vmdsim.kernel.sched import Context, Scheduler
+from vmdsim.kernel.workqueue import workqueue_struct
+
+M = TypeVar("M")
+
+
+class NotBooted(VmdsimError):
+    """The kernel has no machine yet: ``k.io`` and ``k.pages`` exist only after ``boot``."""
 
 
 class Kernel:
@@ -34,15 +53,51 @@ class Kernel:
 
     def __init__(self, ncpus: int = 4) -> None:
         self.ncpus = ncpus
-        self.sched = Scheduler(ncpus)
+        self.sched: Scheduler = Scheduler(ncpus)
         self.mem = Allocator(self)
         self.rcu = Rcu()
         self.sched.rcu = self.rcu
         self.sched.quiescent_hooks.append(self.rcu.process_callbacks)
-        self.io: Any = None
-        self.pages: Any = None  # kernel.dma.PageAllocator over the machine's RAM, set by boot
+        self._io: IoSpace | None = None
+        self._pages: PageAllocator | None = None
         self.irq = IrqSubsystem(self)
+        self.pci = PciSubsystem(self)
+        self.system_wq = workqueue_struct(self)
+        self._modules: dict[Callable[[Kernel], Any], Any] = {}
 
+    # -- what boot attaches ---------------------------------------------------------------
+    @property
+    def booted(self) -> bool:
+        """True once ``boot`` has attached the kernel to a machine."""
+        return self._io is not None
+
+    @property
+    def io(self) -> IoSpace:
+        if self._io is None:
+            raise NotBooted("kernel: not booted on a machine (no I/O space yet)")
+        return self._io
+
+    @property
+    def pages(self) -> PageAllocator:
+        if self._pages is None:
+            raise NotBooted("kernel: not booted on a machine (no RAM for DMA yet)")
+        return self._pages
+
+    def attach_machine(self, io: IoSpace | None, pages: PageAllocator | None) -> None:
+        """Attach (boot) or detach (a boot that failed and unwound) the machine's memory."""
+        self._io = io
+        self._pages = pages
+
+    # -- driver modules ---------------------------------------------------------------------
+    def module_state(self, init: Callable[[Kernel], M]) -> M:
+        """A driver's global state: ``init(k)`` on first use (its module_init), then the same
+        object. ``init`` is the state's class, which also keys it."""
+        state = self._modules.get(init)
+        if state is None:
+            state = self._modules[init] = init(self)
+        return state
+
+    # -- running code -----------------------------------------------------------------------
     def run_on(self, cpu: int, fn: Callable[..., Any], *args: Any,
                name: str | None = None) -> Any:
         """Run ``fn(*args)`` as a task on CPU ``cpu`` (free-running) and return its result."""

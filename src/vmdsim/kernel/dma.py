@@ -26,11 +26,14 @@ writing the same bytes by DMA races with them exactly as with a register.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.io import iomem, vm_struct
 from vmdsim.kernel.shared import KObject
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 PAGE_SIZE = 4096
 RESERVED_LOW = 16 << 20  # the kernel image and early allocations: never handed out here
@@ -95,7 +98,7 @@ class dma_coherent(KObject):
         return f"<dma_coherent {self.dma_handle:#x}+{self.size:#x}>"
 
 
-def dma_alloc_coherent(k: Any, dev: Any, size: int, owner: str = "dma") -> dma_coherent | None:
+def dma_alloc_coherent(k: Kernel, dev: Any, size: int, owner: str = "dma") -> dma_coherent | None:
     """``size`` bytes of zeroed memory both the CPU and ``dev`` reach; None when out of
     memory (Linux: NULL)."""
     if size <= 0:
@@ -120,7 +123,7 @@ def dma_alloc_coherent(k: Any, dev: Any, size: int, owner: str = "dma") -> dma_c
     return buf
 
 
-def dma_free_coherent(k: Any, buf: dma_coherent) -> None:
+def dma_free_coherent(k: Kernel, buf: dma_coherent) -> None:
     """Give ``buf`` back: its pages to the page allocator, its bookkeeping to the slab."""
     phys = buf.dma_handle
     k.mem.kfree(buf.vm)

@@ -29,10 +29,13 @@ happens to be mapped next, or fault).
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.shared import READ, WRITE, KObject, hook
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 
 class IoAccessError(VmdsimError):
@@ -113,7 +116,7 @@ class iomem:
 class IoSpace:
     """``k.io``: the CPU's physical address space as the kernel reaches it."""
 
-    def __init__(self, k, bus: CpuMemoryBus) -> None:
+    def __init__(self, k: Kernel, bus: CpuMemoryBus) -> None:
         self.k = k
         self.bus = bus
 
@@ -135,11 +138,11 @@ class IoSpace:
         self.k.mem.kfree(addr.vm)
 
 
-def ioremap(k, phys_addr: int, size: int) -> iomem | None:
+def ioremap(k: Kernel, phys_addr: int, size: int) -> iomem | None:
     return k.io.ioremap(phys_addr, size)
 
 
-def iounmap(k, addr: iomem) -> None:
+def iounmap(k: Kernel, addr: iomem) -> None:
     k.io.iounmap(addr)
 
 

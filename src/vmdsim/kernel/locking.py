@@ -19,7 +19,7 @@ Simplifications: no lock classes or lock-order graph; ``spinlock_t`` and
 from __future__ import annotations
 
 from vmdsim.errors import VmdsimError
-from vmdsim.kernel.sched import Deadlock, current
+from vmdsim.kernel.sched import Context, Deadlock, current
 from vmdsim.kernel.shared import ACQUIRE, RELEASE, KObject, sched_point
 
 
@@ -36,7 +36,7 @@ class raw_spinlock_t(KObject):
 
     def __init__(self, name: str = "lock") -> None:
         self.name = name
-        self.owner = None
+        self.owner: Context | None = None
         self.taken_at = -1  # explored runs: the step that took it
 
     def __repr__(self) -> str:

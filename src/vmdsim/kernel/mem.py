@@ -21,10 +21,16 @@ poison (real KASAN quarantines freed memory for the same reason).
 from __future__ import annotations
 
 import sys
-from typing import Any, TypeVar
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.shared import ALLOC, FREE, KObject, sched_point
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from vmdsim.kernel.core import Kernel
 
 T = TypeVar("T")
 
@@ -93,7 +99,7 @@ class AllocInfo:
 
 def call_site(depth: int) -> str:
     """``function (file:line)`` of the frame ``depth`` levels up, skipping allocator frames."""
-    f = sys._getframe(depth + 1)
+    f: FrameType | None = sys._getframe(depth + 1)
     while f is not None and f.f_globals.get("__name__") == __name__:
         f = f.f_back
     if f is None:
@@ -111,24 +117,24 @@ def _poisoned_class(cls: type) -> type:
     if twin is not None:
         return twin
 
-    def __getattribute__(self, name):  # noqa: N807
+    def __getattribute__(self: Any, name: str) -> Any:  # noqa: N807
         if name in _SAFE:
             return object.__getattribute__(self, name)
         raise UseAfterFree(self, name, "read", call_site(1))
 
-    def __setattr__(self, name, value):  # noqa: N807
+    def __setattr__(self: Any, name: str, value: Any) -> NoReturn:  # noqa: N807
         raise UseAfterFree(self, name, "write", call_site(1))
 
-    def __delattr__(self, name):  # noqa: N807
+    def __delattr__(self: Any, name: str) -> NoReturn:  # noqa: N807
         raise UseAfterFree(self, name, "write", call_site(1))
 
-    def _kasan_check(obj, field, access):
+    def _kasan_check(obj: Any, field: str, access: str) -> NoReturn:
         raise UseAfterFree(obj, field, access, call_site(2))
 
-    def __repr__(self):  # noqa: N807
+    def __repr__(self: Any) -> str:  # noqa: N807
         return f"<freed {object.__getattribute__(self, '__dict__')['_kmem'].name}>"
 
-    def kname(self):
+    def kname(self: Any) -> str:
         # The name it had while live: the explorer matches accesses by name.
         return f"{cls.__name__}#{object.__getattribute__(self, '_kid')}"
 
@@ -147,7 +153,7 @@ def _reduce_freed(obj: Any, cls: type) -> tuple:
 
 
 def _rebuild_freed(cls: type, state: dict) -> Any:
-    obj = object.__new__(_poisoned_class(cls))
+    obj: Any = object.__new__(_poisoned_class(cls))
     object.__getattribute__(obj, "__dict__").update(state)
     return obj
 
@@ -159,7 +165,7 @@ def is_freed(obj: Any) -> bool:
 class Allocator:
     """``k.mem``: kmalloc/kzalloc/kfree/kfree_rcu, poisoning, leak and fault reports."""
 
-    def __init__(self, k: Any) -> None:
+    def __init__(self, k: Kernel) -> None:
         self.k = k
         self.live: dict[int, Any] = {}  # by allocation number (survives a deep copy)
         self._slot = 0
@@ -178,7 +184,7 @@ class Allocator:
                 self._fail_at = None
                 self.failed += 1
                 return None
-        obj = cls(*args, **kw)
+        obj: T = cls(*args, **kw)
         if not isinstance(obj, KObject):
             raise TypeError(f"kmalloc: {cls.__name__} is not a KObject")
         object.__setattr__(obj, "_kmem", AllocInfo(obj.kname(), owner, call_site(1)))
@@ -223,7 +229,7 @@ class Allocator:
     # -- reports ---------------------------------------------------------------
     def leaks(self, owner: str | None = None) -> list[Any]:
         """Objects still allocated (by ``owner``, if given), oldest first."""
-        objs = self.live.values()
+        objs: Iterable[Any] = self.live.values()
         if owner is not None:
             objs = [o for o in objs if o._kmem.owner == owner]
         return list(objs)

@@ -106,8 +106,11 @@ class Rcu(KObject):
         sched = current().cpu.sched
         for serial in sorted(snap):
             who = self.reader_of[serial]
-            sched.block_until(lambda serial=serial: serial not in self.active,
-                              "an RCU grace period", sleep=True,
+
+            def ended(serial: int = serial) -> bool:
+                return serial not in self.active
+
+            sched.block_until(ended, "an RCU grace period", sleep=True,
                               access=(self.kname(), f"reader {who}", WAIT))
 
     def call(self, fn: Callable[..., Any], *args: Any) -> None:
@@ -158,7 +161,9 @@ HARNESS.cpu.sched.rcu = Rcu()  # the harness pseudo-CPU's own, never shared with
 
 
 def _rcu() -> Rcu:
-    return current().cpu.sched.rcu
+    rcu = current().cpu.sched.rcu
+    assert rcu is not None, "the running context's scheduler has no RCU state"
+    return rcu
 
 
 def rcu_read_lock() -> None:

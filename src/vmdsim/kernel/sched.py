@@ -33,9 +33,14 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vmdsim.errors import VmdsimError
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from vmdsim.kernel.rcu import Rcu
 
 
 class SchedError(VmdsimError):
@@ -51,7 +56,7 @@ class Deadlock(VmdsimError):
 class Cpu:
     """One logical CPU: its interrupt flag, current task, interrupt stack and IRR."""
 
-    def __init__(self, cpu_id: int, sched: Scheduler | None = None) -> None:
+    def __init__(self, cpu_id: int, sched: Scheduler) -> None:
         self.id = cpu_id
         self.sched = sched
         self.irqs_enabled = True
@@ -111,6 +116,10 @@ class Context:
         self.spin_reads: set[tuple[str, str]] = set()
         self.spin_wait: set[tuple[str, str]] | None = None
 
+    # Explored runs, an interrupt's context only: the interrupt flag it found, restored
+    # when it returns (set by ControlledScheduler.step).
+    saved_flag: bool
+
     @property
     def in_irq(self) -> bool:
         return self.kind == "irq"
@@ -150,7 +159,7 @@ _MACHINERY = {"vmdsim.kernel.shared", "vmdsim.kernel.sched", "vmdsim.kernel.mem"
 
 def kernel_function(depth: int = 1) -> str:
     """The innermost caller that is kernel code rather than the scheduling machinery."""
-    f = sys._getframe(depth)
+    f: FrameType | None = sys._getframe(depth)
     while f is not None and f.f_globals.get("__name__") in _MACHINERY:
         f = f.f_back
     return f.f_code.co_name if f is not None else "?"
@@ -170,7 +179,7 @@ class Scheduler:
         self.spurious: dict[int, int] = {}
         # Run after every outermost interrupt or task exit (softirq: RCU callbacks).
         self.quiescent_hooks: list[Callable[[], None]] = []
-        self.rcu: Any = None  # the kernel's RCU state, for rcu_read_lock() and friends
+        self.rcu: Rcu | None = None  # the kernel's RCU state, for rcu_read_lock() and friends
         self._settling = False
 
     def _no_handler(self, vector: int) -> None:
@@ -203,7 +212,7 @@ class Scheduler:
     def run_on(self, cpu_id: int, fn: Callable[..., Any], *args: Any,
                name: str | None = None) -> Any:
         """Run ``fn(*args)`` as a task on ``cpu_id`` now, and return its result."""
-        with self.task(cpu_id, name or getattr(fn, "__name__", "task")):
+        with self.task(cpu_id, name or cast(str, getattr(fn, "__name__", "task"))):
             return fn(*args)
 
     def check_task_exit(self, ctx: Context) -> None:

@@ -93,6 +93,8 @@ class KObject:
     detection.
     """
 
+    _kid: int  # the serial number, set in __new__
+
     def __new__(cls, *args: Any, **kw: Any) -> KObject:
         obj = object.__new__(cls)
         object.__setattr__(obj, "_kid", next(_serials))  # keeps the compact instance layout

@@ -83,7 +83,10 @@ def synchronize_srcu(ssp: srcu_struct) -> None:
     sched_point(ssp, "readers", WAIT)
     # One reader at a time, as synchronize_rcu: each wait is ended by one unlock.
     for tok, reader in sorted(ssp.readers.items()):
-        ctx.cpu.sched.block_until(lambda tok=tok: tok not in ssp.readers,
-                                  f"an SRCU grace period of {ssp.name}", sleep=True,
+
+        def ended(tok: int = tok) -> bool:
+            return tok not in ssp.readers
+
+        ctx.cpu.sched.block_until(ended, f"an SRCU grace period of {ssp.name}", sleep=True,
                                   access=(ssp.kname(), f"reader {reader.name}", WAIT))
     ssp.gp_completed += 1

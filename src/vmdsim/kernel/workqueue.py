@@ -39,10 +39,14 @@ button's 5 s delay is handled by pciehp itself).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vmdsim.kernel.sched import HARNESS, current
 from vmdsim.kernel.shared import KObject, init_private, peek, shared
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.controlled import ControlledScheduler
+    from vmdsim.kernel.core import Kernel
 
 WorkFn = Callable[[Any], None]
 
@@ -59,7 +63,7 @@ class work_struct(KObject):
     pending = shared()
     running = shared()
 
-    def __init__(self, k: Any, fn: WorkFn, data: Any, name: str) -> None:
+    def __init__(self, k: Kernel, fn: WorkFn, data: Any, name: str) -> None:
         init_private(self, pending=False, running=False)
         self.k = k
         self.fn = fn
@@ -72,14 +76,14 @@ class work_struct(KObject):
         return f"<work {self.name}>"
 
 
-def INIT_WORK(k: Any, fn: WorkFn, data: Any, name: str) -> work_struct:  # noqa: N802
+def INIT_WORK(k: Kernel, fn: WorkFn, data: Any, name: str) -> work_struct:  # noqa: N802
     return work_struct(k, fn, data, name)
 
 
 class workqueue_struct(KObject):
-    """``system_wq``: one kernel's pending work (``k.system_wq``, made on first use)."""
+    """``system_wq``: one kernel's pending work (``k.system_wq``, made with the kernel)."""
 
-    def __init__(self, k: Any) -> None:
+    def __init__(self, k: Kernel) -> None:
         self.k = k
         self.queue: list[work_struct] = []
         self.flushing = False
@@ -119,14 +123,6 @@ def _run_work(work: work_struct) -> None:
         work.runs += 1
 
 
-def system_wq(k: Any) -> workqueue_struct:
-    """The kernel's system workqueue, created (and hooked to the scheduler's quiescent
-    points) on first use."""
-    wq = getattr(k, "system_wq", None)
-    if wq is None:
-        wq = k.system_wq = workqueue_struct(k)
-    return wq
-
 
 def schedule_work(work: work_struct) -> bool:
     """Queue ``work``; False if it was already pending (it runs once)."""
@@ -137,9 +133,9 @@ def schedule_work(work: work_struct) -> bool:
     work.cpu = cpu if cpu >= 0 else 0
     sched = work.k.sched
     if sched.controlled and getattr(sched, "root", None) is not None:
-        sched.spawn(None, _run_work, work, name=work.name)
+        cast("ControlledScheduler", sched).spawn(None, _run_work, work, name=work.name)
     else:
-        system_wq(work.k).queue.append(work)
+        work.k.system_wq.queue.append(work)
     return True
 
 
@@ -147,7 +143,7 @@ def cancel_work_sync(work: work_struct) -> bool:
     """Dequeue ``work`` and wait for a running instance to finish; True if it was pending."""
     was = work.pending
     work.pending = False
-    q = system_wq(work.k).queue
+    q = work.k.system_wq.queue
     if work in q:
         q.remove(work)
     if work.running:
@@ -157,10 +153,10 @@ def cancel_work_sync(work: work_struct) -> bool:
     return was
 
 
-def flush_scheduled_work(k: Any) -> None:
+def flush_scheduled_work(k: Kernel) -> None:
     """Run every pending work now, each as a task on the CPU that queued it.
 
     Free-running only, and from outside any task (the harness): a busy CPU cannot start
     another task. Normally unnecessary: pending work runs by itself as soon as the
     outermost interrupt or task returns."""
-    system_wq(k).flush()
+    k.system_wq.flush()

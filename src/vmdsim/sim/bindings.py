@@ -16,13 +16,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.drivers.vmd.query import vmd_devices
 from vmdsim.hw.nvme import NvmeController
 from vmdsim.hw.rootport import RootPort
 from vmdsim.hw.vmd import Vmd
 from vmdsim.kernel.pci.pci_h import pci_name
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 
 @dataclass
@@ -55,7 +58,7 @@ def _declared(machine: Any) -> Iterator[tuple[Any, Vmd | None]]:
             yield fn, vmd
 
 
-def _kernel_says(k: Any, name: str) -> str | None:
+def _kernel_says(k: Kernel, name: str) -> str | None:
     """The kernel's last complaint about a resource of the device, and its last two lines
     (a driver says why it refuses just before the driver core says that it did)."""
     prefix = f"pci {name}: "

@@ -9,22 +9,62 @@ drive completing work, a card pulled from a slot) and the kernel reacting.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 from vmdsim.drivers.nvme import NVMEQ_ENABLED, nvme_core_of, nvme_init
 from vmdsim.drivers.pcieport.portdrv import pcie_portdrv_init
-from vmdsim.drivers.vmd.module import vmd_init
+from vmdsim.drivers.vmd.module import vmd_init, vmd_module
 from vmdsim.errors import VmdsimError
 from vmdsim.hw.machine import Machine
 from vmdsim.hw.nvme import NvmeController
-from vmdsim.kernel.boot import boot
+from vmdsim.kernel.boot import boot as boot_kernel
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.pci import pci_read_config_dword
 from vmdsim.sim.bindings import Unbound, unbound_devices
+from vmdsim.topology import Topology
+
+if TYPE_CHECKING:
+    from vmdsim.hw.rootport import RootPort
+    from vmdsim.kernel.pci.pci_h import pci_dev
 
 DESC_FREE = ("rcu", "immediate")
+BUILT_IN_DRIVERS = ("vmd", "nvme", "pcieport")
+DriverInit = Callable[[Kernel], object]
+
+
+def boot(topology: str | Path | Topology | None = None, *, protocol: str | None = None,
+         policy: str | None = None, desc_free: str = "rcu", machine: Machine | None = None,
+         drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS) -> System:
+    """Build the machine of ``topology`` (a TOML file, a parsed :class:`Topology`, or None
+    for the built-in default), create a kernel for it, register ``drivers`` and boot.
+
+    ``drivers`` are built-in names (``vmd``, ``nvme``, ``pcieport``) or a driver's init
+    function ``init(k)``, registered in that order before the buses are scanned.
+    ``protocol`` and ``policy`` are the vmd module's parameters; ``desc_free`` is how the
+    IRQ core frees descriptors (``rcu`` as Linux, or ``immediate``). Bad names raise
+    :class:`VmdsimError` before anything is built."""
+    return System(topology, protocol=protocol, policy=policy, desc_free=desc_free,
+                  machine=machine, drivers=drivers)
+
+
+def _driver_init(d: str | DriverInit) -> DriverInit:
+    if not isinstance(d, str):
+        return d
+    inits: dict[str, DriverInit] = {"vmd": vmd_init, "nvme": nvme_init,
+                                    "pcieport": pcie_portdrv_init}
+    if d not in inits:
+        raise VmdsimError(f"driver {d!r}: the built-in drivers are {', '.join(inits)}")
+    return inits[d]
+
+
+class HasMachine(Protocol):
+    """Anything that holds the hardware it was booted on (a :class:`System`, a scenario's
+    world)."""
+
+    machine: Machine
 
 
 class NoSuchSlotError(VmdsimError, KeyError):
@@ -36,18 +76,30 @@ class NoSuchSlotError(VmdsimError, KeyError):
 
 
 class System:
-    """``System(topology=None, protocol=, policy=, desc_free=)``: booted and bound."""
+    """A machine with a kernel booted on it and its drivers bound: use :func:`boot`."""
 
-    def __init__(self, topology: str | Path | None = None, *, protocol: str | None = None,
-                 policy: str | None = None, desc_free: str = "rcu",
-                 machine: Machine | None = None) -> None:
-        self.machine = machine if machine is not None else Machine.load(topology)
+    def __init__(self, topology: str | Path | Topology | None = None, *,
+                 protocol: str | None = None, policy: str | None = None,
+                 desc_free: str = "rcu", machine: Machine | None = None,
+                 drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS) -> None:
+        if desc_free not in DESC_FREE:
+            raise VmdsimError(f"desc_free {desc_free!r}: one of {', '.join(DESC_FREE)}")
+        inits = [_driver_init(d) for d in drivers]
+        if machine is None:
+            machine = (Machine.build(topology) if isinstance(topology, Topology)
+                       else Machine.load(topology))
+        self.machine = machine
         self.k = Kernel(self.machine.ncpus)
         self.k.irq.desc_free = desc_free
-        self.vmd = vmd_init(self.k, protocol, policy)
-        nvme_init(self.k)
-        pcie_portdrv_init(self.k)
-        boot(self.k, self.machine)
+        self.vmd: vmd_module | None = None
+        # Registered before boot, as built-in drivers are: they bind while the buses are
+        # scanned (Linux: device_initcall), the VMD first.
+        for init in inits:
+            if init is vmd_init:
+                self.vmd = vmd_init(self.k, protocol, policy)
+            else:
+                init(self.k)
+        boot_kernel(self.k, self.machine)
 
     @cached_property
     def unbound(self) -> list[Unbound]:
@@ -56,13 +108,13 @@ class System:
 
     @property
     def protocol(self) -> str:
-        return ",".join(self.vmd.protocols)
+        return ",".join(self.vmd.protocols) if self.vmd is not None else ""
 
     @property
     def policy(self) -> str:
-        return ",".join(self.vmd.policies)
+        return ",".join(self.vmd.policies) if self.vmd is not None else ""
 
-    def slot(self, name: str) -> Any:
+    def slot(self, name: str) -> RootPort:
         """A root port of the machine by name (``vmd0.rp2``), for hot-plug acts."""
         port = self.machine.by_name.get(name)
         if port is None or port not in self.machine.root_ports:
@@ -71,7 +123,7 @@ class System:
         return port
 
 
-def drive_of(system: System, pdev: Any) -> NvmeController | None:
+def drive_of(system: HasMachine, pdev: pci_dev) -> NvmeController | None:
     """The hardware drive behind a kernel ``pci_dev``: the one at the same bus number and
     devfn whose BAR0 holds the same bus address (the workload is the harness: it may look at
     both sides). The address alone is not enough: a drive the last scan missed keeps the

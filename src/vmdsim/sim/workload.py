@@ -188,7 +188,9 @@ def _hotplug(system: System, ev: HotplugEvent, out: Outcome,
     if ev.action == "remove":
         if port.card is None:
             raise WorkloadError(f"at {ev.at_ms} ms: remove {ev.slot}: the slot is empty")
-        spares[ev.slot] = port.unpopulate()
+        pulled = port.unpopulate()
+        if isinstance(pulled, NvmeController):  # what a later insert puts back
+            spares[ev.slot] = pulled
         out.removed += 1
     else:
         if port.card is not None:

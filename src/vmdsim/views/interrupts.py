@@ -9,14 +9,17 @@ table next to it has what each queue's handler saw.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.drivers.vmd.query import vmd_interrupts_column
 from vmdsim.kernel.irq.proc import show_interrupts
 from vmdsim.sim.measure import Measurements
 
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
-def proc_interrupts(k: Any) -> str:
+
+def proc_interrupts(k: Kernel) -> str:
     return show_interrupts(k, extra=lambda irq, desc: vmd_interrupts_column(k, irq) or None)
 
 

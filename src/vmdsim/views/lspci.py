@@ -13,14 +13,18 @@ bridges, capabilities found, the driver in use), ``-t`` the tree.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.pci import (
     PCI_BRIDGE_MEM_WINDOW,
     PCI_BRIDGE_PREF_MEM_WINDOW,
     pci_name,
+    pci_read_config_byte,
 )
 from vmdsim.kernel.pci.resource import IORESOURCE_MEM_64, IORESOURCE_PREFETCH, IORESOURCE_UNSET
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 VENDORS = {0x8086: "Intel Corporation"}
 DEVICES = {
@@ -54,7 +58,7 @@ def class_name(class24: int) -> str:
     return CLASSES.get(cls, f"Class {cls:04x}")
 
 
-def all_devices(k: Any) -> list[Any]:
+def all_devices(k: Kernel) -> list[Any]:
     """Every device, by domain then bus then devfn, as lspci sorts them."""
     devs = list(k.pci.for_each_pci_dev()) if k.pci is not None else []
     return sorted(devs, key=lambda d: (d.bus.domain_nr, d.bus.number, d.devfn))
@@ -76,7 +80,6 @@ def _size(n: int) -> str:
 
 
 def _capabilities(dev: Any) -> list[str]:
-    from vmdsim.kernel.pci import pci_read_config_byte
 
     out, pos, seen = [], pci_read_config_byte(dev, 0x34)[1] & 0xFC, 0
     while pos and seen < 48:
@@ -113,7 +116,7 @@ def verbose(dev: Any) -> list[str]:
     return out
 
 
-def tree(k: Any) -> str:
+def tree(k: Kernel) -> str:
     """``lspci -t``: one tree per domain (highest first, as lspci prints them)."""
     roots = sorted(k.pci.pci_root_buses, key=lambda b: (b.domain_nr, b.number), reverse=True)
     out: list[str] = []
@@ -155,7 +158,7 @@ def _bus_lines(bus: Any) -> list[str]:
     return lines
 
 
-def lspci(k: Any, *, as_tree: bool = False, verbose_: bool = False, numeric: bool = False
+def lspci(k: Kernel, *, as_tree: bool = False, verbose_: bool = False, numeric: bool = False
           ) -> str:
     if as_tree:
         return tree(k)

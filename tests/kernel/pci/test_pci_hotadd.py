@@ -40,7 +40,6 @@ from vmdsim.kernel.pci import (
     pci_write_config_word,
     pcim_enable_device,
 )
-from vmdsim.kernel.pci.subsys import pci_subsys
 
 
 def test_a_card_added_after_boot_fits_the_window_reserved_for_the_slot():
@@ -112,7 +111,7 @@ def hot_add_switch(hpbussize):
     rc = RootComplex()
     hp = rc.root_bus.attach(root_port(rc, "hp", hotplug=True), 0x1C)
     k = new_kernel()
-    pci_subsys(k).pci_hotplug_bus_size = hpbussize  # pci=hpbussize=
+    k.pci.pci_hotplug_bus_size = hpbussize  # pci=hpbussize=
     boot(k, machine(rc))
     seen = []
 

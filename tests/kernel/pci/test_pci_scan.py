@@ -45,7 +45,6 @@ from vmdsim.kernel.pci import (
     pcie_capability_read_word,
 )
 from vmdsim.kernel.pci.resource import resource
-from vmdsim.kernel.pci.subsys import pci_subsys
 from vmdsim.kernel.pci.x86 import pci_mmconfig_add
 
 
@@ -173,8 +172,8 @@ def test_bus_numbers_stay_inside_the_root_bus_range():
         rp.secondary.attach(TestEndpoint(f"ep{slot:x}"))
         rps.append(rp)
     k = new_kernel()
-    k.io = IoSpace(k, rc)
-    sub = pci_subsys(k)
+    k.attach_machine(IoSpace(k, rc), None)
+    sub = k.pci
     pci_mmconfig_add(k, 0, 0, 0xFF, rc.mmconfig_base)
     busn = resource("PCI Bus 0000:00", 0, 1, IORESOURCE_BUS)  # firmware: buses 00-01 only
     resources = []

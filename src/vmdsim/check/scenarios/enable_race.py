@@ -13,7 +13,9 @@ before the list insertion would lose it.
 
 from __future__ import annotations
 
-from vmdsim.check.program import Program
+from types import SimpleNamespace
+
+from vmdsim.check.program import Program, Thread
 from vmdsim.check.scenario import scenario
 from vmdsim.check.scenarios.live_move import lost_check
 from vmdsim.check.scenarios.worlds import device_completes, pin_vector, queue_vector, vmd_world
@@ -25,7 +27,7 @@ QID = 1
 @scenario("enable-race", "CPU0 re-enables a child IRQ while its drive completes a command",
           options={"protocol": ("srcu", "kfree-rcu", "rfc-v3")}, expect={(): "safe"})
 def enable_race(protocol: str = "srcu") -> Program:
-    def setup():
+    def setup() -> SimpleNamespace:
         w = vmd_world(protocol=protocol)
         w.drive = w.drives[0]
         w.virq = pci_irq_vector(w.drive.pdev, QID)
@@ -33,11 +35,11 @@ def enable_race(protocol: str = "srcu") -> Program:
         w.k.run_on(0, w.k.irq.disable_irq, w.virq)
         return w
 
-    def threads(w):
+    def threads(w: SimpleNamespace) -> list[Thread]:
         return [(0, lambda: w.k.irq.enable_irq(w.virq), "enable_irq"),
                 (None, lambda: device_completes(w.drive.hw, QID), "nvme")]
 
-    def check(w):
+    def check(w: SimpleNamespace) -> None:
         lost_check(w)
 
     return Program("enable-race", setup, threads, check)

@@ -19,7 +19,9 @@ removal, NVMe teardown) makes tens of thousands of traces (57,168 under
 
 from __future__ import annotations
 
-from vmdsim.check.program import Program
+from types import SimpleNamespace
+
+from vmdsim.check.program import Program, Thread
 from vmdsim.check.scenario import scenario
 from vmdsim.check.scenarios.worlds import (
     DEVICE_ACTS,
@@ -29,12 +31,13 @@ from vmdsim.check.scenarios.worlds import (
     vmd_world,
 )
 from vmdsim.drivers.pcieport.portdrv import pcie_portdrv_init
+from vmdsim.hw.rootport import RootPort
 from vmdsim.kernel.shared import READ, sched_point
 
 QID = 1
 
 
-def pull(port) -> None:
+def pull(port: RootPort) -> None:
     """A person pulls the card: presence and link drop, the port signals the change. The
     card's registers vanish and the port's slot status changes in one act, which the
     hardware models report register by register (``hw/observe.py``)."""
@@ -46,18 +49,18 @@ def pull(port) -> None:
           options={"protocol": ("srcu", "kfree-rcu", "rfc-v3")},
           expect={"rfc-v3": "use-after-free", "kfree-rcu": "safe", "srcu": "safe"})
 def hot_remove(protocol: str = "srcu") -> Program:
-    def setup():
+    def setup() -> SimpleNamespace:
         w = vmd_world(protocol=protocol, hotplug=True, ports=pcie_portdrv_init)
         w.drive = w.drives[0]
         pin_vector(w, queue_vector(w, w.drive, QID), 1)
         w.port = w.m.root_ports[0]
         return w
 
-    def threads(w):
+    def threads(w: SimpleNamespace) -> list[Thread]:
         return [(None, lambda: pull(w.port), "pull"),
                 (None, lambda: device_completes(w.drive.hw, QID), "nvme")]
 
-    def check(w):
+    def check(w: SimpleNamespace) -> None:
         assert not w.k.mem.leaks("nvme"), "the NVMe driver left memory behind"
         assert w.port.card is None
 

@@ -12,7 +12,9 @@ the replay, loses an interrupt here.
 
 from __future__ import annotations
 
-from vmdsim.check.program import Program
+from types import SimpleNamespace
+
+from vmdsim.check.program import Program, Thread
 from vmdsim.check.scenario import scenario
 from vmdsim.check.scenarios.worlds import device_completes, pin_vector, vmd_world
 from vmdsim.drivers.vmd.policies import fast_vectors
@@ -25,7 +27,7 @@ from vmdsim.kernel.shared import peek
 QID = 1
 
 
-def lost_check(w, qid: int = QID) -> None:
+def lost_check(w: SimpleNamespace, qid: int = QID) -> None:
     """No completion the drive posted may be left unconsumed once everything has run."""
     left = w.drive.hw.pending(qid)
     if left:
@@ -37,7 +39,7 @@ def lost_check(w, qid: int = QID) -> None:
           "completes a command", options={"protocol": ("srcu", "kfree-rcu", "rfc-v3")},
           expect={(): "safe"})
 def live_move(protocol: str = "srcu") -> Program:
-    def setup():
+    def setup() -> SimpleNamespace:
         w = vmd_world(protocol=protocol, policy="rebalance", vectors=4)
         w.drive = w.drives[0]
         virq = pci_irq_vector(w.drive.pdev, QID)
@@ -47,17 +49,17 @@ def live_move(protocol: str = "srcu") -> Program:
         pin_vector(w, w.dst, 1)
         return w
 
-    def move(w):
+    def move(w: SimpleNamespace) -> None:
         m = w.vmd.irq_domain.root.mutex
         mutex_lock(m)
         vmd_move_irq(w.vmd, w.child, w.dst)
         mutex_unlock(m)
 
-    def threads(w):
+    def threads(w: SimpleNamespace) -> list[Thread]:
         return [(0, lambda: move(w), "move"),
                 (None, lambda: device_completes(w.drive.hw, QID), "nvme")]
 
-    def check(w):
+    def check(w: SimpleNamespace) -> None:
         if peek(w.child, "irq") is not w.dst:
             raise Violation("assertion", "the child did not end on the new vector")
         lost_check(w)

@@ -17,7 +17,9 @@ it is safe; ``srcu`` (Linux today) is safe either way.
 
 from __future__ import annotations
 
-from vmdsim.check.program import Program
+from types import SimpleNamespace
+
+from vmdsim.check.program import Program, Thread
 from vmdsim.check.scenario import scenario
 from vmdsim.check.scenarios.worlds import (
     device_completes,
@@ -39,17 +41,17 @@ QID = 1
                   ("kfree-rcu", "rcu"): "safe",
                   "srcu": "safe"})
 def seed_teardown(protocol: str = "srcu", desc_free: str = "immediate") -> Program:
-    def setup():
+    def setup() -> SimpleNamespace:
         w = vmd_world(protocol=protocol, desc_free=desc_free)
         w.drive = w.drives[0]
         pin_vector(w, queue_vector(w, w.drive, QID), 1)
         return w
 
-    def threads(w):
+    def threads(w: SimpleNamespace) -> list[Thread]:
         return [(0, lambda: device_release_driver(w.drive.pdev), "unbind"),
                 (None, lambda: device_completes(w.drive.hw, QID), "nvme")]
 
-    def check(w):
+    def check(w: SimpleNamespace) -> None:
         assert not w.k.mem.leaks("nvme"), "the NVMe driver left memory behind"
 
     return Program("seed-teardown", setup, threads, check)

@@ -11,15 +11,11 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
-from vmdsim.drivers.nvme import nvme_core_of, nvme_init
-from vmdsim.drivers.vmd.module import vmd_init
+from vmdsim.drivers.nvme import nvme_core_of
 from vmdsim.drivers.vmd.query import vmd_devices
-from vmdsim.hw.machine import Machine
-from vmdsim.kernel.boot import boot
-from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.pci.msi import pci_irq_vector
 from vmdsim.kernel.shared import READ, sched_point
-from vmdsim.sim.system import drive_of
+from vmdsim.sim.system import DriverInit, boot, drive_of
 from vmdsim.topology import parse
 
 
@@ -34,18 +30,15 @@ def small_topology(drives: int = 1, vectors: int = 4, queues: int = 1,
 
 def vmd_world(*, protocol: str = "srcu", policy: str | None = None, desc_free: str = "rcu",
               drives: int = 1, vectors: int = 4, queues: int = 1, nvme: bool = True,
-              hotplug: bool = False, ports: Any = None) -> SimpleNamespace:
+              hotplug: bool = False, ports: DriverInit | None = None) -> SimpleNamespace:
     """Boot a small VMD machine with the vmd and (unless told not to) nvme drivers; port
     services only if ``ports`` is their init function."""
-    m = Machine.build(parse(small_topology(drives, vectors, queues, hotplug), "<scenario>"))
-    k = Kernel(m.ncpus)
-    k.irq.desc_free = desc_free
-    vmd_init(k, protocol, policy)
-    if nvme:
-        nvme_init(k)
+    drivers: list[str | DriverInit] = ["vmd", "nvme"] if nvme else ["vmd"]
     if ports is not None:
-        ports(k)
-    boot(k, m)
+        drivers.append(ports)
+    s = boot(parse(small_topology(drives, vectors, queues, hotplug), "<scenario>"),
+             protocol=protocol, policy=policy, desc_free=desc_free, drivers=drivers)
+    k, m = s.k, s.machine
     w = SimpleNamespace(k=k, m=m, machine=m, vmd=vmd_devices(k)[0], drives=[])
     for dev in nvme_core_of(k).devices:
         w.drives.append(SimpleNamespace(dev=dev, pdev=dev.pdev, hw=drive_of(w, dev.pdev)))

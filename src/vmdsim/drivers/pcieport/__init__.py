@@ -6,7 +6,9 @@
 firmware lets the OS own. Modules:
 
 - :mod:`~vmdsim.drivers.pcieport.portdrv` — the port driver: services,
-  vectors by Interrupt Message Number, the port bus (``k.pcie_port``);
+  vectors by Interrupt Message Number;
+- :mod:`~vmdsim.drivers.pcieport.bus` — the port bus (``pcie_port_bus_of(k)``):
+  service devices, service drivers and their binding;
 - :mod:`~vmdsim.drivers.pcieport.aer` — ``aerdrv``;
 - :mod:`~vmdsim.drivers.pcieport.pme` — native PME;
 - :mod:`~vmdsim.drivers.pcieport.pciehp` — native hot-plug;
@@ -14,16 +16,15 @@ firmware lets the OS own. Modules:
   work runs in the model.
 """
 
-from vmdsim.drivers.pcieport.portdrv import (
+from vmdsim.drivers.pcieport.bus import (
     PCIE_PORT_SERVICE_AER,
     PCIE_PORT_SERVICE_HP,
     PCIE_PORT_SERVICE_PME,
     get_service_data,
     pcie_device,
     pcie_port_bus_of,
-    pcie_portdrv_exit,
-    pcie_portdrv_init,
 )
+from vmdsim.drivers.pcieport.portdrv import pcie_portdrv_exit, pcie_portdrv_init
 from vmdsim.kernel.workqueue import flush_scheduled_work
 
 __all__ = [

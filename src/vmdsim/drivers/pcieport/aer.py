@@ -35,9 +35,9 @@ printed, for views and tests.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vmdsim.drivers.pcieport.portdrv import (
+from vmdsim.drivers.pcieport.bus import (
     PCIE_PORT_SERVICE_AER,
     get_service_data,
     pcie_device,
@@ -73,6 +73,7 @@ from vmdsim.kernel.locking import spin_lock_irqsave, spin_unlock_irqrestore, spi
 from vmdsim.kernel.pci import (
     PCI_FUNC,
     PCI_SLOT,
+    devm_add_action,
     devm_kzalloc,
     pci_domain_nr,
     pci_pcie_type,
@@ -85,6 +86,9 @@ from vmdsim.kernel.pci import (
 from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject
 from vmdsim.kernel.workqueue import INIT_WORK, cancel_work_sync, schedule_work
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 AER_ERROR_SOURCES_MAX = 128  # the kfifo's size
 AER_ERR_STATUS_MASK = PCI_ERR_ROOT_UNCOR_RCV | PCI_ERR_ROOT_COR_RCV
@@ -199,8 +203,6 @@ def _aer_free_irq(dev: pcie_device) -> None:
 
 
 def aer_probe(dev: pcie_device) -> int:
-    from vmdsim.kernel.pci import devm_add_action
-
     port = dev.port
     if pci_pcie_type(port) not in (PCI_EXP_TYPE_RC_EC, PCI_EXP_TYPE_ROOT_PORT):
         return -ENODEV
@@ -225,7 +227,7 @@ def aer_remove(dev: pcie_device) -> None:
     aer_disable_rootport(get_service_data(dev))
 
 
-def pcie_aer_init(k: Any) -> int:
+def pcie_aer_init(k: Kernel) -> int:
     drv = pcie_port_service_driver("aer", PCIE_PORT_SERVICE_AER, probe=aer_probe,
                                    remove=aer_remove)
     return pcie_port_service_register(k, drv)

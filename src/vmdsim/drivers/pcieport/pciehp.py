@@ -64,9 +64,9 @@ handler took, by bit), ``enabled``/``disabled`` (slot transitions).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vmdsim.drivers.pcieport.portdrv import (
+from vmdsim.drivers.pcieport.bus import (
     PCIE_PORT_SERVICE_HP,
     get_service_data,
     pcie_device,
@@ -142,6 +142,9 @@ from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id, pci_get_slot
 from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject, init_private, peek, poke, shared
 from vmdsim.kernel.workqueue import INIT_WORK, cancel_work_sync, schedule_work
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 # ctrl->state
 OFF_STATE = 0
@@ -740,7 +743,7 @@ def pciehp_remove(dev: pcie_device) -> None:
     pciehp_release_ctrl(ctrl)
 
 
-def pcie_hp_init(k: Any) -> int:
+def pcie_hp_init(k: Kernel) -> int:
     drv = pcie_port_service_driver("pciehp", PCIE_PORT_SERVICE_HP, probe=pciehp_probe,
                                    remove=pciehp_remove)
     return pcie_port_service_register(k, drv)

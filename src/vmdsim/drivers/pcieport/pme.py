@@ -28,18 +28,19 @@ wakeup events, no PCIe-to-PCI bridge or ``pme_poll`` handling, and
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vmdsim.drivers.pcieport.portdrv import (
+from vmdsim.drivers.pcieport.bus import (
     PCIE_PORT_SERVICE_PME,
     get_service_data,
     pcie_device,
-    pcie_pme_interrupt_enable,
     pcie_port_service_driver,
     pcie_port_service_register,
     set_service_data,
 )
 from vmdsim.hw.regs import (
+    PCI_EXP_RTCTL,
+    PCI_EXP_RTCTL_PMEIE,
     PCI_EXP_RTSTA,
     PCI_EXP_RTSTA_PME,
     PCI_EXP_TYPE_RC_EC,
@@ -65,12 +66,17 @@ from vmdsim.kernel.pci import (
     pci_pcie_type,
     pci_read_config_word,
     pci_write_config_word,
+    pcie_capability_clear_word,
     pcie_capability_read_dword,
+    pcie_capability_set_word,
 )
 from vmdsim.kernel.pci.access import pcie_capability_set_dword
 from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject, poke, shared
 from vmdsim.kernel.workqueue import INIT_WORK, cancel_work_sync, schedule_work
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 PCI_EXP_RTSTA_PME_RQID = 0xFFFF
 
@@ -88,6 +94,14 @@ class pcie_pme_service_data(KObject):
         self.work = INIT_WORK(srv.k, pcie_pme_work_fn, self, f"kworker/pme:{srv.name}")
         self.requests = 0  # model only: PME requests taken from Root Status
         self.found = 0  # model only: requests whose source device had PME Status set
+
+
+def pcie_pme_interrupt_enable(dev: Any, enable: bool) -> None:
+    """Set or clear PME Interrupt Enable in Root Control (the port driver calls it too)."""
+    if enable:
+        pcie_capability_set_word(dev, PCI_EXP_RTCTL, PCI_EXP_RTCTL_PMEIE)
+    else:
+        pcie_capability_clear_word(dev, PCI_EXP_RTCTL, PCI_EXP_RTCTL_PMEIE)
 
 
 def pcie_clear_root_pme_status(dev: Any) -> None:
@@ -210,7 +224,7 @@ def pcie_pme_remove(srv: pcie_device) -> None:
     srv.k.mem.kfree(data)
 
 
-def pcie_pme_init(k: Any) -> int:
+def pcie_pme_init(k: Kernel) -> int:
     drv = pcie_port_service_driver("pcie_pme", PCIE_PORT_SERVICE_PME,
                                    port_type=PCI_EXP_TYPE_ROOT_PORT, probe=pcie_pme_probe,
                                    remove=pcie_pme_remove)

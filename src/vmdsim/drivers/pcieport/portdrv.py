@@ -32,17 +32,35 @@ Where the model simplifies: no legacy INTx fallback (the model's hardware has
 no INTx; a port without MSI/MSI-X keeps only hot-plug, as Linux does when
 ``pcie_init_service_irqs`` fails, and pciehp then cannot get an IRQ), no DPC
 or bandwidth-control services, no runtime PM or D3 of bridges, no
-``pcie_ports=compat`` / ``pcie_ports=dpc-native``; ``k.pcie_port.native``
-stands for ``pcie_ports=native`` and ``k.pcie_port.disabled`` for
-``pcie_ports=compat``. The port bus is a plain list of service devices and
-drivers (no sysfs, no reference counts).
+``pcie_ports=compat`` / ``pcie_ports=dpc-native``; ``pcie_port_bus_of(k).native``
+stands for ``pcie_ports=native`` and ``pcie_port_bus_of(k).disabled`` for
+``pcie_ports=compat``. The port bus itself (service devices and drivers, and
+binding them) is :mod:`~vmdsim.drivers.pcieport.bus`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from vmdsim.drivers.pcieport.aer import pcie_aer_init
+from vmdsim.drivers.pcieport.bus import (
+    PCIE_PORT_DEVICE_MAXSERVICES,
+    PCIE_PORT_SERVICE_AER,
+    PCIE_PORT_SERVICE_AER_SHIFT,
+    PCIE_PORT_SERVICE_BWCTRL,
+    PCIE_PORT_SERVICE_BWCTRL_SHIFT,
+    PCIE_PORT_SERVICE_HP,
+    PCIE_PORT_SERVICE_HP_SHIFT,
+    PCIE_PORT_SERVICE_PME,
+    PCIE_PORT_SERVICE_PME_SHIFT,
+    _device_attach,
+    pcie_device,
+    pcie_port_bus_of,
+    pcie_port_remove_service,
+    pcie_port_service_unregister,
+)
+from vmdsim.drivers.pcieport.pciehp import pcie_hp_init
+from vmdsim.drivers.pcieport.pme import pcie_pme_init, pcie_pme_interrupt_enable
 from vmdsim.hw.regs import (
     PCI_CLASS_BRIDGE_PCI_NORMAL,
     PCI_ERR_ROOT_AER_IRQ,
@@ -50,8 +68,6 @@ from vmdsim.hw.regs import (
     PCI_ERR_ROOT_STATUS,
     PCI_EXP_FLAGS,
     PCI_EXP_FLAGS_IRQ,
-    PCI_EXP_RTCTL,
-    PCI_EXP_RTCTL_PMEIE,
     PCI_EXP_SLTCTL,
     PCI_EXP_SLTCTL_CCIE,
     PCI_EXP_SLTCTL_HPIE,
@@ -68,7 +84,6 @@ from vmdsim.kernel.pci import (
     pci_enable_device,
     pci_find_host_bridge,
     pci_is_pcie,
-    pci_name,
     pci_pcie_type,
     pci_read_config_dword,
     pci_register_driver,
@@ -77,184 +92,24 @@ from vmdsim.kernel.pci import (
     pci_unregister_driver,
     pcie_capability_clear_word,
     pcie_capability_read_word,
-    pcie_capability_set_word,
 )
-from vmdsim.kernel.pci.device import device, devres_release_all
-from vmdsim.kernel.pci.subsys import pci_subsys
+from vmdsim.kernel.pci.msi import (
+    PCI_IRQ_MSI,
+    PCI_IRQ_MSIX,
+    pci_alloc_irq_vectors,
+    pci_free_irq_vectors,
+    pci_irq_vector,
+)
 from vmdsim.kernel.sched import current
-from vmdsim.kernel.shared import KObject
-from vmdsim.kernel.workqueue import system_wq
 
-# Service bits (drivers/pci/pcie/portdrv.h)
-PCIE_PORT_SERVICE_PME_SHIFT = 0
-PCIE_PORT_SERVICE_PME = 1 << PCIE_PORT_SERVICE_PME_SHIFT
-PCIE_PORT_SERVICE_AER_SHIFT = 1
-PCIE_PORT_SERVICE_AER = 1 << PCIE_PORT_SERVICE_AER_SHIFT
-PCIE_PORT_SERVICE_HP_SHIFT = 2
-PCIE_PORT_SERVICE_HP = 1 << PCIE_PORT_SERVICE_HP_SHIFT
-PCIE_PORT_SERVICE_DPC_SHIFT = 3
-PCIE_PORT_SERVICE_DPC = 1 << PCIE_PORT_SERVICE_DPC_SHIFT
-PCIE_PORT_SERVICE_BWCTRL_SHIFT = 4
-PCIE_PORT_SERVICE_BWCTRL = 1 << PCIE_PORT_SERVICE_BWCTRL_SHIFT
-PCIE_PORT_DEVICE_MAXSERVICES = 5
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
+
 PCIE_PORT_MAX_MSI_ENTRIES = 32
-PCIE_ANY_PORT = 0xFFFFFFFF
-
-SERVICE_NAMES = {PCIE_PORT_SERVICE_PME: "pme", PCIE_PORT_SERVICE_AER: "aer",
-                 PCIE_PORT_SERVICE_HP: "pciehp", PCIE_PORT_SERVICE_DPC: "dpc",
-                 PCIE_PORT_SERVICE_BWCTRL: "bwctrl"}
-
-
-
-class pcie_device(KObject):
-    """``struct pcie_device``: one service of one port, a device on the port bus."""
-
-    def __init__(self, k: Any, port: Any, service: int, irq: int) -> None:
-        self.k = k
-        self.port = port
-        self.irq = irq
-        self.service = service
-        self.priv_data: Any = None
-        self.driver: pcie_port_service_driver | None = None
-        name = f"{pci_name(port)}:pcie{service:03x}"
-        self.device = device(k, name, port.dev)
-
-    @property
-    def name(self) -> str:
-        return self.device.init_name
-
-    def __repr__(self) -> str:
-        return f"<pcie_device {self.name}>"
-
-
-def get_service_data(dev: pcie_device) -> Any:
-    return dev.priv_data
-
-
-def set_service_data(dev: pcie_device, data: Any) -> None:
-    dev.priv_data = data
-
-
-ServiceProbe = Callable[[pcie_device], int]
-ServiceRemove = Callable[[pcie_device], None]
-
-
-class pcie_port_service_driver:
-    """``struct pcie_port_service_driver``."""
-
-    def __init__(self, name: str, service: int, *, port_type: int = PCIE_ANY_PORT,
-                 probe: ServiceProbe | None = None, remove: ServiceRemove | None = None) -> None:
-        self.name = name
-        self.service = service
-        self.port_type = port_type
-        self.probe = probe
-        self.remove = remove
-
-    def __repr__(self) -> str:
-        return f"<pcie_port_service_driver {self.name}>"
-
-
-class pcie_port_bus:
-    """``k.pcie_port``: the ``pci_express`` bus (its devices and drivers), the
-    ``pcie_ports=`` options, and the port services' deferred work."""
-
-    def __init__(self, k: Any) -> None:
-        self.k = k
-        self.drivers: list[pcie_port_service_driver] = []
-        self.devices: list[pcie_device] = []
-        self.native = False  # pcie_ports=native: ignore what firmware granted
-        self.disabled = False  # pcie_ports=compat: no port services at all
-        self.portdriver: pci_driver | None = None
-        self.hotplug_slots: list[Any] = []  # pciehp controllers (pci_hp_add)
-        self.wq = system_wq(k)
-
-    def services_of(self, port: Any) -> list[pcie_device]:
-        return [d for d in self.devices if d.port is port]
-
-
-def pcie_port_bus_of(k: Any) -> pcie_port_bus:
-    """``k.pcie_port``, created on first use."""
-    bus = getattr(k, "pcie_port", None)
-    if bus is None:
-        bus = pcie_port_bus(k)
-        k.pcie_port = bus
-    return bus
-
-
-# -- the port bus: matching and binding (portdrv.c: pcie_port_bus_type) --------------------
-def pcie_port_bus_match(dev: pcie_device, drv: pcie_port_service_driver) -> bool:
-    if drv.service != dev.service:
-        return False
-    return drv.port_type in (PCIE_ANY_PORT, pci_pcie_type(dev.port))
-
-
-def pcie_port_probe_service(dev: pcie_device, drv: pcie_port_service_driver) -> int:
-    """Bind ``drv`` to ``dev``; on failure, release what the probe managed (devres)."""
-    if drv.probe is None:
-        return -ENODEV
-    dev.driver = drv
-    try:
-        status = drv.probe(dev)
-    except BaseException:
-        dev.driver = None
-        raise
-    if status:
-        dev.driver = None
-        devres_release_all(dev.device)
-        dev.priv_data = None
-        return status
-    return 0
-
-
-def pcie_port_remove_service(dev: pcie_device) -> None:
-    drv = dev.driver
-    if drv is None:
-        return
-    if drv.remove is not None:
-        drv.remove(dev)
-    dev.driver = None
-    devres_release_all(dev.device)
-    dev.priv_data = None
-
-
-def _device_attach(dev: pcie_device) -> None:
-    for drv in list(pcie_port_bus_of(dev.k).drivers):
-        if pcie_port_bus_match(dev, drv) and pcie_port_probe_service(dev, drv) == 0:
-            return
-
-
-def pcie_port_service_register(k: Any, drv: pcie_port_service_driver) -> int:
-    """Register a service driver and bind it to the matching unbound service devices."""
-    bus = pcie_port_bus_of(k)
-    if bus.disabled:
-        return -ENODEV
-    if drv in bus.drivers:
-        return -EBUSY
-    bus.drivers.append(drv)
-    for dev in list(bus.devices):
-        if dev.driver is None and pcie_port_bus_match(dev, drv):
-            pcie_port_probe_service(dev, drv)
-    return 0
-
-
-def pcie_port_service_unregister(k: Any, drv: pcie_port_service_driver) -> None:
-    bus = pcie_port_bus_of(k)
-    for dev in list(bus.devices):
-        if dev.driver is drv:
-            pcie_port_remove_service(dev)
-    bus.drivers.remove(drv)
 
 
 # -- services and their interrupts --------------------------------------------------------
-def pcie_pme_interrupt_enable(dev: Any, enable: bool) -> None:
-    """Set or clear PME Interrupt Enable in Root Control."""
-    if enable:
-        pcie_capability_set_word(dev, PCI_EXP_RTCTL, PCI_EXP_RTCTL_PMEIE)
-    else:
-        pcie_capability_clear_word(dev, PCI_EXP_RTCTL, PCI_EXP_RTCTL_PMEIE)
-
-
-def pci_aer_available(k: Any) -> bool:
+def pci_aer_available(k: Kernel) -> bool:
     """``pci=noaer`` is not modelled: AER is always available."""
     return True
 
@@ -302,14 +157,6 @@ def pcie_message_numbers(dev: Any, mask: int) -> tuple[int, int, int]:
 
 def pcie_port_enable_irq_vec(dev: Any, irqs: list[int], mask: int) -> int:
     """Allocate MSI-X (else MSI) vectors and fill ``irqs`` per service; 0 or -errno."""
-    from vmdsim.kernel.pci.msi import (
-        PCI_IRQ_MSI,
-        PCI_IRQ_MSIX,
-        pci_alloc_irq_vectors,
-        pci_free_irq_vectors,
-        pci_irq_vector,
-    )
-
     flags = PCI_IRQ_MSIX | PCI_IRQ_MSI
     nr_entries = pci_alloc_irq_vectors(dev, 1, PCIE_PORT_MAX_MSI_ENTRIES, flags)
     if nr_entries < 0:
@@ -385,8 +232,6 @@ def pcie_port_device_register(dev: Any) -> int:
         if not pcie_device_init(dev, service, irqs[i]):
             nr_service += 1
     if not nr_service:
-        from vmdsim.kernel.pci.msi import pci_free_irq_vectors
-
         pci_free_irq_vectors(dev)
         pci_disable_device(dev)
         return -ENODEV
@@ -395,8 +240,6 @@ def pcie_port_device_register(dev: Any) -> int:
 
 def pcie_port_device_remove(dev: Any) -> None:
     """Unbind and delete every service device of ``dev``, then free the port's vectors."""
-    from vmdsim.kernel.pci.msi import pci_free_irq_vectors
-
     bus = pcie_port_bus_of(dev.k)
     for pcie in bus.services_of(dev):
         pcie_port_remove_service(pcie)
@@ -439,7 +282,7 @@ def port_pci_ids() -> list:
     ]
 
 
-def pcie_portdrv_init(k: Any) -> int:
+def pcie_portdrv_init(k: Kernel) -> int:
     """``module_init(pcie_portdrv_init)``: the service drivers, then ``pcieport``.
 
     Runs as a task on CPU 0 (``kernel_init``) unless called from one; before or after
@@ -451,17 +294,12 @@ def pcie_portdrv_init(k: Any) -> int:
         return _pcie_portdrv_init(k)
 
 
-def _pcie_portdrv_init(k: Any) -> int:
-    from vmdsim.drivers.pcieport.aer import pcie_aer_init
-    from vmdsim.drivers.pcieport.pciehp import pcie_hp_init
-    from vmdsim.drivers.pcieport.pme import pcie_pme_init
-
+def _pcie_portdrv_init(k: Kernel) -> int:
     bus = pcie_port_bus_of(k)
     if bus.disabled:
         return -EACCES
     if bus.portdriver is not None:
         return -EBUSY
-    pci_subsys(k)
     pcie_aer_init(k)
     pcie_pme_init(k)
     pcie_hp_init(k)
@@ -471,7 +309,7 @@ def _pcie_portdrv_init(k: Any) -> int:
     return pci_register_driver(k, drv)
 
 
-def pcie_portdrv_exit(k: Any) -> None:
+def pcie_portdrv_exit(k: Kernel) -> None:
     """Unregister ``pcieport`` (every port's services stop) and the service drivers."""
     bus = pcie_port_bus_of(k)
     if bus.portdriver is not None:

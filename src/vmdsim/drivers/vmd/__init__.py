@@ -7,7 +7,7 @@ the MSI core. Modules, named for what they hold:
 
 =============  ===============================================================
 ``features``   the ID table (per-device features) and register definitions
-``dev``        ``vmd_dev``, ``vmd_irq_list``, ``vmd_irq``, the instance IDA
+``dev``        ``vmd_dev``, ``vmd_irq_list``, ``vmd_irq`` and the lookups on them
 ``cfg``        ``vmd_cfg_read``/``vmd_cfg_write``: config cycles through CFGBAR
 ``probe``      ``vmd_probe``, ``vmd_enable_domain``, ``vmd_remove``, ``vmd_shutdown``
 ``msi``        the VMD's own vectors, the parentless MSI domain and child chip

@@ -1,5 +1,7 @@
 """The driver's structures: ``struct vmd_dev``, ``vmd_irq_list``, ``vmd_irq``, and the
-module's globals (the instance IDA and the list lock).
+lookups every other module shares (``vmd_from_bus``, ``fast_vectors``,
+``vmd_module_of_driver``). The module's globals (the instance IDA and the list lock)
+are in :mod:`~vmdsim.drivers.vmd.module`.
 
 As in Linux, a ``vmd_dev`` embeds its ``pci_sysdata`` (so ``vmd_from_bus`` is
 ``container_of(bus->sysdata)``: here the sysdata points back at its owner),
@@ -26,7 +28,7 @@ of them is caught. ``vmd->name`` is not a separate allocation.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vmdsim.kernel.locking import raw_spinlock_t
 from vmdsim.kernel.pci import pci_sysdata
@@ -34,6 +36,10 @@ from vmdsim.kernel.pci.resource import resource
 from vmdsim.kernel.rculist import list_head
 from vmdsim.kernel.shared import KObject, init_private, peek, poke, shared
 from vmdsim.kernel.srcu import srcu_struct
+
+if TYPE_CHECKING:
+    from vmdsim.drivers.vmd.module import vmd_module
+    from vmdsim.kernel.pci.driver import pci_driver
 
 
 @dataclass
@@ -49,13 +55,13 @@ class vmd_irq_list(KObject):
 
     count = shared()
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int, vmd: vmd_dev) -> None:
         poke(self, "count", 0)
         self.irq_list = list_head()  # embedded, as in Linux
         self.srcu = srcu_struct(f"vmd.irqs[{index}].srcu")
         self.virq = 0
         self.index = index  # Linux: irqs - vmd->irqs (pointer arithmetic)
-        self.vmd: vmd_dev | None = None
+        self.vmd = vmd
         self.cpu = -1  # model: the CPU this vector is targeted at (affinity policy)
         self.calls = 0  # model: times vmd_irq ran for this vector
         self.child_calls = 0  # model: generic_handle_irq calls it made
@@ -74,10 +80,10 @@ class vmd_irq(list_head):
     enabled = shared()
     virq = shared()
 
-    def __init__(self) -> None:
+    def __init__(self, vmd: vmd_dev) -> None:
         super().__init__()  # INIT_LIST_HEAD(&vmdirq->node)
         init_private(self, irq=None, enabled=False, virq=0)
-        self.vmd: vmd_dev | None = None  # model: set at init, read by queries and rebalance
+        self.vmd = vmd  # model: set at init, read by queries and rebalance
         self.cpu = -1  # model: the CPU the child's queue belongs to (managed affinity)
         self.fast = False  # model: counted among the fast vectors (NVMe class)
 
@@ -124,3 +130,15 @@ def vmd_from_bus(bus: Any) -> vmd_dev:
 
 def index_from_irqs(vmd: vmd_dev, irqs: vmd_irq_list) -> int:
     return irqs.index
+
+
+def fast_vectors(vmd: vmd_dev) -> list[vmd_irq_list]:
+    """The vectors NVMe children may use: those after ``first_vec``."""
+    return vmd.irqs[vmd.first_vec + 1:]
+
+
+def vmd_module_of_driver(drv: pci_driver | None) -> vmd_module:
+    """The loaded module whose ``pci_driver`` ``drv`` is (``vmd_init`` set ``drv.owner``);
+    ``drv`` is the driver a device is being probed or removed by, never None there."""
+    assert drv is not None
+    return cast("vmd_module", drv.owner)

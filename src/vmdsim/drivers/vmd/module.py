@@ -17,7 +17,7 @@ the valid ones.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.drivers.vmd.demux import DEFAULT_PROTOCOL, PROTOCOLS, TeardownProtocol
 from vmdsim.drivers.vmd.features import vmd_ids
@@ -28,7 +28,9 @@ from vmdsim.errors import VmdsimError
 from vmdsim.kernel.idr import ida
 from vmdsim.kernel.locking import raw_spinlock_t
 from vmdsim.kernel.pci import pci_driver, pci_register_driver, pci_unregister_driver
-from vmdsim.kernel.pci.subsys import pci_subsys
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 Param = str | Sequence[str] | None
 
@@ -67,7 +69,7 @@ def _pick(names: list[str] | str, instance: int, default: str) -> str:
 class vmd_module:
     """One loaded ``vmd`` module: parameters, instance IDA, list lock, the pci_driver."""
 
-    def __init__(self, k: Any, protocol: Param = None, policy: Param = None) -> None:
+    def __init__(self, k: Kernel, protocol: Param = None, policy: Param = None) -> None:
         self.k = k
         self.protocols = _parse("protocol", protocol, PROTOCOLS, DEFAULT_PROTOCOL)
         self.policies = _parse("policy", policy, POLICIES, DEFAULT_POLICY)
@@ -80,7 +82,7 @@ class vmd_module:
         self.driver = pci_driver("vmd", vmd_ids, probe=vmd_probe, remove=vmd_remove,
                                  shutdown=vmd_shutdown, suspend=vmd_suspend,
                                  resume=vmd_resume)
-        self.driver.module = self  # type: ignore[attr-defined]
+        self.driver.owner = self
 
     def protocol_for(self, instance: int) -> TeardownProtocol:
         return PROTOCOLS[_pick(self._protocol_for_all or self.protocols, instance,
@@ -95,20 +97,15 @@ class vmd_module:
                 f"policy={','.join(self.policies)}>")
 
 
-def vmd_module_of_driver(drv: Any) -> vmd_module:
-    return drv.module
-
-
-def vmd_module_of(k: Any) -> vmd_module | None:
+def vmd_module_of(k: Kernel) -> vmd_module | None:
     """The loaded vmd module of kernel ``k``, or None."""
-    for drv in pci_subsys(k).drivers:
-        module = getattr(drv, "module", None)
-        if isinstance(module, vmd_module):
-            return module
+    for drv in k.pci.drivers:
+        if isinstance(drv.owner, vmd_module):
+            return drv.owner
     return None
 
 
-def vmd_init(k: Any, protocol: Param = None, policy: Param = None) -> vmd_module:
+def vmd_init(k: Kernel, protocol: Param = None, policy: Param = None) -> vmd_module:
     """Load the driver into kernel ``k`` (before or after boot) and bind every VMD.
 
     ``protocol``: ``srcu`` (default), ``rfc-v3`` or ``kfree-rcu``; ``policy``:
@@ -122,7 +119,7 @@ def vmd_init(k: Any, protocol: Param = None, policy: Param = None) -> vmd_module
     return module
 
 
-def vmd_exit(k: Any) -> None:
+def vmd_exit(k: Kernel) -> None:
     """Unload: unbind every VMD (children first) and unregister the driver."""
     module = vmd_module_of(k)
     if module is None:

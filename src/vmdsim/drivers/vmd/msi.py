@@ -165,11 +165,10 @@ def vmd_msi_init(domain: Any, info: Any, virq: int, hwirq: int, arg: Any) -> int
     desc = arg.desc
     pdev = msi_desc_to_pci_dev(desc)
     vmd = vmd_from_bus(pdev.bus)
-    vmdirq = vmd.dev.k.mem.kzalloc(vmd_irq, owner="vmd")
+    vmdirq = vmd.dev.k.mem.kzalloc(vmd_irq, vmd, owner="vmd")
     if vmdirq is None:
         return -ENOMEM
     INIT_LIST_HEAD(vmdirq)
-    vmdirq.vmd = vmd
     vmdirq.fast = child_is_fast(desc)
     vmdirq.cpu = _child_cpu(desc, hwirq)
     vmdirq.irq = vmd_next_irq(vmd, desc, virq, vmdirq)
@@ -283,10 +282,9 @@ def vmd_alloc_irqs(vmd: vmd_dev) -> int:
     if devm_add_action_or_reset(dev.dev, vmd_free_irq_lists, vmd):
         return -ENOMEM
     for i in range(count):
-        irqs = k.mem.kzalloc(vmd_irq_list, i, owner="vmd")
+        irqs = k.mem.kzalloc(vmd_irq_list, i, vmd, owner="vmd")
         if irqs is None:
             return -ENOMEM
-        irqs.vmd = vmd
         vmd.irqs.append(irqs)
     if devm_add_action_or_reset(dev.dev, vmd_cleanup_srcu, vmd):
         return -ENOMEM

@@ -38,7 +38,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmdsim.drivers.vmd.dev import vmd_dev, vmd_irq, vmd_irq_list
+from vmdsim.drivers.vmd.dev import fast_vectors, vmd_dev, vmd_irq, vmd_irq_list
+from vmdsim.drivers.vmd.rebalance import vmd_rebalance_locked
 from vmdsim.kernel.locking import raw_spin_lock_irqsave, raw_spin_unlock_irqrestore
 from vmdsim.kernel.pci.subsys import pci_warn
 
@@ -77,11 +78,6 @@ class vmd_policy:
 
     def __repr__(self) -> str:
         return f"<vmd policy {self.name}>"
-
-
-def fast_vectors(vmd: vmd_dev) -> list[vmd_irq_list]:
-    """The vectors NVMe children may use: those after ``first_vec``."""
-    return vmd.irqs[vmd.first_vec + 1:]
 
 
 class modulo(vmd_policy):
@@ -138,8 +134,6 @@ class rebalance(least_loaded):
     summary = "least-loaded, and live moves keep fast-vector load at ceil(n/m) after frees"
 
     def after_free(self, vmd: vmd_dev) -> None:
-        from vmdsim.drivers.vmd.rebalance import vmd_rebalance_locked
-
         vmd_rebalance_locked(vmd)
 
 

@@ -41,10 +41,10 @@ no NUMA node; the device's name is not a separate allocation.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.drivers.vmd.cfg import PCIE_ECAM_OFFSET, vmd_ops
-from vmdsim.drivers.vmd.dev import vmd_dev
+from vmdsim.drivers.vmd.dev import vmd_dev, vmd_module_of_driver
 from vmdsim.drivers.vmd.features import (
     BUS_RESTRICT_CAP,
     BUS_RESTRICT_CFG,
@@ -150,6 +150,9 @@ from vmdsim.kernel.pci.device import dev_get_msi_domain, dev_set_msi_domain
 from vmdsim.kernel.pci.resource import IORESOURCE_SIZEALIGN
 from vmdsim.kernel.pci.subsys import pci_err, pci_info, pci_warn
 
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
+
 DOMAIN_MIN = 0x10000  # VMD domains start above the 16-bit ACPI _SEG numbers
 
 
@@ -202,7 +205,7 @@ def vmd_get_bus_number_start(vmd: vmd_dev) -> int:
     return 0
 
 
-def vmd_find_free_domain(k: Any) -> int:
+def vmd_find_free_domain(k: Kernel) -> int:
     """One above the highest domain of any root bus, and at least 0x10000."""
     domain = DOMAIN_MIN - 1
     bus = k.pci.pci_find_next_bus(None)
@@ -382,8 +385,6 @@ def vmd_enable_domain(vmd: vmd_dev, features: int) -> int:
 # -- the pci_driver callbacks ---------------------------------------------------------------
 def vmd_probe(dev: pci_dev, id: pci_device_id) -> int:
     """Bind a VMD; 0 or -errno (and then nothing is left behind)."""
-    from vmdsim.drivers.vmd.module import vmd_module_of_driver
-
     module = vmd_module_of_driver(dev.driver)
     features = int(id.driver_data)
     if resource_size(dev.resource[VMD_CFGBAR]) < CFGBAR_MIN_SIZE:

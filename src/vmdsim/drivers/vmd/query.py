@@ -17,20 +17,23 @@ state without scheduling points (call them outside an explored run, or at its en
 from __future__ import annotations
 
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.drivers.vmd.dev import vmd_dev
 from vmdsim.drivers.vmd.module import vmd_module_of
 from vmdsim.kernel.rculist import list_entries
 from vmdsim.kernel.shared import peek
 
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
-def vmd_devices(k: Any) -> list[vmd_dev]:
+
+def vmd_devices(k: Kernel) -> list[vmd_dev]:
     module = vmd_module_of(k)
     return list(module.devices) if module is not None else []
 
 
-def vmd_irq_vector(k: Any, virq: int) -> tuple[vmd_dev, int] | None:
+def vmd_irq_vector(k: Kernel, virq: int) -> tuple[vmd_dev, int] | None:
     """(the VMD, the vector index) child IRQ ``virq`` is on, or None."""
     for vmd in vmd_devices(k):
         for child in vmd.children:
@@ -39,7 +42,7 @@ def vmd_irq_vector(k: Any, virq: int) -> tuple[vmd_dev, int] | None:
     return None
 
 
-def vmd_interrupts_column(k: Any, virq: int) -> str:
+def vmd_interrupts_column(k: Kernel, virq: int) -> str:
     """``vmd0:3`` for a child of vmd0 on vector 3; empty for any other IRQ."""
     found = vmd_irq_vector(k, virq)
     if found is None:
@@ -70,10 +73,10 @@ def vmd_vector_children(vmd: vmd_dev) -> list[list[int]]:
     return out
 
 
-def vmd_show_interrupts(k: Any) -> str:
+def vmd_show_interrupts(k: Kernel) -> str:
     """``/proc/interrupts`` with the VMD column: ``vmd0:3`` after each child IRQ."""
     return k.irq.show_interrupts(partial(_column, k))
 
 
-def _column(k: Any, irq: int, desc: Any = None) -> str:
+def _column(k: Kernel, irq: int, desc: Any = None) -> str:
     return vmd_interrupts_column(k, irq)

@@ -52,8 +52,7 @@ chip supports it).
 
 from __future__ import annotations
 
-from vmdsim.drivers.vmd.dev import vmd_dev, vmd_irq, vmd_irq_list
-from vmdsim.drivers.vmd.policies import fast_vectors
+from vmdsim.drivers.vmd.dev import fast_vectors, vmd_dev, vmd_irq, vmd_irq_list
 from vmdsim.kernel.irq.chip import (
     check_irq_resend,
     irq_chip_compose_msi_msg,
@@ -61,6 +60,7 @@ from vmdsim.kernel.irq.chip import (
     irqd_irq_disabled,
     irqd_is_activated,
 )
+from vmdsim.kernel.irq.irqdesc import irq_data
 from vmdsim.kernel.irq.msi import msi_msg
 from vmdsim.kernel.locking import (
     mutex_lock,
@@ -72,7 +72,7 @@ from vmdsim.kernel.rculist import list_add_tail_rcu, list_del_rcu
 from vmdsim.kernel.sched import current
 
 
-def _write_msg(data) -> None:
+def _write_msg(data: irq_data) -> None:
     msg = msi_msg()
     if irq_chip_compose_msi_msg(data, msg) == 0:
         irq_chip_write_msi_msg(data, msg)

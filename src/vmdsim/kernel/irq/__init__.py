@@ -1,14 +1,16 @@
 """The generic IRQ layer in Linux's shapes (``kernel/irq/``, ``arch/x86/kernel/apic/``).
 
-``k.irq`` (an :class:`IrqSubsystem`) holds one kernel's IRQ state and the
+``k.irq`` (an ``IrqSubsystem``, from ``subsys``) holds one kernel's IRQ state and the
 operations that name an IRQ by number (``k.irq.request_irq(...)``,
 ``k.irq.generic_handle_irq(virq)``); operations on an object take the object,
 as in Linux (``handle_edge_irq(desc)``, ``irq_domain_alloc_irqs(domain, ...)``,
 ``irq_data_get_irq_chip_data(d)``). One module per Linux file:
 
 ==============  ===========================================================
-``irqdesc``     descriptors, the sparse table, ``desc_free`` modes
-``chip``        ``irq_chip``, startup/shutdown/mask, handler installation
+``irqdesc``     descriptors, the sparse table, ``desc_free`` modes; the
+                ``irq_data`` and ``irq_chip`` structures, ``irqd_*``
+                accessors, ``no_irq_chip`` and ``handle_bad_irq``
+``chip``        startup/shutdown/mask, handler installation
 ``flow``        ``handle_edge_irq``, ``handle_simple_irq``,
                 ``handle_untracked_irq``, chained enter/exit
 ``handle``      ``irqaction``, running actions, spurious accounting
@@ -25,8 +27,7 @@ as in Linux (``handle_edge_irq(desc)``, ``irq_domain_alloc_irqs(domain, ...)``,
 The PCI side (``pci_alloc_irq_vectors`` and MSI/MSI-X programming) is in
 ``vmdsim.kernel.pci.msi``. Memory is sequentially consistent; weak ordering
 is out of scope.
+
+Importing the package imports none of its modules: the IRQ core is below
+``pci.msi``, which ``x86_msi`` (and so ``subsys``) uses.
 """
-
-from vmdsim.kernel.irq.subsys import IrqSubsystem
-
-__all__ = ["IrqSubsystem"]

@@ -1,10 +1,14 @@
 """Interrupt chips and the state machine of one interrupt (``kernel/irq/chip.c``,
-``resend.c``, the ``IRQD_*`` accessors of ``include/linux/irq.h``).
+``resend.c``).
 
 An :class:`irq_chip` is a table of callbacks, each taking the ``irq_data`` of
 its own level of the hierarchy. Linux defines chips as static structures; the
 explorer deep-copies a kernel with the chips it uses, so the model never
-tests a chip's identity: "no chip" is ``irq_chip_is_none(chip)``.
+tests a chip's identity: "no chip" is ``irq_chip_is_none(chip)``. The
+structure, ``no_irq_chip``/``dummy_irq_chip`` and the ``IRQD_*`` accessors of
+``include/linux/irq.h`` are defined with the descriptors (``irqdesc``, the
+bottom of the IRQ core) and exported from here too; ``chained_action``, the
+placeholder action of a chained handler, is chip.c's, as in Linux.
 
 The transitions keep Linux's rules: ``irq_startup`` enables (chip
 ``irq_enable``, else unmask) and marks the IRQ started; ``irq_shutdown`` runs
@@ -31,150 +35,75 @@ from vmdsim.kernel.irq.flags import (
     IRQ_SET_MASK_OK_DONE,
     IRQ_SET_MASK_OK_NOCOPY,
     IRQCHIP_AFFINITY_PRE_STARTUP,
-    IRQD_ACTIVATED,
-    IRQD_AFFINITY_MANAGED,
     IRQD_AFFINITY_SET,
     IRQD_IRQ_DISABLED,
-    IRQD_IRQ_INPROGRESS,
     IRQD_IRQ_MASKED,
     IRQD_IRQ_STARTED,
-    IRQD_LEVEL,
     IRQS_PENDING,
     IRQS_REPLAY,
     IrqError,
 )
+from vmdsim.kernel.irq.irqdesc import (
+    CHIP_OPS,  # noqa: F401
+    DescTableMixin,  # (the F401 ones: chip API, unused here)
+    dummy_irq_chip,  # noqa: F401
+    handle_bad_irq,
+    irq_chip,
+    irq_chip_is_none,
+    irq_data_get_affinity_mask,  # noqa: F401
+    irq_data_get_effective_affinity_mask,  # noqa: F401
+    irq_data_get_irq_chip,  # noqa: F401
+    irq_data_get_irq_chip_data,  # noqa: F401
+    irq_data_get_irq_handler_data,  # noqa: F401
+    irq_data_get_msi_desc,  # noqa: F401
+    irq_data_update_effective_affinity,  # noqa: F401
+    irqd_affinity_is_managed,
+    irqd_clear,
+    irqd_has_set,
+    irqd_irq_disabled,
+    irqd_irq_inprogress,  # noqa: F401
+    irqd_irq_masked,
+    irqd_is_activated,  # noqa: F401
+    irqd_is_level_type,
+    irqd_is_started,
+    irqd_set,
+    irqd_to_hwirq,  # noqa: F401
+    no_irq_chip,
+)
+from vmdsim.kernel.irq.irqdomain import irq_domain_activate_irq, irq_domain_deactivate_irq
 from vmdsim.kernel.locking import raw_spin_lock_irqsave, raw_spin_unlock_irqrestore
 
 if TYPE_CHECKING:
     from vmdsim.kernel.irq.irqdesc import irq_data, irq_desc
     from vmdsim.kernel.irq.msi import msi_msg
 
-CHIP_OPS = ("irq_startup", "irq_shutdown", "irq_enable", "irq_disable", "irq_ack", "irq_mask",
-            "irq_mask_ack", "irq_unmask", "irq_eoi", "irq_set_affinity", "irq_retrigger",
-            "irq_compose_msi_msg", "irq_write_msi_msg")
+
+# -- chained_action (chip.c) ----------------------------------------------------------------
+def bad_chained_irq(irq: int, dev_id: Any) -> int:
+    raise IrqError(f"Chained irq {irq} should not call an action")
 
 
-class irq_chip:
-    """``struct irq_chip``: ``irq_chip("VMD-MSI", irq_enable=fn, ...)``; unset ops are None."""
+class _chained_irqaction:
+    """``chained_action``: the placeholder action of an IRQ with a chained flow handler.
 
-    def __init__(self, name: str, *, flags: int = 0, **ops: Any) -> None:
-        unknown = set(ops) - set(CHIP_OPS)
-        if unknown:
-            raise TypeError(f"irq_chip {name}: no such callback {', '.join(sorted(unknown))}; "
-                            f"a chip has {', '.join(CHIP_OPS)}")
-        self.name = name
-        self.flags = flags
-        for op in CHIP_OPS:
-            setattr(self, op, ops.get(op))
+    Recognised by type, so a kernel's deep copy still knows its chained IRQs.
+    """
+
+    handler = staticmethod(bad_chained_irq)
+    name = "chained"
+    next = None
+    dev_id = None
+    flags = 0
+    calls = handled = 0
 
     def __repr__(self) -> str:
-        return f"<irq_chip {self.name}>"
+        return "<chained_action>"
 
 
-def _noop(data: irq_data) -> None:
-    pass
+chained_action = _chained_irqaction()
 
 
-def _noop_startup(data: irq_data) -> int:
-    return 0
-
-
-def ack_bad(data: irq_data) -> None:
-    """``ack_bad()``: an interrupt nobody set up (x86 ``ack_bad_irq`` logs and EOIs)."""
-
-
-class _no_irq_chip(irq_chip):
-    """The type of ``no_irq_chip``; a copy of it is still "no chip"."""
-
-
-# The placeholder chip of a descriptor nobody set up, and the do-nothing one.
-no_irq_chip = _no_irq_chip("none", irq_startup=_noop_startup, irq_shutdown=_noop,
-                           irq_enable=_noop, irq_disable=_noop, irq_ack=ack_bad)
-
-
-def irq_chip_is_none(chip: irq_chip | None) -> bool:
-    """``chip == &no_irq_chip`` (or no chip at all)."""
-    return chip is None or isinstance(chip, _no_irq_chip)
-dummy_irq_chip = irq_chip("dummy", irq_startup=_noop_startup, irq_shutdown=_noop,
-                          irq_enable=_noop, irq_disable=_noop, irq_ack=_noop, irq_mask=_noop,
-                          irq_unmask=_noop)
-
-
-# -- irq_data accessors ------------------------------------------------------------------
-def irqd_set(d: irq_data, mask: int) -> None:
-    c = d.common
-    c.state_use_accessors = c.state_use_accessors | mask
-
-
-def irqd_clear(d: irq_data, mask: int) -> None:
-    c = d.common
-    c.state_use_accessors = c.state_use_accessors & ~mask
-
-
-def irqd_has_set(d: irq_data, mask: int) -> bool:
-    return bool(d.common.state_use_accessors & mask)
-
-
-def irqd_irq_disabled(d: irq_data) -> bool:
-    return irqd_has_set(d, IRQD_IRQ_DISABLED)
-
-
-def irqd_irq_masked(d: irq_data) -> bool:
-    return irqd_has_set(d, IRQD_IRQ_MASKED)
-
-
-def irqd_irq_inprogress(d: irq_data) -> bool:
-    return irqd_has_set(d, IRQD_IRQ_INPROGRESS)
-
-
-def irqd_is_activated(d: irq_data) -> bool:
-    return irqd_has_set(d, IRQD_ACTIVATED)
-
-
-def irqd_is_started(d: irq_data) -> bool:
-    return irqd_has_set(d, IRQD_IRQ_STARTED)
-
-
-def irqd_is_level_type(d: irq_data) -> bool:
-    return irqd_has_set(d, IRQD_LEVEL)
-
-
-def irqd_affinity_is_managed(d: irq_data) -> bool:
-    return irqd_has_set(d, IRQD_AFFINITY_MANAGED)
-
-
-def irqd_to_hwirq(d: irq_data) -> int:
-    return d.hwirq
-
-
-def irq_data_get_irq_chip(d: irq_data) -> irq_chip:
-    return d.chip
-
-
-def irq_data_get_irq_chip_data(d: irq_data) -> Any:
-    return d.chip_data
-
-
-def irq_data_get_irq_handler_data(d: irq_data) -> Any:
-    return d.common.handler_data
-
-
-def irq_data_get_msi_desc(d: irq_data) -> Any:
-    return d.common.msi_desc
-
-
-def irq_data_get_affinity_mask(d: irq_data) -> frozenset[int]:
-    return d.common.affinity
-
-
-def irq_data_get_effective_affinity_mask(d: irq_data) -> frozenset[int]:
-    return d.common.effective_affinity
-
-
-def irq_data_update_effective_affinity(d: irq_data, mask: frozenset[int]) -> None:
-    d.common.effective_affinity = frozenset(mask)
-
-
+# -- irq state (kernel/irq/internals.h) -----------------------------------------------------
 def irq_state_set_disabled(desc: irq_desc) -> None:
     irqd_set(desc.irq_data, IRQD_IRQ_DISABLED)
 
@@ -260,8 +189,6 @@ def irq_disable(desc: irq_desc) -> None:
 
 
 def irq_activate(desc: irq_desc) -> int:
-    from vmdsim.kernel.irq.irqdomain import irq_domain_activate_irq
-
     d = desc.irq_data
     if not irqd_affinity_is_managed(d):
         return irq_domain_activate_irq(d, False)
@@ -284,8 +211,6 @@ def _irq_startup(desc: irq_desc) -> int:
 
 def irq_startup(desc: irq_desc, resend: bool, force: bool) -> int:
     """Start (or re-enable) the interrupt; replay a pending one if ``resend``."""
-    from vmdsim.kernel.irq.irqdomain import irq_domain_activate_irq
-
     d = desc.irq_data
     ret = 0
     desc.depth = 0
@@ -330,8 +255,6 @@ def irq_shutdown(desc: irq_desc) -> None:
 
 
 def irq_shutdown_and_deactivate(desc: irq_desc) -> None:
-    from vmdsim.kernel.irq.irqdomain import irq_domain_deactivate_irq
-
     irq_shutdown(desc)
     irq_domain_deactivate_irq(desc.irq_data)
 
@@ -393,21 +316,25 @@ def check_irq_resend(desc: irq_desc, inject: bool) -> int:
 # -- hierarchy helpers ----------------------------------------------------------------------
 def irq_chip_ack_parent(d: irq_data) -> None:
     p = d.parent_data
+    assert p is not None  # a chip of a level that has a parent
     p.chip.irq_ack(p)
 
 
 def irq_chip_mask_parent(d: irq_data) -> None:
     p = d.parent_data
+    assert p is not None  # a chip of a level that has a parent
     p.chip.irq_mask(p)
 
 
 def irq_chip_unmask_parent(d: irq_data) -> None:
     p = d.parent_data
+    assert p is not None  # a chip of a level that has a parent
     p.chip.irq_unmask(p)
 
 
 def irq_chip_enable_parent(d: irq_data) -> None:
     p = d.parent_data
+    assert p is not None  # a chip of a level that has a parent
     if p.chip.irq_enable is not None:
         p.chip.irq_enable(p)
     else:
@@ -416,6 +343,7 @@ def irq_chip_enable_parent(d: irq_data) -> None:
 
 def irq_chip_disable_parent(d: irq_data) -> None:
     p = d.parent_data
+    assert p is not None  # a chip of a level that has a parent
     if p.chip.irq_disable is not None:
         p.chip.irq_disable(p)
     else:
@@ -424,11 +352,13 @@ def irq_chip_disable_parent(d: irq_data) -> None:
 
 def irq_chip_eoi_parent(d: irq_data) -> None:
     p = d.parent_data
+    assert p is not None  # a chip of a level that has a parent
     p.chip.irq_eoi(p)
 
 
 def irq_chip_set_affinity_parent(d: irq_data, mask: frozenset[int], force: bool) -> int:
     p = d.parent_data
+    assert p is not None  # a chip of a level that has a parent
     if p.chip.irq_set_affinity is not None:
         return p.chip.irq_set_affinity(p, mask, force)
     return -ENOSYS
@@ -446,7 +376,7 @@ def irq_chip_retrigger_hierarchy(d: irq_data) -> int:
 
 def irq_chip_compose_msi_msg(d: irq_data, msg: msi_msg) -> int:
     """Compose the MSI message with the nearest chip (from the top) that can."""
-    pos = d
+    pos: irq_data | None = d
     while pos is not None:
         chip = pos.chip
         if chip is not None and chip.irq_compose_msi_msg is not None:
@@ -463,13 +393,10 @@ def irq_chip_write_msi_msg(d: irq_data, msg: msi_msg) -> None:
 # -- handler installation (chip.c), on k.irq ------------------------------------------------
 def irq_do_set_handler(desc: irq_desc, handle: Any, is_chained: bool, name: str | None) -> None:
     """``__irq_do_set_handler``: install (or, with None, uninstall) a flow handler."""
-    from vmdsim.kernel.irq.flow import handle_bad_irq
-    from vmdsim.kernel.irq.handle import chained_action
-
     if handle is None:
         handle = handle_bad_irq
     else:
-        d = desc.irq_data
+        d: irq_data | None = desc.irq_data
         while d is not None and irq_chip_is_none(d.chip):
             if is_chained:
                 raise IrqError(f"irq_set_chained_handler: IRQ {desc.irq} has no chip yet")
@@ -491,11 +418,11 @@ def irq_do_set_handler(desc: irq_desc, handle: Any, is_chained: bool, name: str 
         irq_activate_and_startup(desc, True)
 
 
-class ChipMixin:
+class ChipMixin(DescTableMixin):
     """``k.irq`` methods of ``kernel/irq/chip.c`` that name an IRQ by number."""
 
     def _desc_locked(self, irq: int, what: str) -> tuple[irq_desc, bool]:
-        desc = self.irq_to_desc(irq)  # type: ignore[attr-defined]
+        desc = self.irq_to_desc(irq)
         if desc is None:
             raise IrqError(f"{what}: IRQ {irq} has no descriptor")
         return desc, raw_spin_lock_irqsave(desc.lock)
@@ -519,15 +446,15 @@ class ChipMixin:
         return 0
 
     def irq_get_chip(self, irq: int) -> irq_chip | None:
-        d = self.irq_get_irq_data(irq)  # type: ignore[attr-defined]
+        d = self.irq_get_irq_data(irq)
         return d.chip if d is not None else None
 
     def irq_get_chip_data(self, irq: int) -> Any:
-        d = self.irq_get_irq_data(irq)  # type: ignore[attr-defined]
+        d = self.irq_get_irq_data(irq)
         return d.chip_data if d is not None else None
 
     def irq_get_handler_data(self, irq: int) -> Any:
-        d = self.irq_get_irq_data(irq)  # type: ignore[attr-defined]
+        d = self.irq_get_irq_data(irq)
         return d.common.handler_data if d is not None else None
 
     def irq_set_msi_desc_off(self, irq_base: int, irq_offset: int, entry: Any) -> int:
@@ -542,7 +469,7 @@ class ChipMixin:
         return self.irq_set_msi_desc_off(irq, 0, entry)
 
     def irq_get_msi_desc(self, irq: int) -> Any:
-        d = self.irq_get_irq_data(irq)  # type: ignore[attr-defined]
+        d = self.irq_get_irq_data(irq)
         return d.common.msi_desc if d is not None else None
 
     def irq_set_handler_name(self, irq: int, handle: Any, is_chained: bool,

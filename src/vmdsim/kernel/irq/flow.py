@@ -15,7 +15,8 @@ runs the actions through ``handle_irq_event``:
     tracking, randomness, or spurious interrupt detection" — no per-CPU counts
     and no ``note_interrupt``.
 ``handle_bad_irq``
-    The handler of a descriptor nobody set up: counts and logs.
+    The handler of a descriptor nobody set up: counts and logs. Every new
+    descriptor starts with it, so it is defined with them (in ``irqdesc``).
 
 ``chained_irq_enter``/``chained_irq_exit`` bracket a chained (demultiplexing)
 handler: without an ``irq_eoi`` the parent is masked and acked on entry and
@@ -44,7 +45,10 @@ from vmdsim.kernel.irq.flags import (
     IRQS_WAITING,
 )
 from vmdsim.kernel.irq.handle import __handle_irq_event_percpu, handle_irq_event
-from vmdsim.kernel.irq.irqdesc import kstat_incr_irqs_this_cpu
+from vmdsim.kernel.irq.irqdesc import (
+    handle_bad_irq,  # noqa: F401 - a flow handler too, exported from here (it is irqdesc's)
+    kstat_incr_irqs_this_cpu,
+)
 from vmdsim.kernel.locking import raw_spin_lock, raw_spin_unlock
 
 if TYPE_CHECKING:
@@ -122,15 +126,6 @@ def handle_edge_irq(desc: irq_desc) -> None:
         raw_spin_unlock(desc.lock)
 
 
-def handle_bad_irq(desc: irq_desc) -> None:
-    """An interrupt on a descriptor without a flow handler: count it and complain."""
-    kstat_incr_irqs_this_cpu(desc)
-    desc.k.irq.printk(f"unexpected IRQ trap on IRQ {desc.irq_data.irq}")
-    d = desc.irq_data
-    if d.chip.irq_ack is not None:
-        d.chip.irq_ack(d)
-
-
 def chained_irq_enter(chip: irq_chip, desc: irq_desc) -> None:
     d = desc.irq_data
     if chip.irq_eoi is not None:
@@ -138,6 +133,7 @@ def chained_irq_enter(chip: irq_chip, desc: irq_desc) -> None:
     if chip.irq_mask_ack is not None:
         chip.irq_mask_ack(d)
     else:
+        assert chip.irq_mask is not None  # called unchecked, as in Linux
         chip.irq_mask(d)
         if chip.irq_ack is not None:
             chip.irq_ack(d)
@@ -148,4 +144,5 @@ def chained_irq_exit(chip: irq_chip, desc: irq_desc) -> None:
     if chip.irq_eoi is not None:
         chip.irq_eoi(d)
     else:
+        assert chip.irq_unmask is not None  # called unchecked, as in Linux
         chip.irq_unmask(d)

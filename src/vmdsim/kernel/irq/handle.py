@@ -22,9 +22,10 @@ load measurements need for IRQs whose flow handler keeps no statistics
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.irq.chip import _chained_irqaction, irq_disable
 from vmdsim.kernel.irq.flags import (
     IRQ_HANDLED,
     IRQ_NONE,
@@ -35,6 +36,7 @@ from vmdsim.kernel.irq.flags import (
     IRQS_SPURIOUS_DISABLED,
     IrqError,
 )
+from vmdsim.kernel.irq.irqdesc import irqd_clear, irqd_set
 from vmdsim.kernel.locking import irqs_disabled, local_irq_disable, raw_spin_lock, raw_spin_unlock
 from vmdsim.kernel.shared import KObject, poke, shared
 
@@ -67,35 +69,11 @@ class irqaction(KObject):
         return f"<irqaction {self.name} on IRQ {self.irq}>"
 
 
-def bad_chained_irq(irq: int, dev_id: Any) -> int:
-    raise IrqError(f"Chained irq {irq} should not call an action")
-
-
-class _chained_irqaction:
-    """``chained_action``: the placeholder action of an IRQ with a chained flow handler.
-
-    Recognised by type, so a kernel's deep copy still knows its chained IRQs.
-    """
-
-    handler = staticmethod(bad_chained_irq)
-    name = "chained"
-    next = None
-    dev_id = None
-    flags = 0
-    calls = handled = 0
-
-    def __repr__(self) -> str:
-        return "<chained_action>"
-
-
-chained_action = _chained_irqaction()
-
-
 def irq_desc_is_chained(desc: irq_desc) -> bool:
     return isinstance(desc.action, _chained_irqaction)
 
 
-def for_each_action_of_desc(desc: irq_desc):
+def for_each_action_of_desc(desc: irq_desc) -> Iterator[irqaction | _chained_irqaction]:
     action = desc.action
     while action is not None:
         yield action
@@ -133,8 +111,6 @@ def handle_irq_event_percpu(desc: irq_desc) -> int:
 
 def handle_irq_event(desc: irq_desc) -> int:
     """Called with ``desc.lock`` held: run the actions with the lock dropped."""
-    from vmdsim.kernel.irq.chip import irqd_clear, irqd_set
-
     desc.istate = desc.istate & ~IRQS_PENDING
     irqd_set(desc.irq_data, IRQD_IRQ_INPROGRESS)
     raw_spin_unlock(desc.lock)
@@ -148,8 +124,6 @@ def handle_irq_event(desc: irq_desc) -> int:
 
 def note_interrupt(desc: irq_desc, action_ret: int) -> None:
     """Count unhandled interrupts; disable an IRQ that nobody handles."""
-    from vmdsim.kernel.irq.chip import irq_disable
-
     if desc.istate & IRQS_POLL_INPROGRESS:
         return
     if action_ret == IRQ_NONE:

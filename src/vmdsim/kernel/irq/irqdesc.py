@@ -1,6 +1,15 @@
 """Interrupt descriptors and the sparse table that maps IRQ numbers to them
-(``kernel/irq/irqdesc.c``, ``include/linux/irqdesc.h``, the ``irq_data`` of
-``include/linux/irq.h``).
+(``kernel/irq/irqdesc.c``, ``include/linux/irqdesc.h``), and the structures of
+``include/linux/irq.h`` they are made of: ``irq_data`` with its ``irqd_*``
+accessors, and ``irq_chip``.
+
+This is the bottom of the IRQ core: the chip code, the flow handlers, the
+domains and ``request_irq`` all use descriptors, and nothing here uses them.
+So the two things every new descriptor starts with live here too: the chip
+of a descriptor nobody set up, ``no_irq_chip`` (with ``dummy_irq_chip``, from
+``kernel/irq/dummychip.c``), and its flow handler, ``handle_bad_irq`` (from
+``kernel/irq/handle.c``). ``chip`` and ``flow`` export them under their usual
+names as well.
 
 An IRQ number ("virq") names an :class:`irq_desc`. Its ``irq_data`` is the
 top of the chip hierarchy (each parent domain adds one level through
@@ -43,25 +52,103 @@ from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.errno import EEXIST, EINVAL, ENOMEM, EPERM
 from vmdsim.kernel.irq.flags import (
+    IRQD_ACTIVATED,
     IRQD_AFFINITY_MANAGED,
     IRQD_HANDLE_ENFORCE_IRQCTX,
     IRQD_IRQ_DISABLED,
+    IRQD_IRQ_INPROGRESS,
     IRQD_IRQ_MASKED,
+    IRQD_IRQ_STARTED,
+    IRQD_LEVEL,
 )
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock, raw_spinlock_t
 from vmdsim.kernel.sched import current, in_interrupt
 from vmdsim.kernel.shared import READ, WRITE, KObject, init_private, peek, poke, sched_point, shared
 
 if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
     from vmdsim.kernel.irq.affinity import irq_affinity_desc
-    from vmdsim.kernel.irq.chip import irq_chip
     from vmdsim.kernel.irq.irqdomain import irq_domain
+    from vmdsim.kernel.irq.msi import msi_msg
 
 IRQ_BITMAP_BITS = 8192  # NR_IRQS + 8196 in Linux; plenty for a model
 NR_IRQS_LEGACY = 16
 DESC_FREE_MODES = ("rcu", "immediate")
 
 FlowHandler = Callable[["irq_desc"], None]
+
+
+# -- struct irq_chip, and the chips of kernel/irq/dummychip.c -------------------------
+CHIP_OPS = ("irq_startup", "irq_shutdown", "irq_enable", "irq_disable", "irq_ack", "irq_mask",
+            "irq_mask_ack", "irq_unmask", "irq_eoi", "irq_set_affinity", "irq_retrigger",
+            "irq_compose_msi_msg", "irq_write_msi_msg")
+
+
+class irq_chip:
+    """``struct irq_chip``: ``irq_chip("VMD-MSI", irq_enable=fn, ...)``; unset ops are None.
+
+    An explorer's copy of a kernel copies the chips it uses, so the model never
+    tests a chip's identity: "no chip" is ``irq_chip_is_none(chip)``.
+    """
+
+    # The callbacks (CHIP_OPS), each taking the irq_data of the chip's own level.
+    irq_startup: Callable[[irq_data], int] | None
+    irq_shutdown: Callable[[irq_data], None] | None
+    irq_enable: Callable[[irq_data], None] | None
+    irq_disable: Callable[[irq_data], None] | None
+    irq_ack: Callable[[irq_data], None] | None
+    irq_mask: Callable[[irq_data], None] | None
+    irq_mask_ack: Callable[[irq_data], None] | None
+    irq_unmask: Callable[[irq_data], None] | None
+    irq_eoi: Callable[[irq_data], None] | None
+    irq_set_affinity: Callable[[irq_data, frozenset[int], bool], int] | None
+    irq_retrigger: Callable[[irq_data], int] | None
+    irq_compose_msi_msg: Callable[[irq_data, msi_msg], None] | None
+    irq_write_msi_msg: Callable[[irq_data, msi_msg], None] | None
+
+    def __init__(self, name: str, *, flags: int = 0, **ops: Any) -> None:
+        unknown = set(ops) - set(CHIP_OPS)
+        if unknown:
+            raise TypeError(f"irq_chip {name}: no such callback {', '.join(sorted(unknown))}; "
+                            f"a chip has {', '.join(CHIP_OPS)}")
+        self.name = name
+        self.flags = flags
+        for op in CHIP_OPS:
+            setattr(self, op, ops.get(op))
+
+    def __repr__(self) -> str:
+        return f"<irq_chip {self.name}>"
+
+
+def _noop(data: irq_data) -> None:
+    pass
+
+
+def _noop_startup(data: irq_data) -> int:
+    return 0
+
+
+def ack_bad(data: irq_data) -> None:
+    """``ack_bad()``: an interrupt nobody set up (x86 ``ack_bad_irq`` logs and EOIs)."""
+
+
+class _no_irq_chip(irq_chip):
+    """The type of ``no_irq_chip``; a copy of it is still "no chip"."""
+
+
+# The placeholder chip of a descriptor nobody set up, and the do-nothing one.
+no_irq_chip = _no_irq_chip("none", irq_startup=_noop_startup, irq_shutdown=_noop,
+                           irq_enable=_noop, irq_disable=_noop, irq_ack=ack_bad)
+
+
+def irq_chip_is_none(chip: irq_chip | None) -> bool:
+    """``chip == &no_irq_chip`` (or no chip at all)."""
+    return chip is None or isinstance(chip, _no_irq_chip)
+
+
+dummy_irq_chip = irq_chip("dummy", irq_startup=_noop_startup, irq_shutdown=_noop,
+                          irq_enable=_noop, irq_disable=_noop, irq_ack=_noop, irq_mask=_noop,
+                          irq_unmask=_noop)
 
 
 class irq_common_data(KObject):
@@ -114,7 +201,7 @@ class irq_desc(KObject):
     istate = shared()
     depth = shared()
 
-    def __init__(self, k: Any, irq: int) -> None:
+    def __init__(self, k: Kernel, irq: int) -> None:
         init_private(self, handle_irq=None, action=None, istate=0, depth=1)
         self.k = k
         self.irq = irq
@@ -174,7 +261,82 @@ class sparse_irqs(KObject):
             self.slots[irq] = desc
 
 
-# -- accessors (include/linux/irqdesc.h, irq.h) -----------------------------------------
+# -- irq_data accessors (include/linux/irq.h) ---------------------------------------------
+def irqd_set(d: irq_data, mask: int) -> None:
+    c = d.common
+    c.state_use_accessors = c.state_use_accessors | mask
+
+
+def irqd_clear(d: irq_data, mask: int) -> None:
+    c = d.common
+    c.state_use_accessors = c.state_use_accessors & ~mask
+
+
+def irqd_has_set(d: irq_data, mask: int) -> bool:
+    return bool(d.common.state_use_accessors & mask)
+
+
+def irqd_irq_disabled(d: irq_data) -> bool:
+    return irqd_has_set(d, IRQD_IRQ_DISABLED)
+
+
+def irqd_irq_masked(d: irq_data) -> bool:
+    return irqd_has_set(d, IRQD_IRQ_MASKED)
+
+
+def irqd_irq_inprogress(d: irq_data) -> bool:
+    return irqd_has_set(d, IRQD_IRQ_INPROGRESS)
+
+
+def irqd_is_activated(d: irq_data) -> bool:
+    return irqd_has_set(d, IRQD_ACTIVATED)
+
+
+def irqd_is_started(d: irq_data) -> bool:
+    return irqd_has_set(d, IRQD_IRQ_STARTED)
+
+
+def irqd_is_level_type(d: irq_data) -> bool:
+    return irqd_has_set(d, IRQD_LEVEL)
+
+
+def irqd_affinity_is_managed(d: irq_data) -> bool:
+    return irqd_has_set(d, IRQD_AFFINITY_MANAGED)
+
+
+def irqd_to_hwirq(d: irq_data) -> int:
+    return d.hwirq
+
+
+def irq_data_get_irq_chip(d: irq_data) -> irq_chip:
+    return d.chip
+
+
+def irq_data_get_irq_chip_data(d: irq_data) -> Any:
+    return d.chip_data
+
+
+def irq_data_get_irq_handler_data(d: irq_data) -> Any:
+    return d.common.handler_data
+
+
+def irq_data_get_msi_desc(d: irq_data) -> Any:
+    return d.common.msi_desc
+
+
+def irq_data_get_affinity_mask(d: irq_data) -> frozenset[int]:
+    return d.common.affinity
+
+
+def irq_data_get_effective_affinity_mask(d: irq_data) -> frozenset[int]:
+    return d.common.effective_affinity
+
+
+def irq_data_update_effective_affinity(d: irq_data, mask: frozenset[int]) -> None:
+    d.common.effective_affinity = frozenset(mask)
+
+
+# -- irq_desc accessors (include/linux/irqdesc.h) ----------------------------------------
 def irq_desc_get_irq(desc: irq_desc) -> int:
     return desc.irq_data.irq
 
@@ -216,11 +378,20 @@ def generic_handle_irq_desc(desc: irq_desc) -> None:
     desc.handle_irq(desc)
 
 
+def handle_bad_irq(desc: irq_desc) -> None:
+    """An interrupt on a descriptor without a flow handler: count it and complain."""
+    kstat_incr_irqs_this_cpu(desc)
+    desc.k.irq.printk(f"unexpected IRQ trap on IRQ {desc.irq_data.irq}")
+    d = desc.irq_data
+    if d.chip.irq_ack is not None:
+        d.chip.irq_ack(d)
+
+
 # -- the table, on k.irq -----------------------------------------------------------------
 class DescTableMixin:
     """``k.irq`` methods of ``kernel/irq/irqdesc.c`` (mixed into ``IrqSubsystem``)."""
 
-    k: Any
+    k: Kernel
     sparse_irqs: sparse_irqs
     sparse_irq_lock: mutex
     dynirq_base: int
@@ -316,9 +487,6 @@ class DescTableMixin:
         return start
 
     def _alloc_desc(self, irq: int, flags: int, mask: frozenset[int]) -> irq_desc | None:
-        from vmdsim.kernel.irq.chip import no_irq_chip
-        from vmdsim.kernel.irq.flow import handle_bad_irq
-
         mem = self.k.mem
         desc = mem.kzalloc(irq_desc, self.k, irq, owner="irq")
         if desc is None:
@@ -381,12 +549,3 @@ class DescTableMixin:
             return -EPERM  # x86 vector IRQs only run from their own interrupt
         generic_handle_irq_desc(desc)
         return 0
-
-    def generic_handle_domain_irq(self, domain: irq_domain, hwirq: int) -> int:
-        """Handle the IRQ that ``hwirq`` maps to in ``domain``; 0 or -EINVAL."""
-        from vmdsim.kernel.irq.irqdomain import irq_find_mapping
-
-        virq = irq_find_mapping(domain, hwirq)
-        if not virq:
-            return -EINVAL
-        return self.generic_handle_irq(virq)

@@ -29,15 +29,22 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.errno import EINVAL, ENOENT, ENOMEM, ENOSYS
-from vmdsim.kernel.irq.chip import irqd_clear, irqd_is_activated, irqd_set, no_irq_chip
 from vmdsim.kernel.irq.flags import IRQ_NOREQUEST, IRQD_ACTIVATED, IrqError
-from vmdsim.kernel.irq.irqdesc import irq_data
+from vmdsim.kernel.irq.irqdesc import (
+    DescTableMixin,
+    irq_data,
+    irqd_clear,
+    irqd_is_activated,
+    irqd_set,
+    no_irq_chip,
+)
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock
 from vmdsim.kernel.shared import READ, WRITE, KObject, sched_point
 
 if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
     from vmdsim.kernel.irq.affinity import irq_affinity_desc
-    from vmdsim.kernel.irq.chip import irq_chip
+    from vmdsim.kernel.irq.irqdesc import irq_chip
 
 # enum irq_domain_bus_token
 DOMAIN_BUS_ANY = 0
@@ -65,7 +72,7 @@ IRQCHIP_FWNODE_NAMED_ID = 2
 class fwnode_handle(KObject):
     """An ``irqchip_fwid`` fwnode: the name a domain is known by (``VMD-MSI-65536``)."""
 
-    def __init__(self, k: Any, type_: int, name: str, id_: int = 0) -> None:
+    def __init__(self, k: Kernel, type_: int, name: str, id_: int = 0) -> None:
         self.k = k
         self.type = type_
         self.name = name
@@ -91,7 +98,7 @@ class irq_domain_ops:
 class irq_domain(KObject):
     """``struct irq_domain``; ``host_data`` is the owner's (an MSI domain's ``msi_domain_info``)."""
 
-    def __init__(self, k: Any, name: str, fwnode: fwnode_handle | None, ops: irq_domain_ops,
+    def __init__(self, k: Kernel, name: str, fwnode: fwnode_handle | None, ops: irq_domain_ops,
                  host_data: Any, flags: int, parent: irq_domain | None, size: int) -> None:
         self.k = k
         self.name = name
@@ -102,7 +109,7 @@ class irq_domain(KObject):
         self.bus_token = DOMAIN_BUS_ANY
         self.parent = parent
         self.root: irq_domain = parent.root if parent is not None else self
-        self.mutex = mutex(f"{name}.mutex") if parent is None else self.root.mutex
+        self.mutex: mutex = mutex(f"{name}.mutex") if parent is None else self.root.mutex
         self.mapcount = 0
         self.revmap: dict[int, irq_data] = {}
         self.hwirq_max = size or (1 << 32) - 1
@@ -114,7 +121,7 @@ class irq_domain(KObject):
 # -- creation and removal ---------------------------------------------------------------
 def irq_domain_create_hierarchy(parent: irq_domain | None, flags: int, size: int,
                                 fwnode: fwnode_handle | None, ops: irq_domain_ops,
-                                host_data: Any, *, k: Any = None,
+                                host_data: Any, *, k: Kernel | None = None,
                                 owner: str | None = "irq") -> irq_domain | None:
     """A domain under ``parent`` (None: a root). The kernel is the parent's or fwnode's.
 
@@ -228,6 +235,7 @@ def _alloc_irq_data(domain: irq_domain, virq: int, nr_irqs: int) -> int:
     k = domain.k
     for i in range(nr_irqs):
         child = k.irq.irq_get_irq_data(virq + i)
+        assert child is not None  # its descriptor was just allocated
         child.domain = domain
         parent = domain.parent
         while parent is not None:
@@ -242,9 +250,10 @@ def _alloc_irq_data(domain: irq_domain, virq: int, nr_irqs: int) -> int:
     return 0
 
 
-def _free_irq_data(k: Any, virq: int, nr_irqs: int) -> None:
+def _free_irq_data(k: Kernel, virq: int, nr_irqs: int) -> None:
     for i in range(nr_irqs):
         top = k.irq.irq_get_irq_data(virq + i)
+        assert top is not None  # the descriptors are freed after their irq_data
         d = top.parent_data
         top.parent_data = None
         top.domain = None
@@ -269,20 +278,24 @@ def irq_domain_alloc_irqs_parent(domain: irq_domain, irq_base: int, nr_irqs: int
     return irq_domain_alloc_irqs_hierarchy(domain.parent, irq_base, nr_irqs, arg)
 
 
-def _insert_irq(k: Any, virq: int) -> None:
+def _insert_irq(k: Kernel, virq: int) -> None:
     d = k.irq.irq_get_irq_data(virq)
     while d is not None:
-        d.domain.mapcount += 1
-        irq_domain_set_mapping(d.domain, d.hwirq, d)
+        domain = d.domain
+        assert domain is not None  # every level of an allocated IRQ is in its domain
+        domain.mapcount += 1
+        irq_domain_set_mapping(domain, d.hwirq, d)
         d = d.parent_data
     k.irq.irq_clear_status_flags(virq, IRQ_NOREQUEST)
 
 
-def _remove_irq(k: Any, virq: int) -> None:
+def _remove_irq(k: Kernel, virq: int) -> None:
     d = k.irq.irq_get_irq_data(virq)
     while d is not None:
-        d.domain.mapcount -= 1
-        irq_domain_clear_mapping(d.domain, d.hwirq)
+        domain = d.domain
+        assert domain is not None  # every level of an allocated IRQ is in its domain
+        domain.mapcount -= 1
+        irq_domain_clear_mapping(domain, d.hwirq)
         d = d.parent_data
 
 
@@ -355,14 +368,14 @@ def irq_domain_free_irqs_top(domain: irq_domain, virq: int, nr_irqs: int) -> Non
     irq_domain_free_irqs_common(domain, virq, nr_irqs)
 
 
-class DomainMixin:
+class DomainMixin(DescTableMixin):
     """``k.irq`` methods of ``irqdomain.c`` that name IRQs by number, and fwnodes."""
 
-    k: Any
+    k: Kernel
 
     def irq_domain_free_irqs(self, virq: int, nr_irqs: int) -> None:
         """Free IRQs allocated with ``irq_domain_alloc_irqs``, then their descriptors."""
-        d = self.irq_get_irq_data(virq)  # type: ignore[attr-defined]
+        d = self.irq_get_irq_data(virq)
         if d is None or d.domain is None or d.domain.ops.free is None:
             raise IrqError(f"irq_domain_free_irqs({virq}): NULL pointer, cannot free irq")
         domain = d.domain
@@ -374,7 +387,15 @@ class DomainMixin:
         finally:
             mutex_unlock(domain.root.mutex)
         _free_irq_data(self.k, virq, nr_irqs)
-        self.irq_free_descs(virq, nr_irqs)  # type: ignore[attr-defined]
+        self.irq_free_descs(virq, nr_irqs)
+
+    def generic_handle_domain_irq(self, domain: irq_domain, hwirq: int) -> int:
+        """Handle the IRQ that ``hwirq`` maps to in ``domain``; 0 or -EINVAL (irqdesc.c's,
+        here because it resolves the mapping first)."""
+        virq = irq_find_mapping(domain, hwirq)
+        if not virq:
+            return -EINVAL
+        return self.generic_handle_irq(virq)
 
     def irq_domain_alloc_named_fwnode(self, name: str, *,
                                       owner: str | None = "irq") -> fwnode_handle | None:

@@ -57,16 +57,20 @@ from vmdsim.kernel.irq.flags import (
     IrqError,
 )
 from vmdsim.kernel.irq.handle import IrqHandler, irqaction
+from vmdsim.kernel.irq.irqdesc import DescTableMixin
+from vmdsim.kernel.irq.irqdomain import irq_domain_deactivate_irq
 from vmdsim.kernel.locking import (
     mutex_lock,
     mutex_unlock,
     raw_spin_lock_irqsave,
     raw_spin_unlock_irqrestore,
 )
+from vmdsim.kernel.pci.device import devres_add, devres_alloc, devres_free
 from vmdsim.kernel.sched import current, in_interrupt
 from vmdsim.kernel.shared import peek
 
 if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
     from vmdsim.kernel.irq.irqdesc import irq_desc
 
 
@@ -112,7 +116,7 @@ def _disable(desc: irq_desc) -> None:
 class irq_devres:
     """What ``devm_request_irq`` remembers (Linux: ``struct irq_devres`` in the devres node)."""
 
-    def __init__(self, k: Any, irq: int, dev_id: Any) -> None:
+    def __init__(self, k: Kernel, irq: int, dev_id: Any) -> None:
         self.k = k
         self.irq = irq
         self.dev_id = dev_id
@@ -122,10 +126,13 @@ def devm_irq_release(dr: irq_devres) -> None:
     dr.k.irq.free_irq(dr.irq, dr.dev_id)
 
 
-class ManageMixin:
+class ManageMixin(DescTableMixin):
     """``k.irq.request_irq`` and friends."""
 
-    k: Any
+    k: Kernel
+
+    if TYPE_CHECKING:
+        def printk(self, line: str) -> None: ...  # IrqSubsystem's
 
     # -- request ------------------------------------------------------------------------
     def request_irq(self, irq: int, handler: IrqHandler, flags: int, name: str,
@@ -142,7 +149,7 @@ class ManageMixin:
             return -EINVAL
         if handler is None:
             return -EINVAL
-        desc = self.irq_to_desc(irq)  # type: ignore[attr-defined]
+        desc = self.irq_to_desc(irq)
         if desc is None or desc.status_use_accessors & IRQ_NOREQUEST:
             return -EINVAL
         action = self.k.mem.kzalloc(irqaction, handler, flags, name, dev_id, owner="irq")
@@ -201,11 +208,9 @@ class ManageMixin:
     # -- free ---------------------------------------------------------------------------
     def free_irq(self, irq: int, dev_id: Any) -> str | None:
         """Remove the action of ``dev_id``; returns its name. Waits for running handlers."""
-        from vmdsim.kernel.irq.irqdomain import irq_domain_deactivate_irq
-
         if in_interrupt():
             raise IrqError(f"free_irq({irq}) called from interrupt context")
-        desc = self.irq_to_desc(irq)  # type: ignore[attr-defined]
+        desc = self.irq_to_desc(irq)
         if desc is None:
             return None
         mutex_lock(desc.request_mutex)
@@ -236,13 +241,13 @@ class ManageMixin:
         return name
 
     def irq_has_action(self, irq: int) -> bool:
-        desc = self.irq_to_desc(irq)  # type: ignore[attr-defined]
+        desc = self.irq_to_desc(irq)
         return desc is not None and desc.action is not None
 
     # -- synchronize / disable / enable ---------------------------------------------------
     def synchronize_hardirq(self, irq: int) -> bool:
         """Wait until no CPU runs ``irq``'s handler; True (no threads to report)."""
-        desc = self.irq_to_desc(irq)  # type: ignore[attr-defined]
+        desc = self.irq_to_desc(irq)
         if desc is not None:
             _synchronize_hardirq(desc)
         return True
@@ -252,7 +257,7 @@ class ManageMixin:
         self.synchronize_hardirq(irq)
 
     def disable_irq_nosync(self, irq: int) -> int:
-        desc = self.irq_to_desc(irq)  # type: ignore[attr-defined]
+        desc = self.irq_to_desc(irq)
         if desc is None:
             return -EINVAL
         flags = raw_spin_lock_irqsave(desc.lock)
@@ -267,7 +272,7 @@ class ManageMixin:
 
     def enable_irq(self, irq: int) -> None:
         """Undo one ``disable_irq``; replays an interrupt that came while disabled."""
-        desc = self.irq_to_desc(irq)  # type: ignore[attr-defined]
+        desc = self.irq_to_desc(irq)
         if desc is None:
             return
         flags = raw_spin_lock_irqsave(desc.lock)
@@ -279,7 +284,7 @@ class ManageMixin:
     # -- affinity ---------------------------------------------------------------------------
     def irq_set_affinity(self, irq: int, mask: frozenset[int] | set[int]) -> int:
         """Target ``irq`` at the CPUs in ``mask``; 0 or -errno (-EINVAL: chip cannot)."""
-        desc = self.irq_to_desc(irq)  # type: ignore[attr-defined]
+        desc = self.irq_to_desc(irq)
         if desc is None:
             return -EINVAL
         mask = frozenset(mask)
@@ -302,8 +307,6 @@ class ManageMixin:
     def devm_request_irq(self, dev: Any, irq: int, handler: IrqHandler, flags: int,
                          name: str, dev_id: Any) -> int:
         """``request_irq`` undone by ``free_irq`` when ``dev`` (a ``struct device``) unbinds."""
-        from vmdsim.kernel.pci.device import devres_add, devres_alloc, devres_free
-
         dr = devres_alloc(dev, devm_irq_release, irq_devres(self.k, irq, dev_id),
                           "devm_request_irq")
         if dr is None:
@@ -317,8 +320,6 @@ class ManageMixin:
 
     def devm_free_irq(self, dev: Any, irq: int, dev_id: Any) -> None:
         """Free an IRQ ``devm_request_irq`` installed, and forget its devres node."""
-        from vmdsim.kernel.pci.device import devres_free
-
         head = dev.devres_head
         for i in range(len(head) - 1, -1, -1):
             dr = head[i]

@@ -32,7 +32,7 @@ descriptor. Descriptor fields of the PCI part (``desc->pci.msi_attrib.*``,
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vmdsim.kernel.errno import EEXIST, EINVAL, ENOENT, ENOSPC
 from vmdsim.kernel.irq.chip import (
@@ -64,6 +64,7 @@ from vmdsim.kernel.locking import mutex, raw_spinlock_t
 from vmdsim.kernel.shared import KObject, init_private, shared
 
 if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
     from vmdsim.kernel.irq.affinity import irq_affinity_desc
     from vmdsim.kernel.irq.chip import irq_chip
     from vmdsim.kernel.irq.irqdesc import irq_data
@@ -242,6 +243,7 @@ def msi_domain_update_chip_ops(info: msi_domain_info) -> None:
 # -- the irq_domain_ops of every MSI domain -------------------------------------------------
 def msi_domain_set_affinity(d: irq_data, mask: frozenset[int], force: bool) -> int:
     parent = d.parent_data
+    assert parent is not None  # the affinity setter of a domain with a parent level
     ret = parent.chip.irq_set_affinity(parent, mask, force)
     if ret >= 0 and ret != IRQ_SET_MASK_OK_DONE:
         msg = msi_msg()
@@ -267,6 +269,7 @@ def msi_domain_deactivate(domain: irq_domain, d: irq_data) -> None:
 def msi_domain_alloc(domain: irq_domain, virq: int, nr_irqs: int, arg: msi_alloc_info_t) -> int:
     info: msi_domain_info = domain.host_data
     ops = info.ops
+    assert ops is not None  # an MSI domain's info has its ops
     hwirq = ops.get_hwirq(info, arg)
     if irq_find_mapping(domain, hwirq) > 0:
         return -EEXIST
@@ -287,6 +290,7 @@ def msi_domain_alloc(domain: irq_domain, virq: int, nr_irqs: int, arg: msi_alloc
 
 def msi_domain_free(domain: irq_domain, virq: int, nr_irqs: int) -> None:
     info: msi_domain_info = domain.host_data
+    assert info.ops is not None  # an MSI domain's info has its ops
     if info.ops.msi_free is not None:
         for i in range(nr_irqs):
             info.ops.msi_free(domain, info, virq + i)
@@ -299,7 +303,7 @@ msi_irq_domain_ops = irq_domain_ops(alloc=msi_domain_alloc, free=msi_domain_free
 
 
 def msi_create_irq_domain(fwnode: fwnode_handle | None, info: msi_domain_info,
-                          parent: irq_domain | None, *, k: Any = None,
+                          parent: irq_domain | None, *, k: Kernel | None = None,
                           owner: str | None = "irq") -> irq_domain | None:
     """An MSI domain for ``info`` under ``parent`` (None: no parent, as the VMD's)."""
     if info.flags & MSI_FLAG_USE_DEF_DOM_OPS:
@@ -402,6 +406,7 @@ def msi_domain_prepare_irqs(domain: irq_domain, dev: Any, nvec: int,
                             arg: msi_alloc_info_t) -> int:
     info: msi_domain_info = domain.host_data
     ops = info.ops
+    assert ops is not None  # an MSI domain's info has its ops
     ret = ops.msi_check(domain, info, dev) if ops.msi_check is not None else 0
     if ret == 0:
         ret = ops.msi_prepare(domain, dev, nvec, arg)
@@ -411,6 +416,7 @@ def msi_domain_prepare_irqs(domain: irq_domain, dev: Any, nvec: int,
 def _alloc_descs_irqs(domain: irq_domain, dev: Any, nirqs: int) -> int:
     info: msi_domain_info = domain.host_data
     ops = info.ops
+    assert ops is not None  # an MSI domain's info has its ops
     arg = msi_alloc_info_t()
     ret = msi_domain_prepare_irqs(domain, dev, nirqs, arg)
     if ret:
@@ -431,7 +437,8 @@ def _alloc_descs_irqs(domain: irq_domain, dev: Any, nirqs: int) -> int:
         for i in range(desc.nvec_used):
             kirq.irq_set_msi_desc_off(virq, i, desc)
             if activate:  # msi_init_virq(); every CPU is online, so managed IRQs start too
-                ret = irq_domain_activate_irq(irq_domain_get_irq_data(domain, virq + i), False)
+                d = cast("irq_data", irq_domain_get_irq_data(domain, virq + i))  # just made
+                ret = irq_domain_activate_irq(d, False)
                 if ret:
                     return ret
         allocated += 1

@@ -15,10 +15,13 @@ Counts are ``kstat_irqs``: IRQs whose flow handler keeps no statistics
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.irq.handle import irq_desc_is_chained
 from vmdsim.kernel.shared import peek
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 ExtraColumn = Callable[[int, Any], "str | None"]
 
@@ -32,7 +35,7 @@ def _actions(desc: Any) -> list[str]:
     return names
 
 
-def show_interrupts(k: Any, extra: ExtraColumn | None = None) -> str:
+def show_interrupts(k: Kernel, extra: ExtraColumn | None = None) -> str:
     """The table as text; no scheduling points (it reads a snapshot, as a report)."""
     kirq = k.irq
     slots = kirq.sparse_irqs.slots

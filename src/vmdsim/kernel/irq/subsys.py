@@ -2,8 +2,10 @@
 
 What Linux keeps in globals lives here: the descriptor table and its lock,
 the domain list, the x86 vector matrix and per-CPU ``vector_irq`` tables, the
-MSI data of each device, the log lines the IRQ code prints, and two model
-switches:
+x86 vector domain and the default PCI-MSI domain (both created here, as
+``arch_early_irq_init`` and ``pci_arch_init`` create them at boot, before any
+driver), the MSI data of each device,
+the log lines the IRQ code prints, and two model switches:
 
 ``desc_free``: ``"rcu"`` (default, Linux since 4.14) or ``"immediate"``
     how ``irq_free_descs`` frees a descriptor (see ``irqdesc``).
@@ -23,24 +25,28 @@ The methods, with Linux's names, come from one mixin per Linux file:
 from __future__ import annotations
 
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.irq.chip import ChipMixin
-from vmdsim.kernel.irq.irqdesc import DescTableMixin, sparse_irqs
+from vmdsim.kernel.irq.irqdesc import sparse_irqs
 from vmdsim.kernel.irq.irqdomain import DomainMixin, irq_domain
 from vmdsim.kernel.irq.manage import ManageMixin
 from vmdsim.kernel.irq.proc import ExtraColumn, show_interrupts
+from vmdsim.kernel.irq.x86_msi import x86_create_pci_msi_domain
 from vmdsim.kernel.irq.x86_vector import X86VectorMixin, x86_vector_domain_init
 from vmdsim.kernel.locking import mutex, raw_spinlock_t
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 LOG_LINES = 4096
 X86_DYNIRQ_BASE = 24  # the first IRQ above the IO-APIC's 24 GSIs (arch_dynirq_lower_bound)
 
 
-class IrqSubsystem(DescTableMixin, ChipMixin, ManageMixin, DomainMixin, X86VectorMixin):
+class IrqSubsystem(ChipMixin, ManageMixin, DomainMixin, X86VectorMixin):
     """The IRQ core of one kernel (``k.irq``)."""
 
-    def __init__(self, k: Any) -> None:
+    def __init__(self, k: Kernel) -> None:
         k.irq = self  # the domains created below look their kernel's IRQ core up
         self.k = k
         self._desc_free = "rcu"
@@ -54,8 +60,8 @@ class IrqSubsystem(DescTableMixin, ChipMixin, ManageMixin, DomainMixin, X86Vecto
         self.spurious_vectors = [0] * k.ncpus
         self.msi_dev_data: dict[Any, Any] = {}
         self.log: deque[str] = deque(maxlen=LOG_LINES)
-        self.x86_pci_msi_default_domain: irq_domain | None = None
         self.x86_vector_domain = x86_vector_domain_init(k)
+        self.x86_pci_msi_default_domain: irq_domain = x86_create_pci_msi_domain(k)
         k.sched.handle_irq = self.common_interrupt
 
     def printk(self, line: str) -> None:

@@ -7,14 +7,19 @@ device, ack and retrigger at the APIC), the flow handler ``handle_edge_irq``.
 Without interrupt remapping x86 cannot give one device several MSI (not
 MSI-X) vectors, so the domain lacks ``MSI_FLAG_MULTI_PCI_MSI``.
 
-Linux creates it at boot; the model creates it on first use (the first
-``pci_alloc_irq_vectors`` of such a device), as a static domain that is never
-freed and is no allocation point.
+Linux creates it at boot: since v5.10 ``pci_arch_init`` (an arch_initcall, before
+any driver registers) calls ``x86_create_pci_msi_domain``; up to v5.9
+``arch_early_irq_init`` did, right after the vector domain. The model creates it
+with the kernel: ``IrqSubsystem.__init__`` calls :func:`x86_create_pci_msi_domain`
+right after the vector domain, so ``k.irq.x86_pci_msi_default_domain`` exists as
+soon as the kernel does, before any driver, as in both eras. It is
+a static domain (``owner=None``): never freed, so neither a leak nor an
+allocation point for fault injection.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.irq.chip import irq_chip, irq_chip_ack_parent, irq_chip_retrigger_hierarchy
 from vmdsim.kernel.irq.flags import IRQCHIP_AFFINITY_PRE_STARTUP, IRQCHIP_SKIP_SET_WAKE
@@ -29,6 +34,10 @@ from vmdsim.kernel.irq.msi import (
     msi_domain_ops,
     msi_first_desc,
 )
+from vmdsim.kernel.pci.msi import pci_msi_create_irq_domain
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 X86_IRQ_ALLOC_TYPE_PCI_MSI = 3
 X86_IRQ_ALLOC_TYPE_PCI_MSIX = 4
@@ -54,18 +63,20 @@ pci_msi_controller = irq_chip("PCI-MSI", irq_ack=irq_chip_ack_parent,
 pci_msi_domain_ops = msi_domain_ops(msi_prepare=pci_msi_prepare)
 
 
-def x86_pci_msi_default_domain(k: Any) -> irq_domain | None:
-    """``x86_pci_msi_default_domain``, created on first use."""
+def x86_create_pci_msi_domain(k: Kernel) -> irq_domain:
+    """``x86_create_pci_msi_domain``: the default PCI-MSI domain, under the vector domain
+    (at boot, from ``IrqSubsystem.__init__``; it becomes ``x86_pci_msi_default_domain``)."""
     kirq = k.irq
-    if kirq.x86_pci_msi_default_domain is not None:
-        return kirq.x86_pci_msi_default_domain
-    from vmdsim.kernel.pci.msi import pci_msi_create_irq_domain
-
     info = msi_domain_info(flags=MSI_FLAG_USE_DEF_DOM_OPS | MSI_FLAG_USE_DEF_CHIP_OPS
                            | MSI_FLAG_PCI_MSIX, ops=pci_msi_domain_ops,
                            chip=pci_msi_controller, handler=handle_edge_irq,
                            handler_name="edge")
     fn = kirq.irq_domain_alloc_named_fwnode("PCI-MSI", owner=None)
     domain = pci_msi_create_irq_domain(fn, info, kirq.x86_vector_domain, owner=None)
-    kirq.x86_pci_msi_default_domain = domain
+    assert domain is not None  # static: nothing to fail
     return domain
+
+
+def x86_pci_msi_default_domain(k: Kernel) -> irq_domain:
+    """``x86_pci_msi_default_domain``: the domain created at boot."""
+    return k.irq.x86_pci_msi_default_domain

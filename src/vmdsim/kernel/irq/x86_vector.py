@@ -49,7 +49,7 @@ from vmdsim.kernel.irq.flags import (
     IRQD_HANDLE_ENFORCE_IRQCTX,
     IRQD_SINGLE_TARGET,
 )
-from vmdsim.kernel.irq.irqdesc import irq_desc
+from vmdsim.kernel.irq.irqdesc import DescTableMixin, irq_desc
 from vmdsim.kernel.irq.irqdomain import (
     irq_domain,
     irq_domain_create_hierarchy,
@@ -68,8 +68,10 @@ from vmdsim.kernel.sched import this_cpu
 from vmdsim.kernel.shared import READ, WRITE, KObject, peek, sched_point
 
 if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
     from vmdsim.kernel.irq.irqdesc import irq_data
     from vmdsim.kernel.irq.msi import msi_msg
+    from vmdsim.kernel.irq.subsys import IrqSubsystem
 
 NR_VECTORS = 256
 FIRST_EXTERNAL_VECTOR = 0x20
@@ -133,8 +135,10 @@ def apic_chip_data_of(d: irq_data) -> apic_chip_data:
     return d.chip_data
 
 
-def _kirq(d: irq_data) -> Any:
-    return d.domain.k.irq
+def _kirq(d: irq_data) -> IrqSubsystem:
+    domain = d.domain
+    assert domain is not None  # the vector level of an allocated IRQ
+    return domain.k.irq
 
 
 # -- vector assignment (under vector_lock) ---------------------------------------------------
@@ -266,6 +270,7 @@ def x86_vector_free_irqs(domain: irq_domain, virq: int, nr_irqs: int) -> None:
 def x86_vector_alloc_irqs(domain: irq_domain, virq: int, nr_irqs: int, arg: Any) -> int:
     for i in range(nr_irqs):
         d = irq_domain_get_irq_data(domain, virq + i)
+        assert d is not None  # the core allocated this level before calling here
         apicd = domain.k.mem.kzalloc(apic_chip_data, owner="irq")
         if apicd is None:
             x86_vector_free_irqs(domain, virq, i)
@@ -300,22 +305,30 @@ x86_vector_domain_ops = irq_domain_ops(alloc=x86_vector_alloc_irqs, free=x86_vec
                                        deactivate=x86_vector_deactivate)
 
 
-def x86_vector_domain_init(k: Any) -> irq_domain:
+def x86_vector_domain_init(k: Kernel) -> irq_domain:
     """``arch_early_irq_init``: the matrix, the per-CPU tables and the root domain."""
     kirq = k.irq
     kirq.vector_matrix = irq_matrix(k.ncpus, NR_VECTORS, FIRST_EXTERNAL_VECTOR,
                                     FIRST_SYSTEM_VECTOR)
     kirq.vector_irq = vector_irq_t(k.ncpus)
     fn = kirq.irq_domain_alloc_named_fwnode("VECTOR", owner=None)
-    return irq_domain_create_hierarchy(None, 0, 0, fn, x86_vector_domain_ops, None, k=k,
-                                       owner=None)
+    domain = irq_domain_create_hierarchy(None, 0, 0, fn, x86_vector_domain_ops, None, k=k,
+                                         owner=None)
+    assert domain is not None  # static: nothing to fail (Linux: BUG_ON(!x86_vector_domain))
+    return domain
 
 
-class X86VectorMixin:
+class X86VectorMixin(DescTableMixin):
     """``k.irq.common_interrupt`` and the vector bookkeeping."""
 
-    k: Any
+    k: Kernel
     hardirq_rcu_reader: bool
+    vector_matrix: irq_matrix  # set by x86_vector_domain_init
+    vector_irq: vector_irq_t
+    spurious_vectors: list[int]
+
+    if TYPE_CHECKING:
+        def printk(self, line: str) -> None: ...  # IrqSubsystem's
 
     def common_interrupt(self, vector: int) -> None:
         """The x86 interrupt entry: run ``vector_irq[vector]``'s handler on this CPU."""
@@ -324,22 +337,21 @@ class X86VectorMixin:
         if rcu is not None:
             rcu.read_lock()
         try:
-            desc = self.vector_irq.load(cpu, vector)  # type: ignore[attr-defined]
+            desc = self.vector_irq.load(cpu, vector)
             if isinstance(desc, irq_desc):
                 desc.handle_irq(desc)  # handle_irq() -> generic_handle_irq_desc()
             elif desc is VECTOR_UNUSED:  # None: survives copying
-                self.spurious_vectors[cpu] += 1  # type: ignore[attr-defined]
-                log = self.printk  # type: ignore[attr-defined]
-                log(f"common_interrupt: {cpu}.{vector} No irq handler for vector")
+                self.spurious_vectors[cpu] += 1
+                self.printk(f"common_interrupt: {cpu}.{vector} No irq handler for vector")
             else:
-                self.vector_irq.store(cpu, vector, VECTOR_UNUSED)  # type: ignore[attr-defined]
+                self.vector_irq.store(cpu, vector, VECTOR_UNUSED)
         finally:
             if rcu is not None:
                 rcu.read_unlock()
 
     def irq_vector_of(self, irq: int) -> tuple[int, int] | None:
         """(cpu, vector) an x86 IRQ is targeted at now, or None (for reports and tests)."""
-        d = self.irq_get_irq_data(irq)  # type: ignore[attr-defined]
+        d = self.irq_get_irq_data(irq)
         if d is None:
             return None
         while d.parent_data is not None:
@@ -352,7 +364,7 @@ class X86VectorMixin:
     def vectors_in_use(self) -> list[tuple[int, int, int]]:
         """(cpu, vector, irq) for every vector that maps a descriptor (no scheduling points)."""
         out = []
-        for cpu, row in enumerate(self.vector_irq.slots):  # type: ignore[attr-defined]
+        for cpu, row in enumerate(self.vector_irq.slots):
             for vector, desc in enumerate(row):
                 if isinstance(desc, irq_desc):
                     out.append((cpu, vector, peek(desc, "irq")))

@@ -11,8 +11,8 @@ regions, iomap, bus reset), ``aspm`` (link power states a driver asks for),
 the firmware-resource survey), ``pci_h`` (the structures) and ``device``
 (struct device and devres). ``msi`` belongs to the IRQ core.
 
-Global operations live on ``k.pci`` (a :class:`PciSubsystem`, created by
-``pci_subsys(k)`` or at boot) and in functions that take the kernel first
+Global operations live on ``k.pci`` (a :class:`PciSubsystem`, created with
+the kernel) and in functions that take the kernel first
 (``pci_register_driver(k, drv)``, ``pci_create_root_bus(k, ...)``);
 operations on a device or bus take that object, exactly as in Linux
 (``pci_read_config_dword(dev, where)``, ``pci_enable_device(dev)``). Config
@@ -252,7 +252,7 @@ from vmdsim.kernel.pci.setup_bus import (
     pci_setup_bridge,
 )
 from vmdsim.kernel.pci.setup_res import pci_assign_resource, pci_claim_resource
-from vmdsim.kernel.pci.subsys import PciSubsystem, pci_subsys
+from vmdsim.kernel.pci.subsys import PciSubsystem
 from vmdsim.kernel.pci.x86 import (
     is_vmd,
     pci_real_dma_dev,
@@ -416,7 +416,6 @@ __all__ = [
     "pci_stop_and_remove_bus_device",
     "pci_stop_and_remove_bus_device_locked",
     "pci_stop_root_bus",
-    "pci_subsys",
     "pci_sysdata",
     "pci_unlock_rescan_remove",
     "pci_unregister_driver",

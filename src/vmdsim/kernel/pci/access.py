@@ -20,7 +20,7 @@ config accesses; the ECAM accesses are plain MMIO.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import cast
 
 from vmdsim.hw.regs import (
     PCI_EXP_DEVCAP,
@@ -29,6 +29,7 @@ from vmdsim.hw.regs import (
     PCI_EXP_DEVCTL2,
     PCI_EXP_DEVSTA,
     PCI_EXP_FLAGS,
+    PCI_EXP_FLAGS_SLOT,
     PCI_EXP_LNKCAP,
     PCI_EXP_LNKCAP2,
     PCI_EXP_LNKCTL,
@@ -57,15 +58,14 @@ from vmdsim.kernel.pci.pci_h import (
     PCI_FUNC,
     PCI_SLOT,
     PciError,
+    pci_bus,
+    pci_dev,
     pci_dev_is_disconnected,
     pci_is_pcie,
     pci_pcie_type,
     pcie_cap_version,
     pcie_downstream_port,
 )
-
-if TYPE_CHECKING:
-    from vmdsim.kernel.pci.pci_h import pci_bus, pci_dev
 
 # include/linux/pci.h
 PCIBIOS_SUCCESSFUL = 0x00
@@ -131,7 +131,7 @@ class pci_ops:
 
 # -- generic ECAM accessors (for ops that provide map_bus) -------------------------
 def pci_generic_config_read(bus: pci_bus, devfn: int, where: int, size: int) -> tuple[int, int]:
-    addr = bus.ops.map_bus(bus, devfn, where)
+    addr = cast(MapBusOp, bus.ops.map_bus)(bus, devfn, where)  # ECAM ops provide it
     if addr is None:
         return PCIBIOS_DEVICE_NOT_FOUND, _ONES.get(size, PCI_ERROR_RESPONSE)
     if size == 1:
@@ -142,7 +142,7 @@ def pci_generic_config_read(bus: pci_bus, devfn: int, where: int, size: int) -> 
 
 
 def pci_generic_config_write(bus: pci_bus, devfn: int, where: int, size: int, val: int) -> int:
-    addr = bus.ops.map_bus(bus, devfn, where)
+    addr = cast(MapBusOp, bus.ops.map_bus)(bus, devfn, where)  # ECAM ops provide it
     if addr is None:
         return PCIBIOS_DEVICE_NOT_FOUND
     if size == 1:
@@ -256,8 +256,6 @@ def pcie_cap_has_lnkctl(dev: pci_dev) -> bool:
 
 
 def pcie_cap_has_sltctl(dev: pci_dev) -> bool:
-    from vmdsim.hw.regs import PCI_EXP_FLAGS_SLOT
-
     return pcie_downstream_port(dev) and bool(dev.pcie_flags_reg & PCI_EXP_FLAGS_SLOT)
 
 

@@ -26,6 +26,8 @@ deny the OS ASPM control.
 
 from __future__ import annotations
 
+from typing import cast
+
 from vmdsim.hw.regs import (
     PCI_EXP_LNKCAP,
     PCI_EXP_LNKCAP_ASPM_L0S,
@@ -41,7 +43,13 @@ from vmdsim.kernel.pci.access import (
     pcie_capability_read_dword,
     pcie_capability_read_word,
 )
-from vmdsim.kernel.pci.pci_h import pci_dev, pci_is_pcie, pci_upstream_bridge, pcie_downstream_port
+from vmdsim.kernel.pci.pci_h import (
+    pci_bus,
+    pci_dev,
+    pci_is_pcie,
+    pci_upstream_bridge,
+    pcie_downstream_port,
+)
 
 # include/linux/pci.h
 PCIE_LINK_STATE_L0S_UP = 1 << 0  # the downstream component's transmitter
@@ -74,7 +82,7 @@ def pcie_aspm_get_link(pdev: pci_dev) -> pci_dev | None:
 def pcie_aspm_support(port: pci_dev) -> int:
     """The ASPM states both ends of ``port``'s link support (``pcie_aspm_cap_init``: the
     port and function 0 below it)."""
-    child = port.subordinate.devices[0]
+    child = cast(pci_bus, port.subordinate).devices[0]
     _, parent_cap = pcie_capability_read_dword(port, PCI_EXP_LNKCAP)
     _, child_cap = pcie_capability_read_dword(child, PCI_EXP_LNKCAP)
     support = 0
@@ -87,7 +95,7 @@ def pcie_aspm_support(port: pci_dev) -> int:
 
 def pcie_aspm_enabled_state(port: pci_dev) -> int:
     """What Link Control says is enabled on ``port``'s link."""
-    child = port.subordinate.devices[0]
+    child = cast(pci_bus, port.subordinate).devices[0]
     _, parent_ctl = pcie_capability_read_word(port, PCI_EXP_LNKCTL)
     _, child_ctl = pcie_capability_read_word(child, PCI_EXP_LNKCTL)
     state = 0
@@ -121,7 +129,7 @@ def pcie_config_aspm_link(port: pci_dev, state: int) -> None:
     # asks (it says nothing about L0s).
     if state & PCIE_LINK_STATE_L1:
         pcie_config_aspm_dev(port, upstream)
-    for child in list(port.subordinate.devices):
+    for child in list(cast(pci_bus, port.subordinate).devices):
         pcie_config_aspm_dev(child, dwstream)
     if not state & PCIE_LINK_STATE_L1:
         pcie_config_aspm_dev(port, upstream)

@@ -23,6 +23,7 @@ from vmdsim.kernel.pci.pci_h import (
 )
 from vmdsim.kernel.pci.resource import (
     IORESOURCE_DISABLED,
+    IORESOURCE_MEM_64,
     IORESOURCE_PREFETCH,
     IORESOURCE_TYPE_BITS,
     IORESOURCE_UNSET,
@@ -128,8 +129,6 @@ def pci_bus_alloc_from_region(bus: pci_bus, res: resource, size: int, align: int
 def pci_bus_alloc_resource(bus: pci_bus, res: resource, size: int, align: int, min_: int,
                            type_mask: int, alignf: AlignF | None, alignf_data: Any) -> int:
     """Allocate ``res`` from ``bus``'s windows; 64-bit resources try above 4 GiB first."""
-    from vmdsim.kernel.pci.resource import IORESOURCE_MEM_64
-
     if res.flags & IORESOURCE_MEM_64:
         if pci_bus_alloc_from_region(bus, res, size, align, min_, type_mask, alignf,
                                      alignf_data, PCI_HIGH) == 0:

@@ -19,11 +19,14 @@ until the PCI core frees its owner. No devres groups.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.errno import ENOMEM
 from vmdsim.kernel.shared import KObject
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 
 class DevresError(VmdsimError):
@@ -36,7 +39,7 @@ class device:
     __slots__ = ("k", "init_name", "parent", "driver_data", "devres_head", "msi_domain",
                  "links", "dma_mask", "coherent_dma_mask")
 
-    def __init__(self, k: Any, name: str, parent: device | None) -> None:
+    def __init__(self, k: Kernel, name: str, parent: device | None) -> None:
         self.k = k
         self.init_name = name
         self.parent = parent
@@ -87,7 +90,7 @@ def sysfs_remove_link(dev: device, name: str) -> None:
 class devres(KObject):
     """``struct devres``: one managed release, run when the driver lets go of the device."""
 
-    def __init__(self, k: Any, release: Callable[[Any], None], data: Any, name: str) -> None:
+    def __init__(self, k: Kernel, release: Callable[[Any], None], data: Any, name: str) -> None:
         self.k = k
         self.release = release
         self.data = data

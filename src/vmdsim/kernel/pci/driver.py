@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vmdsim.kernel.errno import EBUSY, ENODEV, ENXIO
 from vmdsim.kernel.pci.device import devres_release_all
@@ -32,12 +32,13 @@ from vmdsim.kernel.pci.pci_h import (
     PCI_D0,
     PCI_UNKNOWN,
     PciError,
+    pci_dev,
     pci_name,
 )
-from vmdsim.kernel.pci.subsys import pci_info, pci_subsys, pci_warn
+from vmdsim.kernel.pci.subsys import pci_info, pci_warn
 
 if TYPE_CHECKING:
-    from vmdsim.kernel.pci.pci_h import pci_dev
+    from vmdsim.kernel.core import Kernel
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,9 @@ class pci_driver:
         self.resume = resume
         self.err_handler = err_handler
         self.devices: list[pci_dev] = []  # bound devices, in binding order
-        self.k: Any = None  # the kernel it is registered with
+        self.k: Kernel | None = None  # the kernel it is registered with (None: none)
+        # driver.owner: the module that registered it (a driver's own module object)
+        self.owner: object = None
 
     def __repr__(self) -> str:
         return f"<pci_driver {self.name}>"
@@ -171,7 +174,7 @@ def device_attach(dev: pci_dev) -> int:
 
 def driver_attach(drv: pci_driver) -> None:
     """Bind ``drv`` to every unbound matching device, in the order they were added."""
-    for dev in list(drv.k.pci.devices):
+    for dev in list(cast("Kernel", drv.k).pci.devices):  # drv is registered
         if dev.driver is not None:
             continue
         id = pci_match_device(drv, dev)
@@ -195,9 +198,9 @@ def device_release_driver(dev: pci_dev) -> None:
     pci_info(dev, f"unbound from driver {drv.name}")
 
 
-def pci_register_driver(k: Any, drv: pci_driver) -> int:
+def pci_register_driver(k: Kernel, drv: pci_driver) -> int:
     """Register ``drv`` with kernel ``k`` and bind it to matching devices; 0 or -EBUSY."""
-    sub = pci_subsys(k)
+    sub = k.pci
     if drv in sub.drivers:
         sub.printk(f"Error: Driver '{drv.name}' is already registered, aborting...")
         return -EBUSY
@@ -210,9 +213,9 @@ def pci_register_driver(k: Any, drv: pci_driver) -> int:
     return 0
 
 
-def pci_unregister_driver(k: Any, drv: pci_driver) -> None:
+def pci_unregister_driver(k: Kernel, drv: pci_driver) -> None:
     """Unbind ``drv`` from its devices (last bound first) and forget it."""
-    sub = pci_subsys(k)
+    sub = k.pci
     if drv not in sub.drivers:
         raise PciError(f"pci_unregister_driver: driver {drv.name!r} is not registered")
     while drv.devices:
@@ -231,17 +234,17 @@ def device_del(dev: pci_dev) -> None:
     dev.k.pci.devices.remove(dev)
 
 
-def device_shutdown(k: Any) -> None:
+def device_shutdown(k: Kernel) -> None:
     """Call every bound driver's ``shutdown``, last-added device first."""
-    for dev in reversed(list(pci_subsys(k).devices)):
+    for dev in reversed(list(k.pci.devices)):
         drv = dev.driver
         if drv is not None and drv.shutdown is not None:
             drv.shutdown(dev)
 
 
-def dpm_suspend(k: Any) -> int:
+def dpm_suspend(k: Kernel) -> int:
     """System sleep: ``suspend`` for every bound device, children (added later) first."""
-    for dev in reversed(list(pci_subsys(k).devices)):
+    for dev in reversed(list(k.pci.devices)):
         drv = dev.driver
         if drv is not None and drv.suspend is not None:
             err = drv.suspend(dev)
@@ -250,9 +253,9 @@ def dpm_suspend(k: Any) -> int:
     return 0
 
 
-def dpm_resume(k: Any) -> int:
+def dpm_resume(k: Kernel) -> int:
     """Resume from sleep: ``resume`` for every bound device, parents first."""
-    for dev in list(pci_subsys(k).devices):
+    for dev in list(k.pci.devices):
         drv = dev.driver
         if drv is not None and drv.resume is not None:
             err = drv.resume(dev)

@@ -36,7 +36,7 @@ uses the global-domain scheme of 5.x), quirks.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vmdsim.hw.regs import (
     PCI_COMMAND,
@@ -69,12 +69,18 @@ from vmdsim.kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, ENOTSUPP, ERANGE
 from vmdsim.kernel.io import readl, writel
 from vmdsim.kernel.irq.affinity import (
     irq_affinity,
+    irq_affinity_desc,
     irq_calc_affinity_vectors,
     irq_create_affinity_masks,
 )
-from vmdsim.kernel.irq.chip import irq_data_get_msi_desc
+from vmdsim.kernel.irq.chip import irq_chip, irq_data_get_msi_desc
 from vmdsim.kernel.irq.flags import IRQCHIP_ONESHOT_SAFE, IRQF_ONESHOT, IRQF_SHARED, IrqError
-from vmdsim.kernel.irq.irqdomain import DOMAIN_BUS_PCI_MSI, irq_domain, irq_domain_update_bus_token
+from vmdsim.kernel.irq.irqdomain import (
+    DOMAIN_BUS_PCI_MSI,
+    fwnode_handle,
+    irq_domain,
+    irq_domain_update_bus_token,
+)
 from vmdsim.kernel.irq.msi import (
     MSI_FLAG_ACTIVATE_EARLY,
     MSI_FLAG_FREE_MSI_DESCS,
@@ -126,9 +132,7 @@ from vmdsim.kernel.pci.resource import IORESOURCE_UNSET
 from vmdsim.kernel.pci.subsys import pci_info
 
 if TYPE_CHECKING:
-    from vmdsim.kernel.irq.affinity import irq_affinity_desc
     from vmdsim.kernel.irq.irqdesc import irq_data
-    from vmdsim.kernel.irq.irqdomain import fwnode_handle
 
 PCI_IRQ_INTX = 1 << 0
 PCI_IRQ_LEGACY = PCI_IRQ_INTX
@@ -167,11 +171,11 @@ def _msi_data(dev: pci_dev) -> msi_device_data:
 
 def pci_msi_get_device_domain(dev: pci_dev) -> irq_domain | None:
     """The device's MSI domain: its own if the bus gave it one, else x86's default."""
-    domain = dev.dev.msi_domain
+    domain: irq_domain | None = dev.dev.msi_domain
     if domain is None:
-        from vmdsim.kernel.irq.x86_msi import x86_pci_msi_default_domain
-
-        domain = x86_pci_msi_default_domain(dev.k)
+        # Linux creates it at boot (pci_arch_init: x86_create_pci_msi_domain); k.irq has it
+        # from the start.
+        domain = dev.k.irq.x86_pci_msi_default_domain
     return domain
 
 
@@ -357,6 +361,7 @@ def pci_msi_create_irq_domain(fwnode: fwnode_handle | None, info: msi_domain_inf
             info.ops.msi_check = pci_msi_domain_check_cap
     if info.flags & MSI_FLAG_USE_DEF_CHIP_OPS:
         chip = info.chip
+        assert chip is not None  # USE_DEF_CHIP_OPS: the domain's info has a chip to fill in
         if chip.irq_write_msi_msg is None:
             chip.irq_write_msi_msg = pci_msi_domain_write_msg
         if chip.irq_mask is None:
@@ -364,7 +369,7 @@ def pci_msi_create_irq_domain(fwnode: fwnode_handle | None, info: msi_domain_inf
         if chip.irq_unmask is None:
             chip.irq_unmask = pci_msi_unmask_irq
     info.flags |= MSI_FLAG_FREE_MSI_DESCS | MSI_FLAG_ACTIVATE_EARLY
-    info.chip.flags |= IRQCHIP_ONESHOT_SAFE
+    cast(irq_chip, info.chip).flags |= IRQCHIP_ONESHOT_SAFE  # a PCI/MSI info has a chip
     info.bus_token = DOMAIN_BUS_PCI_MSI
     k = fwnode.k if fwnode is not None else parent.k if parent is not None else None
     domain = msi_create_irq_domain(fwnode, info, parent, k=k, owner=owner)
@@ -571,6 +576,7 @@ def msi_capability_init(dev: pci_dev, nvec: int, affd: irq_affinity | None) -> i
         dev.msi_enabled = False
         return ret
     entry = msi_first_desc(dev.dev)
+    assert entry is not None  # msi_setup_msi_desc inserted it
     mmask = msi_multi_mask(entry)
     if entry.can_mask:
         pci_msi_update_mask(entry, 0, mmask)
@@ -742,6 +748,7 @@ def pci_restore_msi_state(dev: pci_dev) -> None:
     """Rewrite MSI/MSI-X enable, messages and masks after a reset or resume."""
     if dev.msi_enabled:
         entry = msi_first_desc(dev.dev)
+        assert entry is not None  # MSI is enabled: its descriptor exists
         pci_intx_for_msi(dev, False)
         pci_msi_set_enable(dev, False)
         __pci_write_msi_msg(entry, entry.msg)

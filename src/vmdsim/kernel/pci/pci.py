@@ -13,8 +13,6 @@ modelled (the hardware completes a reset at once).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from vmdsim.hw.regs import (
     PCI_BRIDGE_CONTROL,
     PCI_BRIDGE_CTL_BUS_RESET,
@@ -74,6 +72,7 @@ from vmdsim.kernel.pci.pci_h import (
     PCI_STD_RESOURCE_END,
     PCI_UNKNOWN,
     PciError,
+    pci_bus,
     pci_dev,
     pci_is_enabled,
     pci_is_pcie,
@@ -90,9 +89,6 @@ from vmdsim.kernel.pci.resource import (
     format_resource,
 )
 from vmdsim.kernel.pci.subsys import pci_err, pci_info
-
-if TYPE_CHECKING:
-    from vmdsim.kernel.pci.pci_h import pci_bus
 
 PCI_FIND_CAP_TTL = 48
 PCI_COMMAND_DECODE_ENABLE = PCI_COMMAND_MEMORY | PCI_COMMAND_IO
@@ -388,7 +384,7 @@ def pci_release_region(dev: pci_dev, bar: int) -> None:
 
 
 def pci_request_selected_regions(dev: pci_dev, bars: int, name: str) -> int:
-    done = []
+    done: list[int] = []
     for i in range(PCI_STD_RESOURCE_END + 1):
         if bars & (1 << i):
             if pci_request_region(dev, i, name):
@@ -523,6 +519,7 @@ def pci_restore_state(dev: pci_dev) -> None:
         for pos, val in zip(_PCIE_SAVED, dev.saved_pcie, strict=True):
             pcie_capability_write_word(dev, pos, val)
     saved = dev.saved_config_space
+    assert saved is not None  # state_saved: pci_save_state filled it
     if dev.hdr_type == PCI_HEADER_TYPE_NORMAL:
         # Each range from its end down, BARs (4-9) before the command register.
         order = list(range(15, 9, -1)) + list(range(9, 3, -1)) + list(range(3, -1, -1))

@@ -16,7 +16,7 @@ never used: the model has no ROMs), then the bridge windows (7 I/O, 8 memory,
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +35,7 @@ from vmdsim.kernel.pci.resource import IORESOURCE_BUS, resource, resource_size
 from vmdsim.kernel.shared import KObject
 
 if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
     from vmdsim.kernel.pci.access import pci_ops
     from vmdsim.kernel.pci.driver import pci_driver
 
@@ -118,14 +119,16 @@ class resource_entry:
 class pci_bus(KObject):
     """``struct pci_bus``: one bus segment, its devices and the buses below it."""
 
-    def __init__(self, k: Any, parent: pci_bus | None = None) -> None:
+    def __init__(self, k: Kernel, parent: pci_bus | None = None) -> None:
         self.k = k
         self.parent = parent
         self.children: list[pci_bus] = []
         self.devices: list[pci_dev] = []
         self.self: pci_dev | None = None  # the bridge leading to this bus (None: root bus)
         self.bridge: pci_host_bridge | pci_dev | None = None
-        self.ops: pci_ops | None = None
+        # Set by whoever creates the bus (pci_register_host_bridge, pci_alloc_child_bus)
+        # before anything uses it; Linux's bus->ops is never NULL on a live bus.
+        self.ops: pci_ops = None  # type: ignore[assignment]
         self.sysdata: Any = None
         self.number = 0
         self.primary = 0
@@ -136,7 +139,9 @@ class pci_bus(KObject):
         # The bridge windows (child buses) or None; a root bus keeps its windows in resources.
         self.resource: list[resource | None] = [None] * PCI_BRIDGE_RESOURCE_NUM
         self.resources: list[resource] = []
-        self.busn_res: resource | None = None
+        # Linux embeds it; here pci_alloc_bus allocates it (so k.mem tracks it) right after
+        # the bus, before anyone else sees the bus.
+        self.busn_res: resource = None  # type: ignore[assignment]
         self.dev = device(k, "", None)
 
     def __repr__(self) -> str:
@@ -204,10 +209,11 @@ class pci_dev(KObject):
 class pci_host_bridge(KObject):
     """``struct pci_host_bridge``: a domain's root, its windows and what firmware granted."""
 
-    def __init__(self, k: Any) -> None:
+    def __init__(self, k: Kernel) -> None:
         self.k = k
         self.bus: pci_bus | None = None
-        self.ops: pci_ops | None = None
+        # The host-bridge driver fills it in before registering (pci_create_root_bus does).
+        self.ops: pci_ops = None  # type: ignore[assignment]
         self.child_ops: pci_ops | None = None
         self.sysdata: Any = None
         self.busnr = 0
@@ -222,8 +228,8 @@ class pci_host_bridge(KObject):
         self.native_dpc = True
         self.preserve_config = False
         self.size_windows = False
-        self.release_fn = None
-        self.release_data = None
+        self.release_fn: Callable[[pci_host_bridge], None] | None = None
+        self.release_data: Any = None  # opaque, for release_fn (Linux: void *)
         self.dev = device(k, "", None)
 
     def __repr__(self) -> str:
@@ -248,7 +254,7 @@ def pci_is_root_bus(bus: pci_bus) -> bool:
 def pci_find_host_bridge(bus: pci_bus) -> pci_host_bridge:
     while bus.parent is not None:
         bus = bus.parent
-    return bus.bridge  # type: ignore[return-value]
+    return to_pci_host_bridge(bus.bridge)
 
 
 def to_pci_host_bridge(bridge: Any) -> pci_host_bridge:

@@ -25,7 +25,7 @@ Configuration RRS retries; no ``pci_bus_sem`` (the scan runs in one task).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from vmdsim.hw.regs import (
     PCI_BRIDGE_CONTROL,
@@ -80,13 +80,20 @@ from vmdsim.kernel.pci.resource import (
     request_resource_conflict,
     resource,
 )
+from vmdsim.kernel.pci.setup_bus import (
+    pci_assign_unassigned_bus_resources,
+    pci_assign_unassigned_root_bus_resources,
+    pci_bus_claim_resources,
+)
 from vmdsim.kernel.pci.subsys import (
     PCIE_BUS_DEFAULT,
     PCIE_BUS_TUNE_OFF,
     pci_err,
     pci_info,
-    pci_subsys,
 )
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 # -- allocation and release of the core's objects ------------------------------------------
 
@@ -114,7 +121,7 @@ def pci_release_dev(dev: pci_dev) -> None:
     k.mem.kfree(dev)
 
 
-def pci_alloc_bus(k: Any, parent: pci_bus | None) -> pci_bus | None:
+def pci_alloc_bus(k: Kernel, parent: pci_bus | None) -> pci_bus | None:
     b = k.mem.kzalloc(pci_bus, k, parent, owner=OWNER)
     if b is None:
         return None
@@ -136,8 +143,7 @@ def pci_release_bus(bus: pci_bus) -> None:
     k.mem.kfree(bus)
 
 
-def pci_alloc_host_bridge(k: Any) -> pci_host_bridge | None:
-    pci_subsys(k)
+def pci_alloc_host_bridge(k: Kernel) -> pci_host_bridge | None:
     return k.mem.kzalloc(pci_host_bridge, k, owner=OWNER)
 
 
@@ -152,7 +158,7 @@ def pci_bus_insert_busn_res(b: pci_bus, bus: int, bus_max: int) -> bool:
     res.start, res.end, res.flags = bus, bus_max, IORESOURCE_BUS
     res.name = b.name or f"PCI Bus {b.domain_nr:04x}:{bus:02x}"
     if not pci_is_root_bus(b):
-        parent_res = b.parent.busn_res
+        parent_res = cast(pci_bus, b.parent).busn_res
     else:
         parent_res = b.k.pci.get_pci_domain_busn_res(b.domain_nr)
         res.flags |= IORESOURCE_PCI_FIXED
@@ -192,7 +198,7 @@ def pci_set_bus_msi_domain(bus: pci_bus) -> None:
     while d is None and not pci_is_root_bus(b):
         if b.self is not None:
             d = dev_get_msi_domain(b.self.dev)
-        b = b.parent
+        b = cast(pci_bus, b.parent)  # not a root bus: it has a parent
     if d is None:
         d = dev_get_msi_domain(b.dev) if b is not bus else None
     dev_set_msi_domain(bus.dev, d)
@@ -201,7 +207,7 @@ def pci_set_bus_msi_domain(bus: pci_bus) -> None:
 def pci_register_host_bridge(bridge: pci_host_bridge) -> int:
     """Create the root bus of ``bridge`` and attach its windows; 0 or a negative errno."""
     k = bridge.k
-    sub = pci_subsys(k)
+    sub = k.pci
     bus = pci_alloc_bus(k, None)
     if bus is None:
         return -ENOMEM
@@ -242,7 +248,7 @@ def pci_register_host_bridge(bridge: pci_host_bridge) -> int:
     return 0
 
 
-def pci_create_root_bus(k: Any, parent: Any, bus: int, ops: Any, sysdata: Any,
+def pci_create_root_bus(k: Kernel, parent: Any, bus: int, ops: Any, sysdata: Any,
                         resources: list[resource_entry]) -> pci_bus | None:
     """A new root bus numbered ``bus`` whose config cycles go through ``ops``.
 
@@ -283,6 +289,7 @@ def pci_scan_root_bus_bridge(bridge: pci_host_bridge) -> int:
     if ret < 0:
         return ret
     b = bridge.bus
+    assert b is not None  # pci_register_host_bridge succeeded: the root bus exists
     if not found:
         pci_info(b, f"No busn resource found for root bus, will use [bus {bridge.busnr:02x}-ff]")
         pci_bus_insert_busn_res(b, bridge.busnr, 255)
@@ -292,7 +299,7 @@ def pci_scan_root_bus_bridge(bridge: pci_host_bridge) -> int:
     return 0
 
 
-def pci_scan_root_bus(k: Any, parent: Any, bus: int, ops: Any, sysdata: Any,
+def pci_scan_root_bus(k: Kernel, parent: Any, bus: int, ops: Any, sysdata: Any,
                       resources: list[resource_entry]) -> pci_bus | None:
     found = any(w.res.flags & IORESOURCE_BUS for w in resources)
     b = pci_create_root_bus(k, parent, bus, ops, sysdata, resources)
@@ -309,15 +316,11 @@ def pci_scan_root_bus(k: Any, parent: Any, bus: int, ops: Any, sysdata: Any,
 
 def pci_host_probe(bridge: pci_host_bridge) -> int:
     """Scan, assign and add everything below a generic host bridge."""
-    from vmdsim.kernel.pci.setup_bus import (
-        pci_assign_unassigned_root_bus_resources,
-        pci_bus_claim_resources,
-    )
-
     ret = pci_scan_root_bus_bridge(bridge)
     if ret < 0:
         return ret
     bus = bridge.bus
+    assert bus is not None  # the scan registered it
     if bridge.preserve_config:
         pci_bus_claim_resources(bus)
     pci_assign_unassigned_root_bus_resources(bus)
@@ -520,20 +523,18 @@ def pci_hp_add_bridge(dev: pci_dev) -> int:
     return 0 if dev.subordinate is not None else -1
 
 
-def pci_lock_rescan_remove(k: Any) -> None:
+def pci_lock_rescan_remove(k: Kernel) -> None:
     """Take the mutex that serialises hotplug, rescans and removals (sleeps if contended)."""
-    mutex_lock(pci_subsys(k).pci_rescan_remove_lock)
+    mutex_lock(k.pci.pci_rescan_remove_lock)
 
 
-def pci_unlock_rescan_remove(k: Any) -> None:
-    mutex_unlock(pci_subsys(k).pci_rescan_remove_lock)
+def pci_unlock_rescan_remove(k: Kernel) -> None:
+    mutex_unlock(k.pci.pci_rescan_remove_lock)
 
 
 def pci_rescan_bus(bus: pci_bus) -> int:
     """Scan again below ``bus``, assign what is new and add it (drivers bind). The caller
     holds ``pci_lock_rescan_remove``, as in Linux."""
-    from vmdsim.kernel.pci.setup_bus import pci_assign_unassigned_bus_resources
-
     mx = pci_scan_child_bus(bus)
     pci_assign_unassigned_bus_resources(bus)
     pci_bus_add_devices(bus)

@@ -22,7 +22,17 @@ extended space answers), others 256 bytes.
 
 from __future__ import annotations
 
+from typing import cast
+
 from vmdsim.hw.regs import (
+    PCI_BASE_ADDRESS_IO_MASK,
+    PCI_BASE_ADDRESS_MEM_MASK,
+    PCI_BASE_ADDRESS_MEM_PREFETCH,
+    PCI_BASE_ADDRESS_MEM_TYPE_1M,
+    PCI_BASE_ADDRESS_MEM_TYPE_64,
+    PCI_BASE_ADDRESS_MEM_TYPE_MASK,
+    PCI_BASE_ADDRESS_SPACE,
+    PCI_BASE_ADDRESS_SPACE_IO,
     PCI_CAP_ID_EXP,
     PCI_CAP_ID_MSI,
     PCI_CAP_ID_MSIX,
@@ -114,6 +124,7 @@ from vmdsim.kernel.pci.pci_h import (
     pci_upstream_bridge,
 )
 from vmdsim.kernel.pci.resource import (
+    IORESOURCE_IO,
     IORESOURCE_MEM,
     IORESOURCE_MEM_64,
     IORESOURCE_PREFETCH,
@@ -164,17 +175,6 @@ def pci_read_irq(dev: pci_dev) -> None:
 
 
 def decode_bar(dev: pci_dev, bar: int) -> int:
-    from vmdsim.hw.regs import (
-        PCI_BASE_ADDRESS_MEM_MASK,
-        PCI_BASE_ADDRESS_MEM_PREFETCH,
-        PCI_BASE_ADDRESS_MEM_TYPE_1M,
-        PCI_BASE_ADDRESS_MEM_TYPE_64,
-        PCI_BASE_ADDRESS_MEM_TYPE_MASK,
-        PCI_BASE_ADDRESS_SPACE,
-        PCI_BASE_ADDRESS_SPACE_IO,
-    )
-    from vmdsim.kernel.pci.resource import IORESOURCE_IO
-
     if (bar & PCI_BASE_ADDRESS_SPACE) == PCI_BASE_ADDRESS_SPACE_IO:
         return (bar & 0x3) | IORESOURCE_IO
     flags = bar & ~PCI_BASE_ADDRESS_MEM_MASK & 0xF
@@ -203,9 +203,6 @@ def pci_size(base: int, maxbase: int, mask: int) -> int:
 
 def __pci_read_base(dev: pci_dev, res: resource, pos: int) -> int:
     """Size the BAR at config offset ``pos`` into ``res``; 1 if it is 64-bit (two slots)."""
-    from vmdsim.hw.regs import PCI_BASE_ADDRESS_IO_MASK, PCI_BASE_ADDRESS_MEM_MASK
-    from vmdsim.kernel.pci.resource import IORESOURCE_IO
-
     # Stop decoding while the BAR holds all-ones (no logging until decode is back).
     _, orig_cmd = pci_read_config_word(dev, PCI_COMMAND)
     if orig_cmd & PCI_COMMAND_DECODE_ENABLE:
@@ -331,12 +328,13 @@ def pci_read_bridge_bases(child: pci_bus) -> None:
     if pci_is_root_bus(child):
         return
     dev = child.self
+    assert dev is not None  # not a root bus: it was made for the bridge above it
     pci_info(dev, f"PCI bridge to {format_resource(child.busn_res)}")
     pci_bus_remove_resources(child)
     for i in range(PCI_BRIDGE_RESOURCE_NUM):
         child.resource[i] = dev.resource[PCI_BRIDGE_RESOURCES + i]
-    pci_read_bridge_mmio(dev, child.resource[1])
-    pci_read_bridge_mmio_pref(dev, child.resource[2])
+    pci_read_bridge_mmio(dev, cast(resource, child.resource[1]))  # set just above
+    pci_read_bridge_mmio_pref(dev, cast(resource, child.resource[2]))
 
 
 def pcibios_fixup_bus(bus: pci_bus) -> None:

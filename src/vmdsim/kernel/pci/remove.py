@@ -10,7 +10,13 @@ allocated for that hierarchy is left in ``k.mem``.
 from __future__ import annotations
 
 from vmdsim.kernel.pci.driver import device_del, device_release_driver
-from vmdsim.kernel.pci.pci_h import PciError, pci_bus, pci_dev, pci_is_root_bus
+from vmdsim.kernel.pci.pci_h import (
+    PciError,
+    pci_bus,
+    pci_dev,
+    pci_is_root_bus,
+    to_pci_host_bridge,
+)
 from vmdsim.kernel.pci.probe import (
     pci_bus_release_busn_res,
     pci_lock_rescan_remove,
@@ -99,7 +105,7 @@ def pci_remove_root_bus(bus: pci_bus) -> None:
     """Remove and free everything below a root bus, the bus and its host bridge."""
     if not pci_is_root_bus(bus):
         return
-    host_bridge = bus.bridge
+    host_bridge = to_pci_host_bridge(bus.bridge)
     for child in list(bus.devices):
         pci_remove_bus_device(child)
     pci_remove_bus(bus)

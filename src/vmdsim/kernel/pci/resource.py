@@ -22,6 +22,7 @@ resource that is already in a tree (``allocate_resource`` refuses it).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, cast
 
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.errno import (
@@ -29,6 +30,9 @@ from vmdsim.kernel.errno import (
     EINVAL,
 )
 from vmdsim.kernel.shared import KObject
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 # include/linux/ioport.h
 IORESOURCE_BITS = 0x000000FF  # bus-specific bits (for PCI: the BAR's low bits)
@@ -246,16 +250,17 @@ def __insert_resource(parent: resource, new: resource) -> resource | None:
     new.sibling = nxt.sibling
     new.child = first
     nxt.sibling = None
-    c = first
+    c: resource | None = first
     while c is not None:
         c.parent = new
         c = c.sibling
     if parent.child is first:
         parent.child = new
     else:
-        p = parent.child
+        # first is a child of parent, so the walk ends at first's predecessor
+        p = cast(resource, parent.child)
         while p.sibling is not first:
-            p = p.sibling
+            p = cast(resource, p.sibling)
         p.sibling = new
     return None
 
@@ -344,7 +349,7 @@ def allocate_resource(root: resource, new: resource, size: int, min_: int, max_:
 
 
 # -- busy regions: request_mem_region and friends ----------------------------------
-def __request_region(k, parent: resource, start: int, n: int, name: str,
+def __request_region(k: Kernel, parent: resource, start: int, n: int, name: str,
                      flags: int = 0) -> resource | None:
     """Mark [start, start+n) busy under ``parent``, descending into non-busy resources.
 
@@ -366,7 +371,7 @@ def __request_region(k, parent: resource, start: int, n: int, name: str,
         return None
 
 
-def __release_region(k, parent: resource, start: int, n: int) -> None:
+def __release_region(k: Kernel, parent: resource, start: int, n: int) -> None:
     """Release a busy region requested with ``__request_region``."""
     end = start + n - 1
     prev_owner = parent

@@ -30,7 +30,7 @@ anything is placed below it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from vmdsim.hw.regs import (
     PCI_BRIDGE_CONTROL,
@@ -76,10 +76,14 @@ from vmdsim.kernel.pci.setup_res import (
     pci_assign_resource,
     pci_claim_resource,
     pci_resource_alignment,
+    pci_update_resource,
     pcibios_align_resource,
     resource_name,
 )
 from vmdsim.kernel.pci.subsys import pci_info
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 SZ_1M = 1 << 20
 PCI_P2P_DEFAULT_MEM_ALIGN = SZ_1M
@@ -129,6 +133,7 @@ def reset_resource(res: resource) -> None:
 def pci_bridge_check_ranges(bus: pci_bus) -> None:
     """Mark which windows the bridge above ``bus`` implements."""
     bridge = bus.self
+    assert bridge is not None  # called for a bus below a bridge
     b_res = bridge.resource
     b_res[PCI_BRIDGE_MEM_WINDOW].flags |= IORESOURCE_MEM
     if bridge.pref_window:
@@ -242,10 +247,10 @@ def __pci_bus_size_bridges(bus: pci_bus, realloc_head: Realloc | None) -> None:
     k = bus.k
     pci_bridge_check_ranges(bus)
     add_mmio = add_pref = 0
-    if bus.self.is_hotplug_bridge:
+    if cast(pci_dev, bus.self).is_hotplug_bridge:  # not a root bus: it has a bridge
         add_mmio = k.pci.pci_hotplug_mmio_size
         add_pref = k.pci.pci_hotplug_mmio_pref_size
-    pref = bus.self.resource[PCI_BRIDGE_PREF_MEM_WINDOW]
+    pref = cast(pci_dev, bus.self).resource[PCI_BRIDGE_PREF_MEM_WINDOW]
     mask = IORESOURCE_MEM
     prefmask = IORESOURCE_MEM | IORESOURCE_PREFETCH
     type2 = type3 = 0
@@ -325,7 +330,9 @@ def _need_to_release(mask: int, res: resource) -> bool:
     if res.flags & IORESOURCE_PREFETCH:
         if mask & IORESOURCE_PREFETCH:
             return True
-        return bool(mask & IORESOURCE_MEM) and not res.parent.flags & IORESOURCE_PREFETCH
+        # the caller asks only about assigned resources: res has a parent
+        return (bool(mask & IORESOURCE_MEM)
+                and not cast(resource, res.parent).flags & IORESOURCE_PREFETCH)
     if res.flags & IORESOURCE_MEM:
         return bool(mask & IORESOURCE_MEM)
     return False
@@ -359,8 +366,6 @@ def pci_reassign_resource(dev: pci_dev, resno: int, addsize: int, min_align: int
     pci_info(dev, f"{resource_name(dev, resno)} {format_resource(res)}: "
                   f"{'expanded' if res.start == old_start else 'reassigned'} by {addsize:#x}")
     if resno < PCI_BRIDGE_RESOURCES:
-        from vmdsim.kernel.pci.setup_res import pci_update_resource
-
         pci_update_resource(dev, resno)
     return 0
 
@@ -489,6 +494,7 @@ def pci_setup_bridge_mmio_pref(bridge: pci_dev) -> None:
 def pci_setup_bridge(bus: pci_bus) -> None:
     """Program the windows of the bridge above ``bus`` from its resources."""
     bridge = bus.self
+    assert bridge is not None  # a bus below a bridge
     pci_info(bridge, f"PCI bridge to {format_resource(bus.busn_res)}")
     pci_setup_bridge_mmio(bridge)
     pci_setup_bridge_mmio_pref(bridge)
@@ -504,7 +510,7 @@ def pci_assign_unassigned_root_bus_resources(bus: pci_bus) -> None:
     realloc.clear()
 
 
-def pci_assign_unassigned_resources(k: Any) -> None:
+def pci_assign_unassigned_resources(k: Kernel) -> None:
     """Size and assign everything left unassigned on every root bus (x86: fs_initcall)."""
     for bus in list(k.pci.pci_root_buses):
         pci_assign_unassigned_root_bus_resources(bus)
@@ -523,6 +529,7 @@ def pci_assign_unassigned_bus_resources(bus: pci_bus) -> None:
 def pci_assign_unassigned_bridge_resources(bridge: pci_dev) -> None:
     """After a hot-add below ``bridge``: size, assign, reprogram and re-enable it."""
     parent = bridge.subordinate
+    assert parent is not None  # a bridge with a bus behind it
     realloc: Realloc = []
     __pci_bus_size_bridges(parent, realloc)
     __pci_bus_assign_resources(parent, realloc, None)

@@ -9,7 +9,7 @@ the physical address map (``iomem_resource``), the hotplug window sizes
 removals (``pci_rescan_remove_lock``), and the kernel log lines the core prints
 (``dmesg``).
 
-``pci_subsys(k)`` creates it on first use (Linux: ``pci_driver_init`` at
+The kernel creates it with itself (Linux: ``pci_driver_init`` at
 postcore_initcall), so drivers can be registered before or after boot.
 """
 
@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.locking import mutex
+from vmdsim.kernel.pci.pci_h import PCI_ANY_ID, pci_bus, pci_dev, pci_name
 from vmdsim.kernel.pci.resource import (
     IORESOURCE_BUS,
     IORESOURCE_IO,
@@ -28,8 +29,8 @@ from vmdsim.kernel.pci.resource import (
 )
 
 if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
     from vmdsim.kernel.pci.driver import pci_driver
-    from vmdsim.kernel.pci.pci_h import pci_bus, pci_dev
 
 # drivers/pci/pci.c defaults
 DEFAULT_HOTPLUG_IO_SIZE = 256
@@ -53,7 +54,7 @@ PCIE_BUS_PEER2PEER = 4
 class PciSubsystem:
     """The PCI core's state for one kernel (``k.pci``)."""
 
-    def __init__(self, k: Any) -> None:
+    def __init__(self, k: Kernel) -> None:
         self.k = k
         self.pci_root_buses: list[pci_bus] = []
         self.devices: list[pci_dev] = []  # the pci_bus_type klist, in device_add order
@@ -117,8 +118,6 @@ class PciSubsystem:
     def pci_get_device(self, vendor: int, device: int,
                        frm: pci_dev | None = None) -> pci_dev | None:
         """The next device with these IDs after ``frm`` (PCI_ANY_ID matches anything)."""
-        from vmdsim.kernel.pci.pci_h import PCI_ANY_ID
-
         start = 0 if frm is None else self.devices.index(frm) + 1
         for dev in self.devices[start:]:
             if vendor in (PCI_ANY_ID, dev.vendor) and device in (PCI_ANY_ID, dev.device):
@@ -149,18 +148,7 @@ def _find_bus(bus: pci_bus, busnr: int) -> pci_bus | None:
     return None
 
 
-def pci_subsys(k: Any) -> PciSubsystem:
-    """``k.pci``, created on first use."""
-    sub = getattr(k, "pci", None)
-    if sub is None:
-        sub = PciSubsystem(k)
-        k.pci = sub
-    return sub
-
-
 def _who(obj: Any) -> str:
-    from vmdsim.kernel.pci.pci_h import pci_bus, pci_dev, pci_name
-
     if isinstance(obj, pci_dev):
         return f"pci {pci_name(obj)}"
     if isinstance(obj, pci_bus):

@@ -19,7 +19,7 @@ for all of it.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, cast
 
 from vmdsim.hw.regs import PCI_COMMAND, PCI_COMMAND_IO, PCI_COMMAND_MEMORY
 from vmdsim.kernel.errno import EINVAL
@@ -33,8 +33,10 @@ from vmdsim.kernel.pci.pci_h import (
     pci_bus,
     pci_dev,
     pci_domain_nr,
+    pci_host_bridge,
     pci_sysdata,
     resource_entry,
+    to_pci_host_bridge,
 )
 from vmdsim.kernel.pci.probe import (
     pci_create_root_bus,
@@ -57,8 +59,11 @@ from vmdsim.kernel.pci.resource import (
     resource_size,
 )
 from vmdsim.kernel.pci.setup_res import pci_claim_bridge_resource, pci_claim_resource
-from vmdsim.kernel.pci.subsys import pci_info, pci_subsys
+from vmdsim.kernel.pci.subsys import pci_info
 from vmdsim.kernel.shared import KObject
+
+if TYPE_CHECKING:
+    from vmdsim.kernel.core import Kernel
 
 PCI_MMCFG_BUS_SHIFT = 20
 
@@ -86,11 +91,11 @@ class pci_mmcfg_region(KObject):
                 f"{self.end_bus:02x}] at {self.address:#x}>")
 
 
-def pci_mmconfig_add(k: Any, segment: int, start: int, end: int,
+def pci_mmconfig_add(k: Kernel, segment: int, start: int, end: int,
                      addr: int) -> pci_mmcfg_region | None:
     """Add an ECAM region: allocate it, map it (``pci_mmcfg_arch_map``) and reserve it in
     the iomem tree; None when memory runs out (nothing is left behind)."""
-    sub = pci_subsys(k)
+    sub = k.pci
     cfg = k.mem.kzalloc(pci_mmcfg_region, segment, start, end, addr, owner="pci-mmcfg")
     if cfg is None:
         return None
@@ -109,7 +114,7 @@ def pci_mmconfig_add(k: Any, segment: int, start: int, end: int,
     return cfg
 
 
-def pci_mmconfig_delete(k: Any, cfg: pci_mmcfg_region) -> None:
+def pci_mmconfig_delete(k: Kernel, cfg: pci_mmcfg_region) -> None:
     """Take an ECAM region out of use: unlink, unmap, unreserve, free.
 
     Linux waits for an RCU grace period after unlinking, because config
@@ -117,21 +122,21 @@ def pci_mmconfig_delete(k: Any, cfg: pci_mmcfg_region) -> None:
     readers (x86's accessors take no lock here), so the region goes at once.
     """
     k.pci.mmcfg_regions.remove(cfg)
-    k.io.iounmap(cfg.virt + (cfg.start_bus << PCI_MMCFG_BUS_SHIFT))
+    k.io.iounmap(cast(iomem, cfg.virt) + (cfg.start_bus << PCI_MMCFG_BUS_SHIFT))  # mapped
     cfg.virt = None
     if cfg.res.parent is not None:
         release_resource(cfg.res)
     k.mem.kfree(cfg)
 
 
-def pci_mmconfig_lookup(k: Any, seg: int, bus: int) -> pci_mmcfg_region | None:
+def pci_mmconfig_lookup(k: Kernel, seg: int, bus: int) -> pci_mmcfg_region | None:
     for cfg in k.pci.mmcfg_regions:
         if cfg.segment == seg and cfg.start_bus <= bus <= cfg.end_bus:
             return cfg
     return None
 
 
-def pci_mmcfg_read(k: Any, seg: int, bus: int, devfn: int, reg: int,
+def pci_mmcfg_read(k: Kernel, seg: int, bus: int, devfn: int, reg: int,
                    length: int) -> tuple[int, int]:
     if bus > 255 or devfn > 255 or reg > 4095:
         return -EINVAL, 0xFFFFFFFF
@@ -146,7 +151,7 @@ def pci_mmcfg_read(k: Any, seg: int, bus: int, devfn: int, reg: int,
     return 0, readl(addr)
 
 
-def pci_mmcfg_write(k: Any, seg: int, bus: int, devfn: int, reg: int, length: int,
+def pci_mmcfg_write(k: Kernel, seg: int, bus: int, devfn: int, reg: int, length: int,
                     value: int) -> int:
     if bus > 255 or devfn > 255 or reg > 4095:
         return -EINVAL
@@ -163,12 +168,12 @@ def pci_mmcfg_write(k: Any, seg: int, bus: int, devfn: int, reg: int, length: in
     return 0
 
 
-def raw_pci_read(k: Any, domain: int, bus: int, devfn: int, reg: int,
+def raw_pci_read(k: Kernel, domain: int, bus: int, devfn: int, reg: int,
                  length: int) -> tuple[int, int]:
     return pci_mmcfg_read(k, domain, bus, devfn, reg, length)
 
 
-def raw_pci_write(k: Any, domain: int, bus: int, devfn: int, reg: int, length: int,
+def raw_pci_write(k: Kernel, domain: int, bus: int, devfn: int, reg: int, length: int,
                   value: int) -> int:
     return pci_mmcfg_write(k, domain, bus, devfn, reg, length, value)
 
@@ -246,7 +251,7 @@ def pcibios_allocate_resources(bus: pci_bus, pass_: int) -> None:
             pcibios_allocate_resources(dev.subordinate, pass_)
 
 
-def pcibios_resource_survey(k: Any) -> None:
+def pcibios_resource_survey(k: Kernel) -> None:
     """Claim firmware's bridge windows and BARs (enabled devices first)."""
     roots = list(k.pci.pci_root_buses)
     for bus in roots:
@@ -268,7 +273,7 @@ def pcibios_resource_survey_bus(bus: pci_bus) -> None:
 _OSC_FEATURES = ("aer", "pcie_hotplug", "shpc_hotplug", "pme", "ltr", "dpc")
 
 
-def _free_root_resources(k: Any, owned: list[resource]) -> None:
+def _free_root_resources(k: Kernel, owned: list[resource]) -> None:
     for r in owned:
         if r.parent is not None:
             release_resource(r)
@@ -276,12 +281,12 @@ def _free_root_resources(k: Any, owned: list[resource]) -> None:
     owned.clear()
 
 
-def acpi_pci_root_release_info(bridge: Any) -> None:
+def acpi_pci_root_release_info(bridge: pci_host_bridge) -> None:
     """Free the windows and bus range the ACPI root created (the host bridge's release)."""
     _free_root_resources(bridge.k, bridge.release_data)
 
 
-def pci_acpi_scan_root(k: Any, domain: int, bus_range: tuple[int, int],
+def pci_acpi_scan_root(k: Kernel, domain: int, bus_range: tuple[int, int],
                        windows: list[tuple[int, int]], *, native: dict[str, bool] | None = None,
                        ops: pci_ops | None = None) -> pci_bus | None:
     """Create and scan the root bus firmware describes: its segment, bus range (_BBN/_CRS)
@@ -292,7 +297,7 @@ def pci_acpi_scan_root(k: Any, domain: int, bus_range: tuple[int, int],
         if flag not in _OSC_FEATURES:
             raise ValueError(f"_OSC: unknown native feature {flag!r} (known: "
                              f"{', '.join(_OSC_FEATURES)})")
-    sub = pci_subsys(k)
+    sub = k.pci
     name = f"PCI Bus {domain:04x}:{bus_range[0]:02x}"
     owned: list[resource] = []
 
@@ -324,7 +329,7 @@ def pci_acpi_scan_root(k: Any, domain: int, bus_range: tuple[int, int],
     if bus is None:
         free_owned()
         return None
-    host = bus.bridge
+    host = to_pci_host_bridge(bus.bridge)
     for flag, granted in (native or {}).items():
         setattr(host, f"native_{flag}", bool(granted))
     # pci_set_host_bridge_release(): a plain function and its data, no closure, so the
