@@ -162,9 +162,19 @@ def register(main: click.Group) -> None:
 
     @main.command()
     @TOPOLOGY
-    def dmesg(topology: str | None) -> None:
+    @click.option("-l", "--level", "level", metavar="LIST",
+                  help="only these levels, e.g. err,warn (emerg alert crit err warn notice "
+                       "info debug)")
+    def dmesg(topology: str | None, level: str | None) -> None:
         """The kernel log of booting TOPOLOGY: what each driver found, bound or refused."""
-        for line in _system(topology).k.pci.dmesg:
+        from vmdsim.kernel.printk import dmesg as kernel_log
+        from vmdsim.kernel.printk import parse_levels
+
+        try:
+            levels = parse_levels(level) if level is not None else None
+        except ValueError as e:
+            raise VmdsimError(f"--level {level}: {e}") from None
+        for line in kernel_log(_system(topology).k, levels):
             click.echo(line)
 
     @main.command()

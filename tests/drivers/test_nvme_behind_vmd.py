@@ -94,10 +94,10 @@ def test_surprise_removal_and_reinsertion_behind_the_vmd_leave_nothing_behind():
 def test_port_services_behind_the_vmd_take_aer_and_pme():
     m, k = booted()
     rp = m.by_name["vmd0.rp1"]
-    n = len(k.pci.dmesg)
+    n = len(k.log.lines())
     rp.receive_error_message(ERR_COR, 0x0200)
     rp.receive_pme(0x0200)
-    log = list(k.pci.dmesg)[n:]
+    log = list(k.log.lines())[n:]
     assert ("pci 10000:00:01.0: AER: Correctable error message received from 10000:02:00.0"
             in log)
     assert "pci 10000:00:01.0: Spurious native interrupt!" in log  # no PME Status at 02:00.0

@@ -117,7 +117,7 @@ def services(k, pdev) -> dict[int, object]:
 
 
 def log_since(k, n: int) -> list[str]:
-    return list(k.pci.dmesg)[n:]
+    return list(k.log.lines())[n:]
 
 
 def sltctl(pdev) -> int:
@@ -207,7 +207,7 @@ def test_surprise_removal_removes_the_drive_and_its_driver_frees_every_irq():
     m, k = booted()
     irqs_before_drive = {r["irq"] for r in nvme_query(k, "nvme0")}
     assert len(irqs_before_drive) == 5
-    n = len(k.pci.dmesg)
+    n = len(k.log.lines())
     m.by_name["rp0"].unpopulate()
     log = log_since(k, n)
     assert "pci 0000:00:1c.0: pciehp: Slot(1): Link Down" in log
@@ -235,7 +235,7 @@ def test_reinsertion_binds_the_new_drive_with_fresh_vectors():
     rp.unpopulate()
     baseline = k.mem.owner_counts().get("irq", 0)
     new = NvmeController("spare", nr_io_queues=8)
-    n = len(k.pci.dmesg)
+    n = len(k.log.lines())
     rp.populate(new)
     log = log_since(k, n)
     assert "pci 0000:00:1c.0: pciehp: Slot(1): Card present" in log
@@ -272,7 +272,7 @@ def test_repeated_hotplug_cycles_leak_nothing():
 def test_the_attention_button_toggles_the_slot():
     m, k = booted()
     rp = m.by_name["rp0"]
-    n = len(k.pci.dmesg)
+    n = len(k.log.lines())
     rp.press_attention_button()
     log = log_since(k, n)
     assert "pci 0000:00:1c.0: pciehp: Slot(1): Button press: will power off in 5 sec" in log
@@ -289,7 +289,7 @@ def test_an_error_message_reaches_aerdrv_which_logs_the_source_and_clears_the_st
     m, k = booted()
     rp = m.by_name["rp0"]
     rp0 = port(k, 0x1C)
-    n = len(k.pci.dmesg)
+    n = len(k.log.lines())
     rp.receive_error_message(ERR_COR, 0x0100)
     assert ("pci 0000:00:1c.0: AER: Correctable error message received from 0000:01:00.0"
             in log_since(k, n))
@@ -311,7 +311,7 @@ def test_a_drive_reporting_a_correctable_error_is_logged_on_its_msix_port():
     pdev = k.pci.pci_get_domain_bus_and_slot(0, 2, 0)
     # What pci_aer_init does for every device when AER is native (not in the PCI core yet).
     pcie_capability_set_word(pdev, PCI_EXP_DEVCTL, PCI_EXP_DEVCTL_CERE)
-    n = len(k.pci.dmesg)
+    n = len(k.log.lines())
     assert drive.report_error(PCI_ERR_COR_RCVR, correctable=True)
     assert ("pci 0000:00:1d.0: AER: Correctable error message received from 0000:02:00.0"
             in log_since(k, n))
@@ -356,7 +356,7 @@ def test_queued_pmes_are_all_taken_and_a_stray_one_is_spurious():
     rp = m.by_name["rp0"]
     rp0 = port(k, 0x1C)
     data = get_service_data(services(k, rp0)[PCIE_PORT_SERVICE_PME])
-    n = len(k.pci.dmesg)
+    n = len(k.log.lines())
     with k.on_cpu(0):  # the port's MSI targets CPU 0: hold it off while three arrive
         cpu = k.sched.cpu(0)
         cpu.irqs_enabled = False

@@ -51,6 +51,7 @@ from vmdsim.kernel.pci.x86 import (
     pci_mmconfig_delete,
     pcibios_resource_survey,
 )
+from vmdsim.kernel.printk import pr_info
 from vmdsim.kernel.sched import current
 
 if TYPE_CHECKING:
@@ -90,7 +91,6 @@ def _boot_on_bsp(k: Kernel, rc: Any, native: dict[str, bool] | None) -> pci_bus:
     # A bound method, not a closure: it follows the kernel through a deep copy (the
     # explorer's snapshots) and looks the scheduler up per message (it is replaced).
     rc.apic.attach(k.raise_irq)
-    sub = k.pci
     cfg = pci_mmconfig_add(k, 0, ECAM_BUSES[0], ECAM_BUSES[1], rc.mmconfig_base)
     if cfg is None:
         _unwind(k, rc, None)
@@ -105,7 +105,7 @@ def _boot_on_bsp(k: Kernel, rc: Any, native: dict[str, bool] | None) -> pci_bus:
     pci_lock_rescan_remove(k)
     pci_bus_add_devices(root)
     pci_unlock_rescan_remove(k)
-    sub.printk("PCI: boot complete")
+    pr_info(k, "PCI: boot complete")  # the model's own line: the end of boot
     return root
 
 

@@ -13,6 +13,7 @@ up in ``start_kernel`` and the early initcalls, before any driver runs):
                  ``pci_arch_init``)
 ``k.pci``        the PCI core (``pci_driver_init``, postcore_initcall)
 ``k.system_wq``  the system workqueue (``workqueue_init_early``)
+``k.log``        the kernel log (``printk``), which ``dmesg`` reads
 ``k.io``         the CPU's view of physical memory, attached by ``boot``
 ``k.pages``      free pages of RAM for coherent DMA buffers, attached by ``boot``
 ===============  ==========================================================
@@ -37,6 +38,7 @@ from vmdsim.kernel.io import IoSpace
 from vmdsim.kernel.irq.subsys import IrqSubsystem
 from vmdsim.kernel.mem import Allocator
 from vmdsim.kernel.pci.subsys import PciSubsystem
+from vmdsim.kernel.printk import printk_ringbuffer
 from vmdsim.kernel.rcu import Rcu
 from vmdsim.kernel.sched import Context, Scheduler
 from vmdsim.kernel.workqueue import workqueue_struct
@@ -60,6 +62,7 @@ class Kernel:
         self.sched.quiescent_hooks.append(self.rcu.process_callbacks)
         self._io: IoSpace | None = None
         self._pages: PageAllocator | None = None
+        self.log = printk_ringbuffer()  # the kernel log, which dmesg reads
         self.irq = IrqSubsystem(self)
         self.pci = PciSubsystem(self)
         self.system_wq = workqueue_struct(self)

@@ -23,6 +23,7 @@ from vmdsim.hw.nvme import NvmeController
 from vmdsim.hw.rootport import RootPort
 from vmdsim.hw.vmd import Vmd
 from vmdsim.kernel.pci.pci_h import pci_name
+from vmdsim.kernel.printk import dmesg
 
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
@@ -62,7 +63,7 @@ def _kernel_says(k: Kernel, name: str) -> str | None:
     """The kernel's last complaint about a resource of the device, and its last two lines
     (a driver says why it refuses just before the driver core says that it did)."""
     prefix = f"pci {name}: "
-    lines = [line for line in k.pci.dmesg if line.startswith(prefix)]
+    lines = [line for line in dmesg(k) if line.startswith(prefix)]
     said = [x for x in lines if "can't" in x or "no space" in x][-1:]
     tail = [x for x in lines if not x.startswith(f"{prefix}enabling ")][-2:]
     said += [x for x in tail if x not in said]

@@ -88,7 +88,7 @@ def test_shared_actions_all_run_and_free_irq_removes_only_its_own():
     assert k.run_on(0, k.irq.request_irq, irq, a, IRQF_SHARED, "a", "A") == 0
     assert k.run_on(0, k.irq.request_irq, irq, b, IRQF_SHARED, "b", "B") == 0
     assert k.run_on(0, k.irq.request_irq, irq, Recorder(), 0, "c", "C") == -EBUSY
-    assert "Flags mismatch irq" in k.irq.log[-1]
+    assert "Flags mismatch irq" in k.log.lines()[-1]
     fire(k, irq)
     assert len(a.calls) == len(b.calls) == 1
     assert k.irq.irq_to_desc(irq).unhandled_total == 0  # b handled it
@@ -132,7 +132,7 @@ def test_unhandled_interrupts_are_counted_and_an_irq_nobody_handles_is_disabled(
         fire(k, irq)
     assert desc.unhandled_total == 100
     assert desc.istate & IRQS_SPURIOUS_DISABLED and desc.depth == 1
-    assert f"irq {irq}: nobody cared" in "\n".join(k.irq.log)
+    assert f"irq {irq}: nobody cared" in "\n".join(k.log.lines())
     fire(k, irq)
     assert len(h.calls) == 100  # disabled: the handler no longer runs
 
@@ -209,7 +209,7 @@ def test_a_chained_handler_demultiplexes_and_can_be_removed():
     assert "chained" not in k.irq.show_interrupts()  # a chained IRQ with no counts is hidden
     k.run_on(0, k.irq.irq_set_chained_handler_and_data, parent, None, None)
     fire(k, parent)  # handle_bad_irq now: counted, logged, nothing demultiplexed
-    assert seen == [child] and "unexpected IRQ trap" in k.irq.log[-1]
+    assert seen == [child] and "unexpected IRQ trap" in k.log.lines()[-1]
 
 
 # -- free_irq against a handler running on another CPU ------------------------------------------

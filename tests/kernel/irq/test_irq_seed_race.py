@@ -96,7 +96,7 @@ def test_srcu_teardown_waits_for_the_handler_and_is_safe(reader):
 def test_rcu_descriptor_freeing_lets_the_reader_finish_on_the_stale_descriptor():
     s, w, h = race("rcu", "rcu", hardirq_rcu_reader=False)
     assert s.failure is None, s.failure
-    assert "unexpected IRQ trap" in "\n".join(w.k.irq.log)  # handle_bad_irq, not freed memory
+    assert "unexpected IRQ trap" in "\n".join(w.k.log.lines())  # handle_bad_irq, not freed memory
     assert h.calls == []
     assert not [o for o in w.k.mem.leaks("irq") if type(o).__name__ == "irq_desc"
                 and o.irq not in {v.virq for v in w.dm.vectors}]

@@ -155,7 +155,7 @@ def test_conflicting_firmware_bar_is_moved():
     assert pci_resource_start(db, 0) != 0xC0000000
     assert bar64(db, 0) == pci_resource_start(db, 0) == b.bar_address(0)
     assert db.resource[0].parent is not None
-    assert any("address conflict" in line for line in k.pci.dmesg)
+    assert any("address conflict" in line for line in k.log.lines())
 
 
 def test_bar_that_does_not_fit_stays_unassigned_and_enable_fails():

@@ -129,4 +129,4 @@ def test_primary_domain_drives_get_buses_windows_and_bars_like_linux():
         "  4000200000-40003fffff : PCI Bus 0000:02",
     ]
     assert "pci 0000:00:1c.0: bridge window [mem 0x00100000-0x001fffff] to [bus 01-01] " \
-           "add_size 0x100000 add_align 0x100000" in k.pci.dmesg
+           "add_size 0x100000 add_align 0x100000" in k.log.lines()

@@ -144,4 +144,4 @@ def test_a_hot_added_switch_gets_the_spare_bus_numbers_of_its_slot():
 def test_a_hot_added_switch_finds_no_bus_number_when_the_slot_has_none_spare():
     k, port, sw, rets, seen = hot_add_switch(1)  # the default: one bus per hot-plug port
     assert rets == [-1] and seen == []
-    assert "pci 0000:01:00.0: No bus number available for hot-added bridge" in k.pci.dmesg
+    assert "pci 0000:01:00.0: No bus number available for hot-added bridge" in k.log.lines()

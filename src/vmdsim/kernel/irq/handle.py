@@ -38,6 +38,7 @@ from vmdsim.kernel.irq.flags import (
 )
 from vmdsim.kernel.irq.irqdesc import irqd_clear, irqd_set
 from vmdsim.kernel.locking import irqs_disabled, local_irq_disable, raw_spin_lock, raw_spin_unlock
+from vmdsim.kernel.printk import pr_emerg, pr_err
 from vmdsim.kernel.shared import KObject, poke, shared
 
 if TYPE_CHECKING:
@@ -135,9 +136,8 @@ def note_interrupt(desc: irq_desc, action_ret: int) -> None:
     desc.irq_count = 0
     if desc.irqs_unhandled > SPURIOUS_LIMIT:
         irq = desc.irq_data.irq
-        log = desc.k.irq.printk
-        log(f"irq {irq}: nobody cared (try booting with the \"irqpoll\" option)")
-        log(f"Disabling IRQ #{irq}")
+        pr_err(desc.k, f"irq {irq}: nobody cared (try booting with the \"irqpoll\" option)")
+        pr_emerg(desc.k, f"Disabling IRQ #{irq}")
         desc.istate = desc.istate | IRQS_SPURIOUS_DISABLED
         desc.depth = desc.depth + 1
         irq_disable(desc)

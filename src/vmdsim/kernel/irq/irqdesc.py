@@ -62,6 +62,7 @@ from vmdsim.kernel.irq.flags import (
     IRQD_LEVEL,
 )
 from vmdsim.kernel.locking import mutex, mutex_lock, mutex_unlock, raw_spinlock_t
+from vmdsim.kernel.printk import pr_err
 from vmdsim.kernel.sched import current, in_interrupt
 from vmdsim.kernel.shared import READ, WRITE, KObject, init_private, peek, poke, sched_point, shared
 
@@ -381,7 +382,7 @@ def generic_handle_irq_desc(desc: irq_desc) -> None:
 def handle_bad_irq(desc: irq_desc) -> None:
     """An interrupt on a descriptor without a flow handler: count it and complain."""
     kstat_incr_irqs_this_cpu(desc)
-    desc.k.irq.printk(f"unexpected IRQ trap on IRQ {desc.irq_data.irq}")
+    pr_err(desc.k, f"unexpected IRQ trap on IRQ {desc.irq_data.irq}")
     d = desc.irq_data
     if d.chip.irq_ack is not None:
         d.chip.irq_ack(d)

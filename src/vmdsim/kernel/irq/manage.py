@@ -66,6 +66,7 @@ from vmdsim.kernel.locking import (
     raw_spin_unlock_irqrestore,
 )
 from vmdsim.kernel.pci.device import devres_add, devres_alloc, devres_free
+from vmdsim.kernel.printk import pr_err
 from vmdsim.kernel.sched import current, in_interrupt
 from vmdsim.kernel.shared import peek
 
@@ -131,8 +132,6 @@ class ManageMixin(DescTableMixin):
 
     k: Kernel
 
-    if TYPE_CHECKING:
-        def printk(self, line: str) -> None: ...  # IrqSubsystem's
 
     # -- request ------------------------------------------------------------------------
     def request_irq(self, irq: int, handler: IrqHandler, flags: int, name: str,
@@ -173,7 +172,7 @@ class ManageMixin(DescTableMixin):
             if old is not None:
                 if not (old.flags & new.flags & IRQF_SHARED) or \
                         (old.flags ^ new.flags) & (IRQF_TRIGGER_MASK | IRQF_ONESHOT):
-                    self.printk(f"Flags mismatch irq {irq}. {new.flags:08x} ({new.name}) "
+                    pr_err(self.k, f"Flags mismatch irq {irq}. {new.flags:08x} ({new.name}) "
                                 f"vs. {old.flags:08x} ({old.name})")
                     return -EBUSY
                 while old is not None:

@@ -24,7 +24,6 @@ The methods, with Linux's names, come from one mixin per Linux file:
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.irq.chip import ChipMixin
@@ -39,7 +38,6 @@ from vmdsim.kernel.locking import mutex, raw_spinlock_t
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
 
-LOG_LINES = 4096
 X86_DYNIRQ_BASE = 24  # the first IRQ above the IO-APIC's 24 GSIs (arch_dynirq_lower_bound)
 
 
@@ -59,13 +57,10 @@ class IrqSubsystem(ChipMixin, ManageMixin, DomainMixin, X86VectorMixin):
         self.vector_lock = raw_spinlock_t("vector_lock")
         self.spurious_vectors = [0] * k.ncpus
         self.msi_dev_data: dict[Any, Any] = {}
-        self.log: deque[str] = deque(maxlen=LOG_LINES)
         self.x86_vector_domain = x86_vector_domain_init(k)
         self.x86_pci_msi_default_domain: irq_domain = x86_create_pci_msi_domain(k)
         k.sched.handle_irq = self.common_interrupt
 
-    def printk(self, line: str) -> None:
-        self.log.append(line)
 
     def show_interrupts(self, extra: ExtraColumn | None = None) -> str:
         """``/proc/interrupts`` as text; ``extra(irq, desc)`` adds a column."""

@@ -64,6 +64,7 @@ from vmdsim.kernel.locking import (
     raw_spin_unlock,
     raw_spin_unlock_irqrestore,
 )
+from vmdsim.kernel.printk import pr_emerg
 from vmdsim.kernel.sched import this_cpu
 from vmdsim.kernel.shared import READ, WRITE, KObject, peek, sched_point
 
@@ -327,9 +328,6 @@ class X86VectorMixin(DescTableMixin):
     vector_irq: vector_irq_t
     spurious_vectors: list[int]
 
-    if TYPE_CHECKING:
-        def printk(self, line: str) -> None: ...  # IrqSubsystem's
-
     def common_interrupt(self, vector: int) -> None:
         """The x86 interrupt entry: run ``vector_irq[vector]``'s handler on this CPU."""
         cpu = this_cpu().id
@@ -342,7 +340,7 @@ class X86VectorMixin(DescTableMixin):
                 desc.handle_irq(desc)  # handle_irq() -> generic_handle_irq_desc()
             elif desc is VECTOR_UNUSED:  # None: survives copying
                 self.spurious_vectors[cpu] += 1
-                self.printk(f"common_interrupt: {cpu}.{vector} No irq handler for vector")
+                pr_emerg(self.k, f"common_interrupt: {cpu}.{vector} No irq handler for vector")
             else:
                 self.vector_irq.store(cpu, vector, VECTOR_UNUSED)
         finally:

@@ -36,6 +36,7 @@ from vmdsim.kernel.pci.pci_h import (
     pci_name,
 )
 from vmdsim.kernel.pci.subsys import pci_info, pci_warn
+from vmdsim.kernel.printk import pr_err
 
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
@@ -202,7 +203,7 @@ def pci_register_driver(k: Kernel, drv: pci_driver) -> int:
     """Register ``drv`` with kernel ``k`` and bind it to matching devices; 0 or -EBUSY."""
     sub = k.pci
     if drv in sub.drivers:
-        sub.printk(f"Error: Driver '{drv.name}' is already registered, aborting...")
+        pr_err(k, f"Error: Driver '{drv.name}' is already registered, aborting...")
         return -EBUSY
     if drv.k is not None and drv.k is not k:
         raise PciError(f"pci_register_driver: driver {drv.name!r} is registered with another "

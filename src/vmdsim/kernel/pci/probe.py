@@ -91,6 +91,7 @@ from vmdsim.kernel.pci.subsys import (
     pci_err,
     pci_info,
 )
+from vmdsim.kernel.printk import pr_info
 
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
@@ -232,7 +233,7 @@ def pci_register_host_bridge(bridge: pci_host_bridge) -> int:
         if err:
             pci_info(bus, f"failed to add bus: {err}")
     who = bridge.dev.parent.init_name + ": " if bridge.dev.parent is not None else ""
-    sub.printk(f"{who}PCI host bridge to bus {bus.dev.init_name}")
+    pr_info(k, f"{who}PCI host bridge to bus {bus.dev.init_name}")
     for window in bridge.windows:
         res = window.res
         if res.flags & IORESOURCE_BUS:

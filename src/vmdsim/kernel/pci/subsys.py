@@ -5,9 +5,10 @@ the devices on the PCI bus type in the order they were added (the bus
 ``klist``, which is also the order drivers bind in), the registered drivers,
 the per-domain bus-number trees (``pci_domain_busn_res_list``), the root of
 the physical address map (``iomem_resource``), the hotplug window sizes
-(``pci=hpmmiosize=`` and friends), the mutex that serialises rescans and
-removals (``pci_rescan_remove_lock``), and the kernel log lines the core prints
-(``dmesg``).
+(``pci=hpmmiosize=`` and friends) and the mutex that serialises rescans and
+removals (``pci_rescan_remove_lock``). What the core prints goes to the one
+kernel log (``k.log``, :mod:`vmdsim.kernel.printk`) through ``pci_info``,
+``pci_warn`` and ``pci_err``, at their levels.
 
 The kernel creates it with itself (Linux: ``pci_driver_init`` at
 postcore_initcall), so drivers can be registered before or after boot.
@@ -15,7 +16,6 @@ postcore_initcall), so drivers can be registered before or after boot.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from vmdsim.kernel.pci.resource import (
     IORESOURCE_MEM,
     resource,
 )
+from vmdsim.kernel.printk import KERN_ERR, KERN_INFO, KERN_WARNING, printk
 
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
@@ -38,7 +39,6 @@ DEFAULT_HOTPLUG_MMIO_SIZE = 2 << 20
 DEFAULT_HOTPLUG_MMIO_PREF_SIZE = 2 << 20
 DEFAULT_HOTPLUG_BUS_SIZE = 1
 
-DMESG_LINES = 8192
 
 # x86-64: 52 physical address bits at most
 IOMEM_END = (1 << 52) - 1
@@ -72,13 +72,8 @@ class PciSubsystem:
         self.mmcfg_regions: list[Any] = []  # x86 pci_mmcfg_list
         # Set by the MSI code: called by pci_restore_state(dev) (Linux: pci_restore_msi_state).
         self.restore_msi_state: Any = None
-        self.dmesg: deque[str] = deque(maxlen=DMESG_LINES)  # a ring, like the log buffer
         # Serialises scanning and removal after boot (hotplug, rescan, driver removal).
         self.pci_rescan_remove_lock = mutex("pci_rescan_remove_lock")
-
-    # -- the kernel log ---------------------------------------------------------
-    def printk(self, line: str) -> None:
-        self.dmesg.append(line)
 
     # -- lookups (drivers/pci/search.c) ------------------------------------------
     def get_pci_domain_busn_res(self, domain_nr: int) -> resource:
@@ -158,8 +153,14 @@ def _who(obj: Any) -> str:
 
 def pci_info(obj: Any, msg: str) -> None:
     """Log a line as ``pci_info``/``dev_info`` would: ``pci 0000:00:0e.0: msg``."""
-    obj.k.pci.printk(f"{_who(obj)}: {msg}")
+    printk(obj.k, KERN_INFO, f"{_who(obj)}: {msg}")
 
 
-pci_warn = pci_info
-pci_err = pci_info
+def pci_warn(obj: Any, msg: str) -> None:
+    """``pci_warn``: as :func:`pci_info`, at KERN_WARNING."""
+    printk(obj.k, KERN_WARNING, f"{_who(obj)}: {msg}")
+
+
+def pci_err(obj: Any, msg: str) -> None:
+    """``pci_err``: as :func:`pci_info`, at KERN_ERR."""
+    printk(obj.k, KERN_ERR, f"{_who(obj)}: {msg}")

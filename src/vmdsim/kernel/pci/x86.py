@@ -60,6 +60,7 @@ from vmdsim.kernel.pci.resource import (
 )
 from vmdsim.kernel.pci.setup_res import pci_claim_bridge_resource, pci_claim_resource
 from vmdsim.kernel.pci.subsys import pci_info
+from vmdsim.kernel.printk import pr_info, pr_warn
 from vmdsim.kernel.shared import KObject
 
 if TYPE_CHECKING:
@@ -107,9 +108,9 @@ def pci_mmconfig_add(k: Kernel, segment: int, start: int, end: int,
     # Config cycles address the region as if it started at bus 0.
     cfg.virt = virt - (start << PCI_MMCFG_BUS_SHIFT)
     if insert_resource(sub.iomem_resource, res):
-        sub.printk(f"PCI: MMCONFIG at {format_resource(res)} conflicts; not reserved")
+        pr_warn(k, f"PCI: MMCONFIG at {format_resource(res)} conflicts; not reserved")
     sub.mmcfg_regions.append(cfg)
-    sub.printk(f"PCI: ECAM {format_resource(res)} (base {addr:#x}) for domain "
+    pr_info(k, f"PCI: ECAM {format_resource(res)} (base {addr:#x}) for domain "
                f"{segment:04x} [bus {start:02x}-{end:02x}]")
     return cfg
 
@@ -320,7 +321,7 @@ def pci_acpi_scan_root(k: Kernel, domain: int, bus_range: tuple[int, int],
         owned.append(r)
         conflict = insert_resource(sub.iomem_resource, r)
         if conflict:
-            sub.printk(f"pci_bus {domain:04x}:{bus_range[0]:02x}: can't insert window "
+            pr_warn(k, f"pci_bus {domain:04x}:{bus_range[0]:02x}: can't insert window "
                        f"[mem {start:#010x}-{end:#010x}]; ignored")
             continue
         pci_add_resource(resources, r)
@@ -336,7 +337,7 @@ def pci_acpi_scan_root(k: Kernel, domain: int, bus_range: tuple[int, int],
     # host bridge survives a deep copy (the explorer's snapshots) intact.
     host.release_fn = acpi_pci_root_release_info
     host.release_data = owned
-    sub.printk(f"ACPI: PCI Root Bridge [PCI{domain}] (domain {domain:04x} "
+    pr_info(k, f"ACPI: PCI Root Bridge [PCI{domain}] (domain {domain:04x} "
                f"[bus {bus_range[0]:02x}-{bus_range[1]:02x}])")
     pci_scan_child_bus(bus)
     for child in bus.children:
