@@ -33,6 +33,7 @@ from vmdsim.kernel.io import iomem, vm_struct
 from vmdsim.kernel.shared import KObject
 
 if TYPE_CHECKING:
+    from vmdsim.kernel.base.core import device
     from vmdsim.kernel.core import Kernel
 
 PAGE_SIZE = 4096
@@ -129,3 +130,13 @@ def dma_free_coherent(k: Kernel, buf: dma_coherent) -> None:
     k.mem.kfree(buf.vm)
     k.mem.kfree(buf)
     k.pages.free_pages(phys)
+
+
+def DMA_BIT_MASK(n: int) -> int:
+    return (1 << n) - 1
+
+
+def dma_set_mask_and_coherent(dev: device, mask: int) -> int:
+    """Record the DMA addressing limit; 0 (the model's RAM sits below 3 GiB: any mask fits)."""
+    dev.dma_mask = dev.coherent_dma_mask = mask
+    return 0

@@ -173,7 +173,8 @@ def test_free_irq_in_its_own_handler_outside_an_interrupt_waits_for_itself():
 
 
 def test_devm_request_irq_is_freed_when_the_driver_lets_go():
-    from vmdsim.kernel.pci.device import device, devres_release_all
+    from vmdsim.kernel.base.core import device
+    from vmdsim.kernel.base.devres import devres_release_all
 
     k = Kernel(ncpus=1)
     irq, irq2 = simple_irq(k), simple_irq(k)

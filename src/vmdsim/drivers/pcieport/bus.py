@@ -18,9 +18,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.base.core import device
+from vmdsim.kernel.base.devres import devres_release_all
 from vmdsim.kernel.errno import EBUSY, ENODEV
 from vmdsim.kernel.pci import pci_driver, pci_name, pci_pcie_type
-from vmdsim.kernel.pci.device import device, devres_release_all
 from vmdsim.kernel.shared import KObject
 
 if TYPE_CHECKING:

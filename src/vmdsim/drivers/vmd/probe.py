@@ -97,6 +97,7 @@ from vmdsim.hw.regs import (
     PCI_PREF_LIMIT_UPPER32,
     PCI_PREF_MEMORY_BASE,
 )
+from vmdsim.kernel.base.core import dev_get_msi_domain, dev_set_msi_domain
 from vmdsim.kernel.errno import ENODEV, ENOMEM
 from vmdsim.kernel.idr import ida_alloc, ida_free
 from vmdsim.kernel.io import readb, readq, readw, writel, writew
@@ -146,7 +147,6 @@ from vmdsim.kernel.pci import (
     sysfs_remove_link,
     to_pci_host_bridge,
 )
-from vmdsim.kernel.pci.device import dev_get_msi_domain, dev_set_msi_domain
 from vmdsim.kernel.pci.resource import IORESOURCE_SIZEALIGN
 from vmdsim.kernel.pci.subsys import pci_err, pci_info, pci_warn
 

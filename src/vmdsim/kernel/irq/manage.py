@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.kernel.base.devres import devres_add, devres_alloc, devres_free
 from vmdsim.kernel.errno import EBUSY, EINVAL, ENOMEM, ENOSYS
 from vmdsim.kernel.irq.chip import (
     irq_activate,
@@ -65,7 +66,6 @@ from vmdsim.kernel.locking import (
     raw_spin_lock_irqsave,
     raw_spin_unlock_irqrestore,
 )
-from vmdsim.kernel.pci.device import devres_add, devres_alloc, devres_free
 from vmdsim.kernel.printk import pr_err
 from vmdsim.kernel.sched import current, in_interrupt
 from vmdsim.kernel.shared import peek

@@ -8,8 +8,9 @@ assignment), ``resource`` (the resource tree), ``driver`` (pci_driver,
 matching, binding), ``remove``, ``pci`` (enable/disable, capabilities,
 regions, iomap, bus reset), ``aspm`` (link power states a driver asks for),
 ``bus``, ``x86`` (MMCONFIG, the ACPI root bridge,
-the firmware-resource survey), ``pci_h`` (the structures) and ``device``
-(struct device and devres). ``msi`` belongs to the IRQ core.
+the firmware-resource survey) and ``pci_h`` (the structures). ``msi`` belongs to the
+IRQ core; struct device and devres are the driver core's (``vmdsim.kernel.base``),
+re-exported here as ``<linux/pci.h>`` includes ``<linux/device.h>``.
 
 Global operations live on ``k.pci`` (a :class:`PciSubsystem`, created with
 the kernel) and in functions that take the kernel first
@@ -18,7 +19,7 @@ operations on a device or bus take that object, exactly as in Linux
 (``pci_read_config_dword(dev, where)``, ``pci_enable_device(dev)``). Config
 reads return ``(PCIBIOS code, value)`` where C stores through a pointer.
 The structures ``resource`` and ``device`` are imported from their modules
-(``vmdsim.kernel.pci.resource``, ``vmdsim.kernel.pci.device``), whose names
+(``vmdsim.kernel.pci.resource``, ``vmdsim.kernel.base.core``), whose names
 they share.
 
 A host-bridge driver (the VMD) makes a domain of its own as in Linux::
@@ -46,6 +47,24 @@ including ECAM, each access a scheduling point) and what firmware reports;
 nothing here looks at a hardware object.
 """
 
+from vmdsim.kernel.base.core import (
+    dev_get_drvdata,
+    dev_get_msi_domain,
+    dev_set_drvdata,
+    dev_set_msi_domain,
+    sysfs_create_link,
+    sysfs_remove_link,
+)
+from vmdsim.kernel.base.devres import (
+    devm_add_action,
+    devm_add_action_or_reset,
+    devm_kfree,
+    devm_kzalloc,
+    devm_release_action,
+    devm_remove_action,
+    devres_release_all,
+)
+from vmdsim.kernel.dma import DMA_BIT_MASK, dma_set_mask_and_coherent
 from vmdsim.kernel.pci.access import (
     PCI_POSSIBLE_ERROR,
     PCIBIOS_BAD_REGISTER_NUMBER,
@@ -94,23 +113,6 @@ from vmdsim.kernel.pci.bus import (
     pci_walk_bus,
     pcibios_bus_to_resource,
     pcibios_resource_to_bus,
-)
-from vmdsim.kernel.pci.device import (
-    DMA_BIT_MASK,
-    dev_get_drvdata,
-    dev_get_msi_domain,
-    dev_set_drvdata,
-    dev_set_msi_domain,
-    devm_add_action,
-    devm_add_action_or_reset,
-    devm_kfree,
-    devm_kzalloc,
-    devm_release_action,
-    devm_remove_action,
-    devres_release_all,
-    dma_set_mask_and_coherent,
-    sysfs_create_link,
-    sysfs_remove_link,
 )
 from vmdsim.kernel.pci.driver import (
     PCI_DEVICE,

@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
+from vmdsim.kernel.base.devres import devres_release_all
 from vmdsim.kernel.errno import EBUSY, ENODEV, ENXIO
-from vmdsim.kernel.pci.device import devres_release_all
 from vmdsim.kernel.pci.pci_h import (
     PCI_ANY_ID,
     PCI_D0,

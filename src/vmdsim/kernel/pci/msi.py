@@ -65,6 +65,7 @@ from vmdsim.hw.regs import (
     PCI_MSIX_TABLE_BIR,
     PCI_MSIX_TABLE_OFFSET,
 )
+from vmdsim.kernel.base.devres import devm_add_action
 from vmdsim.kernel.errno import EINVAL, ENODEV, ENOMEM, ENOSPC, ENOTSUPP, ERANGE
 from vmdsim.kernel.io import readl, writel
 from vmdsim.kernel.irq.affinity import (
@@ -119,7 +120,6 @@ from vmdsim.kernel.pci.access import (
     pci_write_config_dword,
     pci_write_config_word,
 )
-from vmdsim.kernel.pci.device import devm_add_action
 from vmdsim.kernel.pci.pci_h import (
     PCI_D0,
     pci_dev,

@@ -42,6 +42,13 @@ from vmdsim.hw.regs import (
     PCI_STATUS,
     PCI_STATUS_CAP_LIST,
 )
+from vmdsim.kernel.base.devres import (
+    devm_add_action,
+    devm_remove_action,
+    devres_add,
+    devres_alloc,
+    devres_free,
+)
 from vmdsim.kernel.errno import EBUSY, EINVAL, ENOTTY
 from vmdsim.kernel.io import iomem
 from vmdsim.kernel.pci.access import (
@@ -56,13 +63,6 @@ from vmdsim.kernel.pci.access import (
     pcie_capability_clear_and_set_word,
     pcie_capability_read_word,
     pcie_capability_write_word,
-)
-from vmdsim.kernel.pci.device import (
-    devm_add_action,
-    devm_remove_action,
-    devres_add,
-    devres_alloc,
-    devres_free,
 )
 from vmdsim.kernel.pci.pci_h import (
     PCI_BRIDGE_RESOURCES,

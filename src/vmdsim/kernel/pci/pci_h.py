@@ -30,7 +30,7 @@ from vmdsim.hw.regs import (
     PCI_HEADER_TYPE_BRIDGE,
     PCI_HEADER_TYPE_CARDBUS,
 )
-from vmdsim.kernel.pci.device import device
+from vmdsim.kernel.base.core import device
 from vmdsim.kernel.pci.resource import IORESOURCE_BUS, resource, resource_size
 from vmdsim.kernel.shared import KObject
 

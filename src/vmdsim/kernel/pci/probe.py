@@ -36,6 +36,7 @@ from vmdsim.hw.regs import (
     PCI_SUBORDINATE_BUS,
     PCI_VENDOR_ID,
 )
+from vmdsim.kernel.base.core import dev_get_msi_domain, dev_set_msi_domain
 from vmdsim.kernel.errno import EEXIST, EINVAL, ENOMEM
 from vmdsim.kernel.locking import mutex_lock, mutex_unlock
 from vmdsim.kernel.pci.access import (
@@ -53,7 +54,6 @@ from vmdsim.kernel.pci.bus import (
     pci_bus_add_resource,
     pci_bus_remove_resources,
 )
-from vmdsim.kernel.pci.device import dev_get_msi_domain, dev_set_msi_domain
 from vmdsim.kernel.pci.pci_h import (
     PCI_BRIDGE_RESOURCE_NUM,
     PCI_BRIDGE_RESOURCES,

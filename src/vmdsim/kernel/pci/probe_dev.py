@@ -83,6 +83,7 @@ from vmdsim.hw.regs import (
     PCI_SUBSYSTEM_ID,
     PCI_SUBSYSTEM_VENDOR_ID,
 )
+from vmdsim.kernel.base.core import dev_get_msi_domain, dev_set_msi_domain
 from vmdsim.kernel.errno import EIO
 from vmdsim.kernel.pci.access import (
     PCI_POSSIBLE_ERROR,
@@ -99,7 +100,6 @@ from vmdsim.kernel.pci.bus import (
     pcibios_bus_to_resource,
     pcibios_resource_to_bus,
 )
-from vmdsim.kernel.pci.device import dev_get_msi_domain, dev_set_msi_domain
 from vmdsim.kernel.pci.driver import device_add
 from vmdsim.kernel.pci.pci import (
     PCI_COMMAND_DECODE_ENABLE,

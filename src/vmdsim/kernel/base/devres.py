@@ -1,19 +1,14 @@
-"""The slice of the driver core the PCI model needs: ``struct device`` and devres.
+"""Managed resources (``drivers/base/devres.c``): what a driver's probe registers to be
+released when the driver lets go of the device.
 
-``struct device`` is embedded in ``pci_dev``, ``pci_bus`` and
-``pci_host_bridge`` (``dev.dev`` here). It carries the driver's private data
-(``dev_get_drvdata``), the MSI domain the IRQ code attaches, and the list of
-managed resources (devres): ``devm_*`` allocations and actions a driver
-registers during probe, released in reverse order when probe fails or after
-the driver's ``remove`` (``devres_release_all``), exactly as
-``drivers/base/devres.c`` does.
+``devm_*`` allocations and actions a driver registers during probe are released
+in reverse order when probe fails or after the driver's ``remove``
+(``devres_release_all``), as Linux does. Every devres node is allocated from
+``k.mem`` (owner ``"devres"``), so registering a managed action can fail with
+-ENOMEM, as ``devres_alloc`` can, and a node left behind is a visible leak.
 
-Every devres node is allocated from ``k.mem`` (owner ``"devres"``), so
-registering a managed action can fail with -ENOMEM, as ``devres_alloc`` can,
-and a node left behind is a visible leak.
-
-Simplifications: no kobjects, sysfs or reference counting; a device lives
-until the PCI core frees its owner. No devres groups.
+Simplifications: no devres groups; ``devm_kzalloc`` is two allocations (the
+object and its node), either of which may fail.
 """
 
 from __future__ import annotations
@@ -22,6 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vmdsim.errors import VmdsimError
+from vmdsim.kernel.base.core import device
 from vmdsim.kernel.errno import ENOMEM
 from vmdsim.kernel.shared import KObject
 
@@ -31,59 +27,6 @@ if TYPE_CHECKING:
 
 class DevresError(VmdsimError):
     """A devres misuse Linux WARNs about (e.g. removing an action never added)."""
-
-
-class device:
-    """``struct device`` (embedded; not separately allocated)."""
-
-    __slots__ = ("k", "init_name", "parent", "driver_data", "devres_head", "msi_domain",
-                 "links", "dma_mask", "coherent_dma_mask")
-
-    def __init__(self, k: Kernel, name: str, parent: device | None) -> None:
-        self.k = k
-        self.init_name = name
-        self.parent = parent
-        self.driver_data: Any = None
-        self.devres_head: list[devres] = []
-        self.msi_domain: Any = None
-        self.links: dict[str, Any] = {}  # sysfs_create_link targets, by name
-        self.dma_mask = 0xFFFFFFFF
-        self.coherent_dma_mask = 0xFFFFFFFF
-
-    def __repr__(self) -> str:
-        return f"<device {self.init_name}>"
-
-
-def dev_name(dev: device) -> str:
-    return dev.init_name
-
-
-def dev_get_drvdata(dev: device) -> Any:
-    return dev.driver_data
-
-
-def dev_set_drvdata(dev: device, data: Any) -> None:
-    dev.driver_data = data
-
-
-def dev_set_msi_domain(dev: device, domain: Any) -> None:
-    dev.msi_domain = domain
-
-
-def dev_get_msi_domain(dev: device) -> Any:
-    return dev.msi_domain
-
-
-def sysfs_create_link(dev: device, target: Any, name: str) -> int:
-    """Record a named link from ``dev`` to ``target`` (the VMD's ``domain`` link)."""
-    if name in dev.links:
-        return -17  # -EEXIST
-    dev.links[name] = target
-    return 0
-
-
-def sysfs_remove_link(dev: device, name: str) -> None:
-    dev.links.pop(name, None)
 
 
 # -- devres -------------------------------------------------------------------------
@@ -184,13 +127,3 @@ def devres_release_all(dev: device) -> int:
         devres_free(dr)
         n += 1
     return n
-
-
-def DMA_BIT_MASK(n: int) -> int:
-    return (1 << n) - 1
-
-
-def dma_set_mask_and_coherent(dev: device, mask: int) -> int:
-    """Record the DMA addressing limit; 0 (the model's RAM sits below 3 GiB: any mask fits)."""
-    dev.dma_mask = dev.coherent_dma_mask = mask
-    return 0
