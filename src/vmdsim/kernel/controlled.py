@@ -214,6 +214,15 @@ class ControlledScheduler(Scheduler):
         self.names.add(f"{name}#{n}")
         return f"{name}#{n}"
 
+    def defer(self, fn: Callable[..., Any], *args: Any, name: str) -> bool:
+        """Deferred work (an RCU callback, a work item) becomes a context of its own on the
+        housekeeping CPU, once exploring has begun; before that (setup, free-running under
+        this scheduler) it is left to the caller's queue, which :meth:`adopt` hands over."""
+        if self.root is None:
+            return False
+        self.spawn(None, fn, *args, name=name)
+        return True
+
     def spawn(self, cpu_id: int | None, fn: Callable[..., Any], *args: Any,
               name: str | None = None) -> Context:
         """A task that runs ``fn(*args)`` on ``cpu_id`` (None: the housekeeping CPU)."""

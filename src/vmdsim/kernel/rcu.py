@@ -117,22 +117,14 @@ class Rcu(KObject):
         """Run ``fn(*args)`` after a grace period."""
         sched_point(self, "readers", WAIT)
         snap = self._snapshot()
-        sched = current().cpu.sched
-        if sched.controlled and getattr(sched, "root", None) is not None:
-            self._spawn(sched, snap, fn, args)
-            return
-        self.callbacks.append((snap, fn, args))
+        if not current().cpu.sched.defer(self._invoke, snap, fn, args, name=_cb_name(fn)):
+            self.callbacks.append((snap, fn, args))
 
     def adopt_callbacks(self, sched: Any) -> None:
         """Hand callbacks queued while free-running to a controlled scheduler."""
         queued, self.callbacks = self.callbacks, []
         for snap, fn, args in queued:
-            self._spawn(sched, snap, fn, args)
-
-    def _spawn(self, sched: Any, snap: frozenset[int], fn: Callable[..., Any],
-               args: tuple) -> None:
-        sched.spawn(None, self._invoke, snap, fn, args,
-                    name=f"rcu_cb:{getattr(fn, '__name__', 'cb')}")
+            sched.spawn(None, self._invoke, snap, fn, args, name=_cb_name(fn))
 
     def _invoke(self, snap: frozenset[int], fn: Callable[..., Any], args: tuple) -> None:
         self._wait_for(snap)
@@ -155,6 +147,10 @@ class Rcu(KObject):
         ctx = current()
         ctx.cpu.sched.block_until(lambda: not self.callbacks, "RCU callbacks (rcu_barrier)",
                                   sleep=True)
+
+
+def _cb_name(fn: Callable[..., Any]) -> str:
+    return f"rcu_cb:{getattr(fn, '__name__', 'cb')}"
 
 
 HARNESS.cpu.sched.rcu = Rcu()  # the harness pseudo-CPU's own, never shared with a kernel

@@ -215,6 +215,15 @@ class Scheduler:
         with self.task(cpu_id, name or cast(str, getattr(fn, "__name__", "task"))):
             return fn(*args)
 
+    def defer(self, fn: Callable[..., Any], *args: Any, name: str) -> bool:
+        """Run ``fn(*args)`` later in a context of its own, if this scheduler makes such
+        contexts: the explorer does (a context on the housekeeping CPU, which it then
+        interleaves with everything else). False here: free-running, the caller keeps
+        the work for its quiescent hook (RCU callbacks, the system workqueue), which
+        runs it when nothing else is running. The one "run this later" decision the
+        kernel's deferred work shares."""
+        return False
+
     def check_task_exit(self, ctx: Context) -> None:
         if ctx.locks_held:
             raise SchedError(f"{ctx!r} returned holding {ctx.locks_held}")

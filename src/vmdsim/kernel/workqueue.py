@@ -28,8 +28,8 @@ Where the work runs:
   locks the work needs; free-running code cannot interleave).
   :func:`flush_scheduled_work` runs what is pending explicitly.
 * **Controlled** (the explorer): each queuing spawns a context of its own on
-  the housekeeping CPU, as ``Rcu.call`` does for callbacks, so the explorer
-  interleaves the thread with everything else.
+  the housekeeping CPU (``sched.defer``, which ``Rcu.call`` uses for callbacks
+  too), so the explorer interleaves the thread with everything else.
 
 Simplifications: no priorities, CPU affinity beyond "the CPU that queued
 it", workqueue concurrency management or delayed work (the attention
@@ -39,13 +39,12 @@ button's 5 s delay is handled by pciehp itself).
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.sched import HARNESS, current
 from vmdsim.kernel.shared import KObject, init_private, peek, shared
 
 if TYPE_CHECKING:
-    from vmdsim.kernel.controlled import ControlledScheduler
     from vmdsim.kernel.core import Kernel
 
 WorkFn = Callable[[Any], None]
@@ -131,10 +130,7 @@ def schedule_work(work: work_struct) -> bool:
     work.pending = True
     cpu = current().cpu.id
     work.cpu = cpu if cpu >= 0 else 0
-    sched = work.k.sched
-    if sched.controlled and getattr(sched, "root", None) is not None:
-        cast("ControlledScheduler", sched).spawn(None, _run_work, work, name=work.name)
-    else:
+    if not work.k.sched.defer(_run_work, work, name=work.name):
         work.k.system_wq.queue.append(work)
     return True
 
