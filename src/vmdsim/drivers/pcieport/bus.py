@@ -19,7 +19,12 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from vmdsim.kernel.base.core import device
-from vmdsim.kernel.base.devres import devres_release_all
+from vmdsim.kernel.base.dd import (
+    __device_attach,
+    __device_release_driver,
+    __driver_attach,
+    bus_type,
+)
 from vmdsim.kernel.errno import EBUSY, ENODEV
 from vmdsim.kernel.pci import pci_driver, pci_name, pci_pcie_type
 from vmdsim.kernel.shared import KObject
@@ -125,39 +130,35 @@ def pcie_port_bus_match(dev: pcie_device, drv: pcie_port_service_driver) -> bool
     return drv.port_type in (PCIE_ANY_PORT, pci_pcie_type(dev.port))
 
 
-def pcie_port_probe_service(dev: pcie_device, drv: pcie_port_service_driver) -> int:
-    """Bind ``drv`` to ``dev``; on failure, release what the probe managed (devres)."""
+def pcie_port_probe_service(dev: pcie_device, drv: pcie_port_service_driver, id: Any) -> int:
+    """The bus's probe: the service driver's (a driver without one cannot bind)."""
     if drv.probe is None:
         return -ENODEV
-    dev.driver = drv
-    try:
-        status = drv.probe(dev)
-    except BaseException:
-        dev.driver = None
-        raise
-    if status:
-        dev.driver = None
-        devres_release_all(dev.device)
-        dev.priv_data = None
-        return status
-    return 0
+    return drv.probe(dev)
 
 
-def pcie_port_remove_service(dev: pcie_device) -> None:
-    drv = dev.driver
-    if drv is None:
-        return
+def pcie_port_remove_service(dev: pcie_device, drv: pcie_port_service_driver) -> None:
     if drv.remove is not None:
         drv.remove(dev)
-    dev.driver = None
-    devres_release_all(dev.device)
+
+
+def _clear_service_data(dev: pcie_device, drv: Any, rc: int = 0) -> None:
     dev.priv_data = None
 
 
+pcie_port_bus_type = bus_type(
+    "pci_express", match=lambda dev, drv: True if pcie_port_bus_match(dev, drv) else None,
+    probe=pcie_port_probe_service, remove=pcie_port_remove_service,
+    dev_of=lambda dev: dev.device, probe_failed=_clear_service_data,
+    unbound=_clear_service_data)
+
+
 def _device_attach(dev: pcie_device) -> None:
-    for drv in list(pcie_port_bus_of(dev.k).drivers):
-        if pcie_port_bus_match(dev, drv) and pcie_port_probe_service(dev, drv) == 0:
-            return
+    __device_attach(pcie_port_bus_type, pcie_port_bus_of(dev.k).drivers, dev)
+
+
+def _device_release_driver(dev: pcie_device) -> None:
+    __device_release_driver(pcie_port_bus_type, dev)
 
 
 def pcie_port_service_register(k: Kernel, drv: pcie_port_service_driver) -> int:
@@ -168,9 +169,7 @@ def pcie_port_service_register(k: Kernel, drv: pcie_port_service_driver) -> int:
     if drv in bus.drivers:
         return -EBUSY
     bus.drivers.append(drv)
-    for dev in list(bus.devices):
-        if dev.driver is None and pcie_port_bus_match(dev, drv):
-            pcie_port_probe_service(dev, drv)
+    __driver_attach(pcie_port_bus_type, bus.devices, drv)
     return 0
 
 
@@ -178,5 +177,5 @@ def pcie_port_service_unregister(k: Kernel, drv: pcie_port_service_driver) -> No
     bus = pcie_port_bus_of(k)
     for dev in list(bus.devices):
         if dev.driver is drv:
-            pcie_port_remove_service(dev)
+            _device_release_driver(dev)
     bus.drivers.remove(drv)

@@ -54,9 +54,9 @@ from vmdsim.drivers.pcieport.bus import (
     PCIE_PORT_SERVICE_PME,
     PCIE_PORT_SERVICE_PME_SHIFT,
     _device_attach,
+    _device_release_driver,
     pcie_device,
     pcie_port_bus_of,
-    pcie_port_remove_service,
     pcie_port_service_unregister,
 )
 from vmdsim.drivers.pcieport.pciehp import pcie_hp_init
@@ -242,7 +242,7 @@ def pcie_port_device_remove(dev: Any) -> None:
     """Unbind and delete every service device of ``dev``, then free the port's vectors."""
     bus = pcie_port_bus_of(dev.k)
     for pcie in bus.services_of(dev):
-        pcie_port_remove_service(pcie)
+        _device_release_driver(pcie)
         bus.devices.remove(pcie)  # device_unregister -> release_pcie_device
         dev.k.mem.kfree(pcie)
     pci_free_irq_vectors(dev)

@@ -1,5 +1,5 @@
-"""The PCI driver model (``drivers/pci/pci-driver.c`` with the parts of
-``drivers/base/dd.c`` it relies on).
+"""The PCI driver model (``drivers/pci/pci-driver.c``): ``pci_bus_type``'s callbacks
+on the driver core's binding (``kernel/base/dd.py``, Linux's ``drivers/base/dd.c``).
 
 A ``pci_driver`` names the devices it handles in an ``id_table`` of
 ``pci_device_id`` entries (vendor/device/subsystem IDs, ``PCI_ANY_ID``
@@ -25,7 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, cast
 
-from vmdsim.kernel.base.devres import devres_release_all
+from vmdsim.kernel.base.dd import (
+    __device_attach,
+    __device_release_driver,
+    __driver_attach,
+    bus_type,
+    release_driver_resources,
+)
 from vmdsim.kernel.errno import EBUSY, ENODEV, ENXIO
 from vmdsim.kernel.pci.pci_h import (
     PCI_ANY_ID,
@@ -127,76 +133,71 @@ def pci_match_device(drv: pci_driver, dev: pci_dev) -> pci_device_id | None:
     return pci_match_id(drv.id_table, dev)
 
 
-# -- binding -----------------------------------------------------------------------------
-def really_probe(dev: pci_dev, drv: pci_driver, id: pci_device_id) -> int:
-    """Run ``drv.probe``; 1 when bound, 0 when the probe failed (the next driver may try)."""
-    dev.driver = drv
-    try:
-        rc = drv.probe(dev, id) if drv.probe is not None else 0
-    except BaseException:
-        dev.driver = None  # the exception (a model bug or a KASAN report) goes on up
-        raise
+# -- binding (pci-driver.c's bus callbacks; the core's part is kernel/base/dd.py) --------
+def _pci_bus_match(dev: pci_dev, drv: pci_driver) -> pci_device_id | None:
+    return pci_match_device(drv, dev)
+
+
+def _pci_device_probe(dev: pci_dev, drv: pci_driver, id: pci_device_id) -> int:
+    """``pci_device_probe``: the driver's probe; a positive return is a driver bug."""
+    rc = drv.probe(dev, id) if drv.probe is not None else 0
     if rc is None:
-        _unbind_after_failed_probe(dev)
+        dev.driver = None
+        release_driver_resources(pci_bus_type, dev)
         raise PciError(f"{drv.name}: probe of {pci_name(dev)} returned None; a probe returns "
                        "0 or a negative errno")
     if rc > 0:
         pci_warn(dev, f"Driver probe function unexpectedly returned {rc}")
         rc = 0
-    if rc == 0:
-        drv.devices.append(dev)
-        pci_info(dev, f"bound to driver {drv.name}")
-        return 1
-    _unbind_after_failed_probe(dev)
+    return int(rc)
+
+
+def _pci_device_remove(dev: pci_dev, drv: pci_driver) -> None:
+    if drv.remove is not None:
+        drv.remove(dev)
+
+
+def _pci_bound(dev: pci_dev, drv: pci_driver) -> None:
+    drv.devices.append(dev)
+    pci_info(dev, f"bound to driver {drv.name}")
+
+
+def _pci_probe_failed(dev: pci_dev, drv: pci_driver, rc: int) -> None:
     if rc in (-ENODEV, -ENXIO):
         pci_info(dev, f"{drv.name}: probe rejects match {rc}")
     else:
         pci_warn(dev, f"{drv.name}: probe failed with error {rc}")
-    return 0
 
 
-def _unbind_after_failed_probe(dev: pci_dev) -> None:
-    """Undo what the core set up and release what the driver managed."""
-    dev.driver = None
-    devres_release_all(dev.dev)
-    dev.dev.driver_data = None
+def _pci_unbinding(dev: pci_dev, drv: pci_driver) -> None:
+    if dev.current_state == PCI_D0:
+        dev.current_state = PCI_UNKNOWN
+
+
+def _pci_unbound(dev: pci_dev, drv: pci_driver) -> None:
+    drv.devices.remove(dev)
+    pci_info(dev, f"unbound from driver {drv.name}")
+
+
+pci_bus_type = bus_type("pci", match=_pci_bus_match, probe=_pci_device_probe,
+                        remove=_pci_device_remove, dev_of=lambda dev: dev.dev,
+                        bound=_pci_bound, probe_failed=_pci_probe_failed,
+                        unbinding=_pci_unbinding, unbound=_pci_unbound)
 
 
 def device_attach(dev: pci_dev) -> int:
     """Bind the first registered driver that matches and probes successfully; 1 if bound."""
-    if dev.driver is not None:
-        return 1
-    for drv in list(dev.k.pci.drivers):
-        id = pci_match_device(drv, dev)
-        if id is not None and really_probe(dev, drv, id):
-            return 1
-    return 0
+    return int(__device_attach(pci_bus_type, dev.k.pci.drivers, dev))
 
 
 def driver_attach(drv: pci_driver) -> None:
     """Bind ``drv`` to every unbound matching device, in the order they were added."""
-    for dev in list(cast("Kernel", drv.k).pci.devices):  # drv is registered
-        if dev.driver is not None:
-            continue
-        id = pci_match_device(drv, dev)
-        if id is not None:
-            really_probe(dev, drv, id)
+    __driver_attach(pci_bus_type, cast("Kernel", drv.k).pci.devices, drv)  # drv is registered
 
 
 def device_release_driver(dev: pci_dev) -> None:
     """Unbind: the driver's ``remove``, then its managed resources are released."""
-    drv = dev.driver
-    if drv is None:
-        return
-    if drv.remove is not None:
-        drv.remove(dev)
-    dev.driver = None
-    if dev.current_state == PCI_D0:
-        dev.current_state = PCI_UNKNOWN
-    devres_release_all(dev.dev)
-    dev.dev.driver_data = None
-    drv.devices.remove(dev)
-    pci_info(dev, f"unbound from driver {drv.name}")
+    __device_release_driver(pci_bus_type, dev)
 
 
 def pci_register_driver(k: Kernel, drv: pci_driver) -> int:
