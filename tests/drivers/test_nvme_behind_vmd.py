@@ -12,20 +12,16 @@ from __future__ import annotations
 
 from importlib import resources
 
-from vmdsim.drivers.nvme import nvme_core_of, nvme_init, nvme_queue_stats
+import vmdsim
+from vmdsim.drivers.nvme import nvme_core_of, nvme_queue_stats
 from vmdsim.drivers.pcieport import (
     PCIE_PORT_SERVICE_AER,
     PCIE_PORT_SERVICE_HP,
     PCIE_PORT_SERVICE_PME,
     pcie_port_bus_of,
-    pcie_portdrv_init,
 )
-from vmdsim.drivers.vmd.module import vmd_init
 from vmdsim.hw.aer import ERR_COR
-from vmdsim.hw.machine import Machine
 from vmdsim.hw.nvme import NvmeController
-from vmdsim.kernel.boot import boot
-from vmdsim.kernel.core import Kernel
 from vmdsim.topology import parse
 
 
@@ -35,13 +31,9 @@ def roomy_default() -> str:
 
 
 def booted(native: dict[str, bool] | None = None):
-    m = Machine.build(parse(roomy_default(), "<roomy default>"))
-    k = Kernel(ncpus=m.ncpus)
-    vmd_init(k)
-    pcie_portdrv_init(k)
-    nvme_init(k)
-    boot(k, m, native=native)
-    return m, k
+    s = vmdsim.boot(parse(roomy_default(), "<roomy default>"),
+                    drivers=["vmd", "pcieport", "nvme"], native=native)
+    return s.machine, s.k
 
 
 def rows(k, prefix: str) -> dict[str, dict]:

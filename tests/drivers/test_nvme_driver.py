@@ -11,6 +11,7 @@ import re
 
 import pytest
 
+import vmdsim
 from vmdsim.drivers.nvme import (
     NVME_REG_CC,
     NVME_REG_CSTS,
@@ -67,16 +68,12 @@ nvme = { queues = 4, msix_vectors = 1 }
 
 
 def booted(text: str = TOPOLOGY, *, drivers_first: bool = True):
-    m = Machine.build(parse(text, "<test>"))
-    k = Kernel(ncpus=m.ncpus)
-    if drivers_first:
-        pcie_portdrv_init(k)
-        nvme_init(k)
-    boot(k, m)
+    s = vmdsim.boot(parse(text, "<test>"),
+                    drivers=["pcieport", "nvme"] if drivers_first else [])
     if not drivers_first:
-        pcie_portdrv_init(k)
-        nvme_init(k)
-    return m, k
+        pcie_portdrv_init(s.k)
+        nvme_init(s.k)
+    return s.machine, s.k
 
 
 def interrupts(k) -> dict[str, list[int]]:
@@ -240,10 +237,8 @@ def test_an_interrupt_for_work_already_consumed_finds_nothing_and_counts_spuriou
 
 
 def _probe_with_nth_failure(n: int):
-    m = Machine.build(parse(TOPOLOGY, "<test>"))
-    k = Kernel(ncpus=m.ncpus)
-    pcie_portdrv_init(k)
-    boot(k, m)
+    s = vmdsim.boot(parse(TOPOLOGY, "<test>"), drivers=["pcieport"])
+    m, k = s.machine, s.k
     irqs_before = set(k.irq.active_irqs())
     k.mem.fail_nth(n)
     assert nvme_init(k) == 0

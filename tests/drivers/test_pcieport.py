@@ -14,9 +14,10 @@ from types import SimpleNamespace
 
 import pytest
 
+import vmdsim
 from vmdsim.check.explore import explore
 from vmdsim.check.program import Program
-from vmdsim.drivers.nvme import nvme_core_of, nvme_init, nvme_queue_stats
+from vmdsim.drivers.nvme import nvme_core_of, nvme_queue_stats
 from vmdsim.drivers.pcieport import (
     PCIE_PORT_SERVICE_AER,
     PCIE_PORT_SERVICE_HP,
@@ -28,7 +29,6 @@ from vmdsim.drivers.pcieport import (
 )
 from vmdsim.drivers.pcieport.pciehp import OFF_STATE, ON_STATE, pciehp_controller
 from vmdsim.hw.aer import ERR_COR, ERR_FATAL, ERR_NONFATAL
-from vmdsim.hw.machine import Machine
 from vmdsim.hw.nvme import NvmeController
 from vmdsim.hw.regs import (
     PCI_ERR_COR_RCVR,
@@ -54,8 +54,6 @@ from vmdsim.hw.regs import (
     PCI_PM_CTRL_PME_ENABLE,
     PCI_PM_CTRL_PME_STATUS,
 )
-from vmdsim.kernel.boot import boot
-from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.pci import (
     pci_read_config_dword,
     pci_read_config_word,
@@ -90,12 +88,8 @@ hotplug = false
 
 
 def booted(text: str = TOPOLOGY, native: dict[str, bool] | None = None):
-    m = Machine.build(parse(text, "<test>"))
-    k = Kernel(ncpus=m.ncpus)
-    pcie_portdrv_init(k)
-    nvme_init(k)
-    boot(k, m, native=native)
-    return m, k
+    s = vmdsim.boot(parse(text, "<test>"), drivers=["pcieport", "nvme"], native=native)
+    return s.machine, s.k
 
 
 def port(k, dev: int):
@@ -181,11 +175,10 @@ def test_host_bridge_native_flags_decide_which_services_run():
 
 
 def test_pcie_ports_native_overrides_firmware():
-    m = Machine.build(parse(TOPOLOGY, "<test>"))
-    k = Kernel(ncpus=m.ncpus)
-    pcie_port_bus_of(k).native = True
-    pcie_portdrv_init(k)
-    boot(k, m, native={"pcie_hotplug": False, "aer": False, "pme": False})
+    s = vmdsim.boot(parse(TOPOLOGY, "<test>"), drivers=["pcieport"],
+                    native={"pcie_hotplug": False, "aer": False, "pme": False},
+                    configure=lambda k: setattr(pcie_port_bus_of(k), "native", True))
+    k = s.k  # pcie_ports=native
     assert len(services(k, port(k, 0x1C))) == 3
 
 
@@ -429,9 +422,7 @@ def test_no_schedule_of_a_surprise_removal_during_io_breaks_the_teardown():
 def test_every_allocation_failure_while_ports_bind_unwinds_and_unbinding_leaves_nothing():
     walked = 0
     for n in range(1, 400):
-        m = Machine.build(parse(TOPOLOGY, "<test>"))
-        k = Kernel(ncpus=m.ncpus)
-        boot(k, m)
+        k = vmdsim.boot(parse(TOPOLOGY, "<test>"), drivers=[]).k
         irqs_before = set(k.irq.active_irqs())
         devres_before = k.mem.owner_counts().get("devres", 0)
         k.mem.fail_nth(n)

@@ -6,12 +6,9 @@ from __future__ import annotations
 import pytest
 from simrig import vmd_machine
 
-import vmdsim
 from vmdsim.sim.accounting import AccountingError, account, snapshot
 from vmdsim.sim.measure import measure
-from vmdsim.sim.system import System
 from vmdsim.sim.workload import Load, parse_hotplug, run_load
-from vmdsim.topology import parse
 from vmdsim.views.interrupts import summary
 
 ONE_VECTOR = """
@@ -31,10 +28,6 @@ nvme = { queues = 4 }
 SHARED = vmd_machine(vectors=2, drives=2)
 
 
-def system(text: str, name: str) -> System:
-    return vmdsim.boot(parse(text, name))
-
-
 def assert_adds_up(a) -> None:
     assert a.failures() == []
     assert a.posted + a.pending_at_start == a.consumed + a.lost + a.abandoned + a.discarded
@@ -44,8 +37,8 @@ def assert_adds_up(a) -> None:
     assert a.handler_calls == a.real + a.spurious
 
 
-def test_one_vmd_vector_carries_every_queue_and_loses_nothing():
-    s = system(ONE_VECTOR, "one.toml")
+def test_one_vmd_vector_carries_every_queue_and_loses_nothing(boot_toml):
+    s = boot_toml(ONE_VECTOR, "one.toml")
     out = run_load(s, Load(rate=2000, duration_ms=20, seed=1))
     a = out.accounting
     assert_adds_up(a)
@@ -56,8 +49,8 @@ def test_one_vmd_vector_carries_every_queue_and_loses_nothing():
     assert m.calls_per_interrupt == 2.0 and m.lost_interrupts == 0
 
 
-def test_queues_sharing_a_fast_vector_all_get_called_and_everything_adds_up():
-    s = system(SHARED, "shared.toml")
+def test_queues_sharing_a_fast_vector_all_get_called_and_everything_adds_up(boot_toml):
+    s = boot_toml(SHARED, "shared.toml")
     out = run_load(s, Load(rate=3000, duration_ms=20, seed=2))
     a = out.accounting
     assert_adds_up(a)
@@ -68,8 +61,8 @@ def test_queues_sharing_a_fast_vector_all_get_called_and_everything_adds_up():
     assert f"interrupts delivered {a.delivered} = on VMD vectors {a.delivered}" in text
 
 
-def test_hot_plug_churn_keeps_the_books_and_counts_what_a_pulled_drive_held():
-    s = system(ONE_VECTOR, "one.toml")
+def test_hot_plug_churn_keeps_the_books_and_counts_what_a_pulled_drive_held(boot_toml):
+    s = boot_toml(ONE_VECTOR, "one.toml")
     s.machine.nvmes[0].msix.fmask = True  # its messages stay pending: entries pile up
     load = Load(rate=3000, duration_ms=20, seed=3,
                 hotplug=parse_hotplug("5:remove:vmd0.rp0,10:insert:vmd0.rp0"))
@@ -83,8 +76,8 @@ def test_hot_plug_churn_keeps_the_books_and_counts_what_a_pulled_drive_held():
     assert a.admin > 0  # the inserted card's probe sent admin commands
 
 
-def test_a_queue_whose_messages_go_to_a_masked_entry_is_reported_lost_with_the_reason():
-    s = system(SHARED, "shared.toml")
+def test_a_queue_whose_messages_go_to_a_masked_entry_is_reported_lost_with_the_reason(boot_toml):
+    s = boot_toml(SHARED, "shared.toml")
     drive = s.machine.nvmes[0]
     drive.admin.cqs[1].vector = drive.msix.nvec - 1  # the old bug: a vector nobody unmasked
     out = run_load(s, Load(rate=3000, duration_ms=20, seed=4))
@@ -97,8 +90,8 @@ def test_a_queue_whose_messages_go_to_a_masked_entry_is_reported_lost_with_the_r
     assert f"lost interrupts {a.lost}" in text and "lost on nvme0q1" in text
 
 
-def test_a_counter_that_disagrees_is_an_accounting_error():
-    s = system(SHARED, "shared.toml")
+def test_a_counter_that_disagrees_is_an_accounting_error(boot_toml):
+    s = boot_toml(SHARED, "shared.toml")
     before = snapshot(s)
     s.machine.nvmes[0].completions += 1  # a completion nobody posted
     with pytest.raises(AccountingError, match="completions: posted 1"):

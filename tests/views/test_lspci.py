@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from vmdsim.hw.machine import Machine
-from vmdsim.kernel.boot import boot
-from vmdsim.kernel.core import Kernel
+import vmdsim
 from vmdsim.topology import parse
 from vmdsim.views.lspci import lspci
 
@@ -24,10 +22,7 @@ slot_number = 2
 
 
 def booted(text=None):
-    m = Machine.build(parse(text, "test.toml")) if text else Machine.load()
-    k = Kernel(m.ncpus)
-    boot(k, m)
-    return k
+    return vmdsim.boot(parse(text, "test.toml") if text else None, drivers=[]).k
 
 
 def test_default_machine_without_a_vmd_driver_shows_the_vmd_and_hides_its_domain():

@@ -37,17 +37,21 @@ DriverInit = Callable[[Kernel], object]
 
 def boot(topology: str | Path | Topology | None = None, *, protocol: str | None = None,
          policy: str | None = None, desc_free: str = "rcu", machine: Machine | None = None,
-         drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS) -> System:
+         drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS,
+         native: dict[str, bool] | None = None, configure: DriverInit | None = None) -> System:
     """Build the machine of ``topology`` (a TOML file, a parsed :class:`Topology`, or None
     for the built-in default), create a kernel for it, register ``drivers`` and boot.
 
     ``drivers`` are built-in names (``vmd``, ``nvme``, ``pcieport``) or a driver's init
     function ``init(k)``, registered in that order before the buses are scanned.
     ``protocol`` and ``policy`` are the vmd module's parameters; ``desc_free`` is how the
-    IRQ core frees descriptors (``rcu`` as Linux, or ``immediate``). Bad names raise
+    IRQ core frees descriptors (``rcu`` as Linux, or ``immediate``). ``native`` is what
+    firmware's _OSC grants the OS (e.g. ``{"pcie_hotplug": False}``; all by default).
+    ``configure(k)`` runs on the new kernel before any driver registers (what a kernel
+    command line sets: ``pcie_ports=native``, fault injection). Bad names raise
     :class:`VmdsimError` before anything is built."""
     return System(topology, protocol=protocol, policy=policy, desc_free=desc_free,
-                  machine=machine, drivers=drivers)
+                  machine=machine, drivers=drivers, native=native, configure=configure)
 
 
 def _driver_init(d: str | DriverInit) -> DriverInit:
@@ -81,7 +85,9 @@ class System:
     def __init__(self, topology: str | Path | Topology | None = None, *,
                  protocol: str | None = None, policy: str | None = None,
                  desc_free: str = "rcu", machine: Machine | None = None,
-                 drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS) -> None:
+                 drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS,
+                 native: dict[str, bool] | None = None,
+                 configure: DriverInit | None = None) -> None:
         if desc_free not in DESC_FREE:
             raise VmdsimError(f"desc_free {desc_free!r}: one of {', '.join(DESC_FREE)}")
         inits = [_driver_init(d) for d in drivers]
@@ -91,6 +97,8 @@ class System:
         self.machine = machine
         self.k = Kernel(self.machine.ncpus)
         self.k.irq.desc_free = desc_free
+        if configure is not None:  # what the kernel command line would set, before initcalls
+            configure(self.k)
         self.vmd: vmd_module | None = None
         # Registered before boot, as built-in drivers are: they bind while the buses are
         # scanned (Linux: device_initcall), the VMD first.
@@ -99,7 +107,7 @@ class System:
                 self.vmd = vmd_init(self.k, protocol, policy)
             else:
                 init(self.k)
-        boot_kernel(self.k, self.machine)
+        boot_kernel(self.k, self.machine, native=native)
 
     @cached_property
     def unbound(self) -> list[Unbound]:

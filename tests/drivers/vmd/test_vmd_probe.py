@@ -13,6 +13,7 @@ from vmd_testbed import (
     vmd_block,
 )
 
+import vmdsim
 from vmdsim.drivers.vmd import vmd_devices, vmd_exit, vmd_init, vmd_irq_vector
 from vmdsim.drivers.vmd.cfg import vmd_cfg_read, vmd_cfg_write
 from vmdsim.hw.fabric import RootComplex
@@ -269,8 +270,7 @@ def test_bridge_windows_firmware_left_are_closed_before_assignment():
     seen: list[tuple[int, int]] = []
     port.cfg.on_write(PCI_MEMORY_BASE, PCI_PREF_BASE_UPPER32 + 8,
                       lambda off, size, value: seen.append((off, value)))
-    k = Kernel(m.ncpus)
-    boot(k, m)
+    k = vmdsim.boot(machine=m, drivers=[]).k
     k.run_on(0, vmd_init, k)
     closing = [(PCI_MEMORY_BASE, 0x0000FFF0), (0x2C, 0), (PCI_PREF_MEMORY_BASE, 0x0000FFF0),
                (PCI_PREF_BASE_UPPER32, 0xFFFFFFFF)]

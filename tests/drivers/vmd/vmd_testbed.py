@@ -17,9 +17,8 @@ from __future__ import annotations
 from importlib import resources
 from types import SimpleNamespace
 
+import vmdsim
 from vmdsim.drivers.vmd import vmd_devices, vmd_init
-from vmdsim.hw.machine import Machine
-from vmdsim.kernel.boot import boot
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.dma import dma_alloc_coherent, dma_free_coherent
 from vmdsim.kernel.errno import ENODEV, ENOMEM
@@ -267,11 +266,12 @@ def boot_vmd(text: str | None = None, *, protocol=None, policy=None, desc_free: 
              hardirq_rcu_reader: bool = True, load: bool = True) -> SimpleNamespace:
     """Boot ``text`` (None: the built-in default), load vmd (unless not ``load``: then
     ``load_vmd(w)`` does it) and, if ``child``, register nvmeq first."""
-    m = Machine.build(parse(text)) if text is not None else Machine.load()
-    k = Kernel(m.ncpus)
-    k.irq.desc_free = desc_free
-    k.irq.hardirq_rcu_reader = hardirq_rcu_reader
-    boot(k, m)
+    def hardirq(k: Kernel) -> None:
+        k.irq.hardirq_rcu_reader = hardirq_rcu_reader
+
+    s = vmdsim.boot(parse(text) if text is not None else None, desc_free=desc_free,
+                    drivers=[], configure=hardirq)  # the drivers load below, as modules
+    m, k = s.machine, s.k
     drv = None
     if child:  # registered first, so drives bind as the VMD's probe adds them
         drv = nvmeq_driver(queues, affinity)
