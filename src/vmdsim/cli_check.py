@@ -49,7 +49,12 @@ MAX_BUDGET = 10**7
 def _program(name: str, options: dict[str, str]) -> Program:
     """The scenario's program with ``options``, the budgets among them applied to it."""
     chosen = {k: v for k, v in options.items() if k not in BUDGETS}
+    chosen.pop("lockdep", None)
     program = find(name).program(**chosen)
+    if "lockdep" in options:
+        if options["lockdep"] != "on":
+            raise ScenarioError(f"lockdep {options['lockdep']!r}: the only value is on")
+        program.lockdep = True
     for key in BUDGETS:
         if key in options:
             value = options[key]
@@ -98,7 +103,7 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.argument("scenario")
     @click.option("--protocol", help="teardown protocol of the VMD demux (rfc-v3, kfree-rcu, "
-                  "srcu)")
+                  "srcu, spinlock)")
     @click.option("--desc-free", "desc_free", help="IRQ descriptor freeing: immediate or rcu")
     @click.option("--policy", help="vector-assignment policy")
     @click.option("--opt", "opt", multiple=True, metavar="NAME=VALUE",
@@ -114,18 +119,22 @@ def register(main: click.Group) -> None:
                        "[default: 100]")
     @click.option("--max-steps", "max_steps", type=click.IntRange(1, MAX_BUDGET),
                   help="steps of one execution before it is a livelock [default: 200000]")
+    @click.option("--lockdep", is_flag=True,
+                  help="validate lock order on every execution (possible deadlocks)")
     @click.option("--no-reduce", is_flag=True, help="dpor: turn partial-order reduction off")
     @click.option("--full", is_flag=True, help="draw every step, not just the racing ones")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     def check(scenario: str, protocol: str | None, desc_free: str | None, policy: str | None,
               opt: tuple[str, ...], strategy: str, bound: int, runs: int, depth: int,
               seed: int, jobs: int, spin_limit: int | None, max_steps: int | None,
-              no_reduce: bool, full: bool, as_json: bool) -> None:
+              lockdep: bool, no_reduce: bool, full: bool, as_json: bool) -> None:
         """Explore SCENARIO (a name from `vmdsim scenarios`, or a .py file) for races."""
         budgets = {k: str(v) for k, v in (("spin_limit", spin_limit), ("max_steps", max_steps))
                    if v is not None}
         options = _options(opt, protocol=protocol, desc_free=desc_free, policy=policy)
         options.update(budgets)
+        if lockdep:
+            options["lockdep"] = "on"  # in the replay token: the verdict depends on it
         program = _program(scenario, options)
         progress, done = _progress(as_json)
         try:

@@ -20,11 +20,12 @@ TOPOLOGY = click.argument("topology", required=False, type=click.Path(dir_okay=F
 
 
 def _system(topology: str | None, protocol: str | None = None, policy: str | None = None,
-            desc_free: str = "rcu") -> System:
+            desc_free: str = "rcu", lockdep: bool = False) -> System:
     """Boot TOPOLOGY; every declared device that did not come up bound is said on stderr."""
     from vmdsim import boot
 
-    system = boot(topology, protocol=protocol, policy=policy, desc_free=desc_free)
+    system = boot(topology, protocol=protocol, policy=policy, desc_free=desc_free,
+                  lockdep=lockdep)
     for u in system.unbound:
         click.echo(f"vmdsim: warning: {u}", err=True)
     return system
@@ -94,6 +95,19 @@ def _check_plot_path(plot: str) -> None:
                           f"{', '.join('.' + k for k in sorted(kinds))}")
 
 
+def _lockdep_reports(system: System) -> list[str]:
+    lockdep = system.k.sched.lockdep
+    return [str(r) for r in lockdep.reports] if lockdep is not None else []
+
+
+def _exit_if_lockdep(system: System) -> None:
+    reports = _lockdep_reports(system)
+    for text in reports:
+        click.echo(f"vmdsim: lockdep: {text}", err=True)
+    if reports:
+        sys.exit(1)
+
+
 def _exit_if_lost(m: Measurements) -> None:
     if m.lost_interrupts:
         where = ", ".join(f"{x.queue} {x.count}" for x in m.accounting.lost_by_queue)
@@ -104,16 +118,19 @@ def _exit_if_lost(m: Measurements) -> None:
 def register(main: click.Group) -> None:
     @main.command()
     @TOPOLOGY
-    @click.option("--protocol", help="VMD demux teardown protocol (srcu, kfree-rcu, rfc-v3)")
+    @click.option("--protocol", help="VMD demux teardown protocol (srcu, kfree-rcu, rfc-v3, "
+                  "spinlock)")
     @click.option("--policy", help="VMD vector-assignment policy (see `vmdsim policies`)")
     @click.option("--desc-free", "desc_free", type=click.Choice(["rcu", "immediate"]),
                   default="rcu", show_default=True, help="IRQ descriptor freeing")
     @_load_options
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @click.option("--lockdep", is_flag=True,
+                  help="validate lock order (exit 1 on a possible deadlock)")
     @ALLOW_UNBOUND
     def run(topology: str | None, protocol: str | None, policy: str | None, desc_free: str,
             rate: float, duration_ms: float, interrupts: int | None, hotplug: str, seed: int,
-            as_json: bool, allow_unbound: bool) -> None:
+            as_json: bool, lockdep: bool, allow_unbound: bool) -> None:
         """Boot TOPOLOGY (default: the built-in machine), drive interrupt load, show the result.
 
         Exit status 1 if a declared device did not come up bound to its driver (unless
@@ -123,7 +140,7 @@ def register(main: click.Group) -> None:
         from vmdsim.views.lspci import lspci
 
         load = _load(rate, duration_ms, interrupts, hotplug, seed)
-        system = _system(topology, protocol, policy, desc_free)
+        system = _system(topology, protocol, policy, desc_free, lockdep)
         _exit_if_unbound(system, allow_unbound)
         out = _run_with_progress(system, load, as_json)
         m = measure(system, out)
@@ -134,7 +151,10 @@ def register(main: click.Group) -> None:
             d = m.as_dict()
             d.update(lspci=lspci(system.k).splitlines(), simulated_ms=round(out.sim_ms, 3),
                      hotplug={"removed": out.removed, "inserted": out.inserted})
+            if lockdep:
+                d.update(lockdep=_lockdep_reports(system))
             click.echo(json.dumps(d, indent=2))
+            _exit_if_lockdep(system)
             _exit_if_lost(m)
             return
         click.echo(lspci(system.k, as_tree=True))
@@ -146,6 +166,7 @@ def register(main: click.Group) -> None:
         click.echo(queue_table(m))
         click.echo("")
         click.echo(summary(m))
+        _exit_if_lockdep(system)
         _exit_if_lost(m)
 
     @main.command(name="lspci")

@@ -7,7 +7,7 @@ import pytest
 from clirig import DURATION, invoke, path
 
 POLICIES = "least-loaded, modulo, affinity, rebalance"
-PROTOCOLS = "srcu, rfc-v3, kfree-rcu"
+PROTOCOLS = "srcu, rfc-v3, kfree-rcu, spinlock"
 
 
 def error_line(r) -> str:

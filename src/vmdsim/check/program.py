@@ -33,6 +33,7 @@ from vmdsim.errors import Violation as Violation  # scenario files raise it from
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.controlled import Chooser, ControlledScheduler, Livelock, Step
 from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.lockdep import Lockdep
 from vmdsim.kernel.sched import SchedError, state
 from vmdsim.kernel.shared import peek_serial, reset_serials
 
@@ -52,6 +53,9 @@ class Program:
     # spinning (it then waits for a write), and steps in all before ``livelock``.
     spin_limit: int = ControlledScheduler.spin_limit
     max_steps: int = ControlledScheduler.max_steps
+    # The lock validator on each execution (kernel/lockdep.py): a lock order that can
+    # deadlock is a verdict even in an execution that does not deadlock.
+    lockdep: bool = False
     # Wall-clock guards against code that never reaches a scheduling point (see
     # check/watchdog.py): one step, and the setup.
     step_seconds: float = 10.0
@@ -249,6 +253,8 @@ def run_once(program: Program, world_source: World, chooser: Chooser) -> Executi
     sched = ControlledScheduler(k.ncpus, chooser)
     sched.spin_limit, sched.max_steps = program.spin_limit, program.max_steps
     k.install_scheduler(sched)
+    if program.lockdep:  # a fresh graph per execution: a report belongs to its schedule
+        sched.lockdep = Lockdep(k, raise_reports=True)
     spawn_threads(program, world, sched)
     labels: list[str] = []
     inner = sched.chooser

@@ -263,7 +263,7 @@ class nvme_dev(KObject):
         self.state = NVME_CTRL_NEW
         self.admin_tags: dict[int, Any] = {}  # admin commands in flight, by command id
         self.async_events = 0  # model only: Asynchronous Event Request completions seen
-        self.shutdown_lock = mutex(f"nvme{instance}.shutdown_lock")
+        self.shutdown_lock = mutex(f"nvme{instance}.shutdown_lock", key="nvme_dev.shutdown_lock")
 
     @property
     def name(self) -> str:

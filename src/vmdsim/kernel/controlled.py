@@ -200,6 +200,7 @@ class ControlledScheduler(Scheduler):
         self.spurious = sched.spurious
         self.quiescent_hooks = sched.quiescent_hooks
         self.rcu = sched.rcu
+        self.lockdep = sched.lockdep
 
     def quiesce(self) -> None:
         """RCU callbacks are contexts of their own here (see ``Rcu.call``)."""

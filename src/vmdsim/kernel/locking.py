@@ -12,8 +12,12 @@ sleeping on a mutex in interrupt context. A spinlock held by code this CPU
 interrupted can never be released while the interrupt spins for it; the
 schedulers report that as a deadlock.
 
-Simplifications: no lock classes or lock-order graph; ``spinlock_t`` and
-``raw_spinlock_t`` behave alike (no PREEMPT_RT).
+Each lock has a class (``key``: the place it is initialised in Linux; its name
+when not given), which the lock validator (:mod:`vmdsim.kernel.lockdep`, on
+when ``sched.lockdep`` is set) orders.
+
+Simplifications: ``spinlock_t`` and ``raw_spinlock_t`` behave alike (no
+PREEMPT_RT).
 """
 
 from __future__ import annotations
@@ -34,8 +38,9 @@ class raw_spinlock_t(KObject):
 
     sleeps = False
 
-    def __init__(self, name: str = "lock") -> None:
+    def __init__(self, name: str = "lock", key: str | None = None) -> None:
         self.name = name
+        self.key = key if key is not None else name  # the lock class (lockdep)
         self.owner: Context | None = None
         self.taken_at = -1  # explored runs: the step that took it
 
@@ -55,6 +60,12 @@ class mutex(raw_spinlock_t):
 
 def _acquire(lock: raw_spinlock_t) -> None:
     ctx = current()
+    lockdep = ctx.cpu.sched.lockdep
+    if lockdep is not None:
+        # lock_acquire(): validated as the context sets out to take the lock, so even an
+        # acquisition that will wait forever is checked (the explorer holds a context at
+        # an acquisition point until the lock is free).
+        lockdep.acquire(ctx, lock, ctx.cpu.sched.now())
     sched_point(lock, lock.name, ACQUIRE)
     if lock.owner is ctx:
         raise Deadlock(f"{ctx.name}: recursive locking of {lock.name} (already held here)")

@@ -40,6 +40,7 @@ from vmdsim.errors import VmdsimError
 if TYPE_CHECKING:
     from types import FrameType
 
+    from vmdsim.kernel.lockdep import Lockdep
     from vmdsim.kernel.rcu import Rcu
 
 
@@ -178,6 +179,7 @@ class Scheduler:
         self.handle_irq: Callable[[int], None] = self._no_handler
         self.spurious: dict[int, int] = {}
         # Run after every outermost interrupt or task exit (softirq: RCU callbacks).
+        self.lockdep: Lockdep | None = None  # the lock validator, when it is on
         self.quiescent_hooks: list[Callable[[], None]] = []
         self.rcu: Rcu | None = None  # the kernel's RCU state, for rcu_read_lock() and friends
         self._settling = False

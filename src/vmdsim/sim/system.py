@@ -22,6 +22,7 @@ from vmdsim.hw.machine import Machine
 from vmdsim.hw.nvme import NvmeController
 from vmdsim.kernel.boot import boot as boot_kernel
 from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.lockdep import Lockdep
 from vmdsim.kernel.pci import pci_read_config_dword
 from vmdsim.sim.bindings import Unbound, unbound_devices
 from vmdsim.topology import Topology
@@ -38,7 +39,8 @@ DriverInit = Callable[[Kernel], object]
 def boot(topology: str | Path | Topology | None = None, *, protocol: str | None = None,
          policy: str | None = None, desc_free: str = "rcu", machine: Machine | None = None,
          drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS,
-         native: dict[str, bool] | None = None, configure: DriverInit | None = None) -> System:
+         native: dict[str, bool] | None = None, configure: DriverInit | None = None,
+         lockdep: bool = False) -> System:
     """Build the machine of ``topology`` (a TOML file, a parsed :class:`Topology`, or None
     for the built-in default), create a kernel for it, register ``drivers`` and boot.
 
@@ -48,10 +50,13 @@ def boot(topology: str | Path | Topology | None = None, *, protocol: str | None 
     IRQ core frees descriptors (``rcu`` as Linux, or ``immediate``). ``native`` is what
     firmware's _OSC grants the OS (e.g. ``{"pcie_hotplug": False}``; all by default).
     ``configure(k)`` runs on the new kernel before any driver registers (what a kernel
-    command line sets: ``pcie_ports=native``, fault injection). Bad names raise
+    command line sets: ``pcie_ports=native``, fault injection). ``lockdep`` turns the
+    lock validator on (``kernel/lockdep.py``; its reports go to the kernel log and
+    ``k.sched.lockdep.reports``). Bad names raise
     :class:`VmdsimError` before anything is built."""
     return System(topology, protocol=protocol, policy=policy, desc_free=desc_free,
-                  machine=machine, drivers=drivers, native=native, configure=configure)
+                  machine=machine, drivers=drivers, native=native, configure=configure,
+                  lockdep=lockdep)
 
 
 def _driver_init(d: str | DriverInit) -> DriverInit:
@@ -87,7 +92,7 @@ class System:
                  desc_free: str = "rcu", machine: Machine | None = None,
                  drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS,
                  native: dict[str, bool] | None = None,
-                 configure: DriverInit | None = None) -> None:
+                 configure: DriverInit | None = None, lockdep: bool = False) -> None:
         if desc_free not in DESC_FREE:
             raise VmdsimError(f"desc_free {desc_free!r}: one of {', '.join(DESC_FREE)}")
         inits = [_driver_init(d) for d in drivers]
@@ -97,6 +102,8 @@ class System:
         self.machine = machine
         self.k = Kernel(self.machine.ncpus)
         self.k.irq.desc_free = desc_free
+        if lockdep:  # CONFIG_PROVE_LOCKING: reports go to the kernel log
+            self.k.sched.lockdep = Lockdep(self.k)
         if configure is not None:  # what the kernel command line would set, before initcalls
             configure(self.k)
         self.vmd: vmd_module | None = None

@@ -1,5 +1,11 @@
-"""Machines with VMDs, a kernel booted on them with the vmd driver loaded, and a tiny child
-driver standing in for NVMe until the real one lands.
+"""Machines with VMDs, a kernel booted on them (``vmdsim.boot``) with the vmd driver loaded,
+and a tiny child driver whose vectors a test can predict.
+
+The VMD's tests are about the VMD: where child vectors land, what each policy
+does with them. The real NVMe driver (``drivers/nvme.py``, tested on its own and
+behind the VMD in ``tests/drivers``) asks the controller for its queue count and
+spreads its queues over the CPUs, so its vector layout depends on the machine;
+``nvmeq`` takes a fixed number of queues, one vector each, queue q on vector q.
 
 Building machines and completing NVMe commands are hardware acts (a test
 standing in for the device); everything else goes through the kernel. The

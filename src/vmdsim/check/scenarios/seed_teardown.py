@@ -33,9 +33,10 @@ QID = 1
 
 
 @scenario("seed-teardown", "CPU0 unbinds an NVMe child while CPU1 takes its VMD vector",
-          options={"protocol": ("srcu", "kfree-rcu", "rfc-v3"),
+          options={"protocol": ("srcu", "kfree-rcu", "rfc-v3", "spinlock"),
                    "desc_free": ("immediate", "rcu")},
-          expect={("rfc-v3", "immediate"): "use-after-free",
+          expect={"spinlock": "deadlock",
+                  ("rfc-v3", "immediate"): "use-after-free",
                   ("rfc-v3", "rcu"): "use-after-free",
                   ("kfree-rcu", "immediate"): "use-after-free",
                   ("kfree-rcu", "rcu"): "safe",

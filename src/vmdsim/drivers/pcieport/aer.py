@@ -106,7 +106,8 @@ class aer_rpc(KObject):
     def __init__(self, dev: pcie_device) -> None:
         self.rpd = dev.port
         self.aer_fifo: list[tuple[int, int]] = []
-        self.fifo_lock = spinlock_t(f"{dev.name}.aer_fifo")  # kfifo_put/get's ordering
+        # kfifo_put/get's ordering
+        self.fifo_lock = spinlock_t(f"{dev.name}.aer_fifo", key="aer_rpc.aer_fifo_lock")
         self.work = INIT_WORK(dev.k, aer_isr, dev, f"irq/{dev.irq}-aerdrv")
         self.received: list[tuple[int, int]] = []  # model only
         self.log: list[str] = []  # model only

@@ -192,8 +192,8 @@ class controller(KObject):
         self.slot_cap = slot_cap
         self.power_fault_detected = False
         self.request_result = 0
-        self.ctrl_lock = mutex(f"{dev.name}.ctrl_lock")
-        self.state_lock = mutex(f"{dev.name}.state_lock")
+        self.ctrl_lock = mutex(f"{dev.name}.ctrl_lock", key="controller.ctrl_lock")
+        self.state_lock = mutex(f"{dev.name}.state_lock", key="controller.state_lock")
         self.ist_work = INIT_WORK(dev.k, pciehp_ist_work, self, f"irq/{dev.irq}-pciehp")
         self.button_work = INIT_WORK(dev.k, pciehp_queue_pushbutton_work, self,
                                      f"kworker/pciehp:{dev.name}")

@@ -90,7 +90,7 @@ class pcie_pme_service_data(KObject):
     def __init__(self, srv: pcie_device) -> None:
         poke(self, "noirq", False)
         self.srv = srv
-        self.lock = spinlock_t(f"{srv.name}.pme_lock")
+        self.lock = spinlock_t(f"{srv.name}.pme_lock", key="pcie_pme_service_data.lock")
         self.work = INIT_WORK(srv.k, pcie_pme_work_fn, self, f"kworker/pme:{srv.name}")
         self.requests = 0  # model only: PME requests taken from Root Status
         self.found = 0  # model only: requests whose source device had PME Status set

@@ -21,6 +21,14 @@ is the *protocol*, chosen per VMD instance by name:
     4.14): a CPU that read the child's IRQ number just before the removal
     calls ``generic_handle_irq`` on a freed descriptor — the seed's KABOOM.
     With descriptors freed through RCU (``"rcu"``), it is safe.
+``spinlock`` (what the review's answer ruled out)
+    the walk holds the driver's list lock, which ``vmd_irq_disable`` also
+    takes; ``msi_free`` frees at once, since no walker can hold an entry the
+    lock let go. Keith Busch's reply explains why it cannot work: the walk's
+    ``generic_handle_irq`` takes the child's ``desc->lock`` under the list
+    lock, while ``free_irq`` holds that ``desc->lock`` when ``irq_shutdown``
+    reaches ``vmd_irq_disable`` and its list lock: the opposite order, a
+    deadlock between a CPU demultiplexing and one freeing a child.
 ``srcu`` (Linux since 4.5: one ``srcu_struct`` per vector; the default)
     the walk is an SRCU read-side section of the vector's ``srcu_struct``;
     ``msi_free`` runs ``synchronize_srcu`` on it before uncounting and freeing
@@ -72,6 +80,19 @@ def vmd_irq_rcu(irq: int, irqs: vmd_irq_list) -> int:
         irqs.child_calls += 1
         kirq.generic_handle_irq(vmdirq.virq)
     rcu_read_unlock()
+    return IRQ_HANDLED
+
+
+def vmd_irq_locked(irq: int, irqs: vmd_irq_list) -> int:
+    """The walk under the list lock (the ``spinlock`` protocol: the review's ruled-out one)."""
+    irqs.calls += 1
+    kirq = irqs.vmd.dev.k.irq
+    lock = irqs.vmd.module.list_lock
+    flags = raw_spin_lock_irqsave(lock)
+    for vmdirq in list_for_each_entry_rcu(irqs.irq_list):
+        irqs.child_calls += 1
+        kirq.generic_handle_irq(vmdirq.virq)  # takes the child's desc->lock
+    raw_spin_unlock_irqrestore(lock, flags)
     return IRQ_HANDLED
 
 
@@ -150,6 +171,22 @@ class SrcuTeardown(TeardownProtocol):
         synchronize_srcu(irqs.srcu)
 
 
+class SpinlockTeardown(RfcV3Teardown):
+    """Frees at once, as ``rfc-v3`` does: a walker holding the list lock cannot be on an
+    entry ``vmd_irq_disable`` took off the list under that lock."""
+
+    name = "spinlock"
+    summary = ("walk under the list lock; msi_free kfree()s at once (lock order against "
+               "free_irq's desc->lock: deadlock)")
+    handler = staticmethod(vmd_irq_locked)
+
+    def wait_for_readers(self, irqs: vmd_irq_list) -> None:
+        """A walker holds the list lock: once it is free, none that started is walking."""
+        lock = irqs.vmd.module.list_lock
+        raw_spin_unlock_irqrestore(lock, raw_spin_lock_irqsave(lock))
+
+
 PROTOCOLS: dict[str, TeardownProtocol] = {
-    p.name: p for p in (SrcuTeardown(), RfcV3Teardown(), KfreeRcuTeardown())}
+    p.name: p for p in (SrcuTeardown(), RfcV3Teardown(), KfreeRcuTeardown(),
+                        SpinlockTeardown())}
 DEFAULT_PROTOCOL = "srcu"

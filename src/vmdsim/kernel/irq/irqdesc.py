@@ -209,8 +209,8 @@ class irq_desc(KObject):
         self.irq_common_data: irq_common_data = None  # type: ignore[assignment]
         self.irq_data: irq_data = None  # type: ignore[assignment]
         self.status_use_accessors = 0  # IRQ_* settings
-        self.lock = raw_spinlock_t(f"irq_desc{irq}.lock")
-        self.request_mutex = mutex(f"irq_desc{irq}.request_mutex")
+        self.lock = raw_spinlock_t(f"irq_desc{irq}.lock", key="irq_desc_lock_class")
+        self.request_mutex = mutex(f"irq_desc{irq}.request_mutex", key="irq_desc.request_mutex")
         self.kstat_irqs = [0] * k.ncpus
         self.tot_count = 0
         self.irq_count = 0  # note_interrupt's window

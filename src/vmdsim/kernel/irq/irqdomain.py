@@ -109,7 +109,8 @@ class irq_domain(KObject):
         self.bus_token = DOMAIN_BUS_ANY
         self.parent = parent
         self.root: irq_domain = parent.root if parent is not None else self
-        self.mutex: mutex = mutex(f"{name}.mutex") if parent is None else self.root.mutex
+        self.mutex: mutex = (mutex(f"{name}.mutex", key="irq_domain.root.mutex")
+                             if parent is None else self.root.mutex)
         self.mapcount = 0
         self.revmap: dict[int, irq_data] = {}
         self.hwirq_max = size or (1 << 32) - 1

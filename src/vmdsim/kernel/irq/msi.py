@@ -324,12 +324,13 @@ class msi_device_data:
     def __init__(self, dev: Any) -> None:
         self.descs: dict[int, msi_desc] = {}
         self.domain: irq_domain | None = None
-        self.lock = mutex(f"{dev.init_name or 'device'}.msi.mutex")  # msi_lock_descs()
+        # msi_lock_descs()
+        self.lock = mutex(f"{dev.init_name or 'device'}.msi.mutex", key="msi_device_data.mutex")
         # What Linux keeps in struct pci_dev, for a PCI device:
         self.pdev: Any = None
         self.msix_base: Any = None
         self.is_msi_managed = False
-        self.msi_lock = raw_spinlock_t(f"{dev.init_name or 'device'}.msi_lock")
+        self.msi_lock = raw_spinlock_t(f"{dev.init_name or 'device'}.msi_lock", key="msi_lock")
 
 
 def msi_setup_device_data(dev: Any) -> msi_device_data:
