@@ -99,6 +99,11 @@ def test_walking_under_the_list_lock_deadlocks_against_free_irq(desc_free):
     # one CPU holds a descriptor lock and wants the list lock, the other the reverse
     assert "unbind on CPU0 waits for vmd.list_lock (held by irq34@cpu1)" in message
     assert "irq34@cpu1 on CPU1 waits for irq_desc" in message and "(held by unbind)" in message
+    # drawn as CPU columns: where each CPU took the lock it holds while it waits
+    rows = r.drawing().splitlines()
+    cpu0 = next(x for x in rows if "free_irq: lock(irq_desc" in x)
+    cpu1 = next(x for x in rows if "vmd_irq_locked: lock(vmd.list_lock)" in x)
+    assert cpu0.startswith("free_irq") and cpu1.startswith(" " * 40)  # CPU0's, CPU1's column
 
 
 def test_lockdep_names_the_inversion_and_its_token_replays_it():

@@ -90,7 +90,28 @@ def interacting(ex: Execution) -> list[bool]:
     last: dict[str, int] = {s.thread: i for i, s in enumerate(trace)}
     for i in last.values():
         keep[i] = True
+    if ex.verdict in LOCK_ORDER_VERDICTS:
+        for i in _still_held(trace):  # what each CPU holds while it waits for the other's
+            keep[i] = True
     return keep
+
+
+# Verdicts about lock order: their drawing shows where each lock still held was taken.
+LOCK_ORDER_VERDICTS = ("deadlock", "circular-locking", "recursive-locking")
+
+
+def _still_held(trace: list[Step]) -> list[int]:
+    """The steps that took a lock no later step of the same thread released."""
+    held: dict[tuple[str, str], int] = {}
+    for i, s in enumerate(trace):
+        if s.access is None:
+            continue
+        obj, _, kind = s.access
+        if kind == ACQUIRE:
+            held[(s.thread, obj)] = i
+        elif kind == RELEASE:
+            held.pop((s.thread, obj), None)
+    return sorted(held.values())
 
 
 def render(ex: Execution, full: bool = False) -> str:
