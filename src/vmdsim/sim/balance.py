@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vmdsim.sim.measure import Measurements, measure
-from vmdsim.sim.system import System
+from vmdsim.sim.system import System, boot
 from vmdsim.sim.workload import Load, run_load
 
 
@@ -15,7 +15,7 @@ def compare(topology: str | Path | None, policies: list[str], load: Load, *,
     given, is the first policy's system, already booted (and looked at) by the caller."""
     rows = []
     for i, name in enumerate(policies):
-        system = first if i == 0 and first is not None else System(topology, policy=name)
+        system = first if i == 0 and first is not None else boot(topology, policy=name)
         rows.append(measure(system, run_load(system, load)))
     return rows
 
