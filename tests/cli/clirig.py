@@ -29,6 +29,15 @@ class Example:
     queues_per_drive: int  # admin + I/O queues the NVMe driver sets up
     first_bus: int = 0  # of each hidden domain
     remapping: bool = True
+    per_drive: tuple[int, ...] = ()  # when drives differ: each one's admin + I/O queues
+
+    @property
+    def queues(self) -> int:
+        return sum(self.per_drive) if self.per_drive else self.drives * self.queues_per_drive
+
+    @property
+    def io_queues(self) -> int:
+        return self.queues - self.drives
 
     @property
     def domains(self) -> list[str]:
@@ -41,6 +50,8 @@ EXAMPLES = {
     "two-vmds": Example(cpus=4, vmds=2, drives=4, queues_per_drive=5),
     "server-24": Example(cpus=8, vmds=6, drives=24, queues_per_drive=9),
     "bypass": Example(cpus=4, vmds=1, drives=2, queues_per_drive=5, remapping=False),
+    "modulo-crowding": Example(cpus=4, vmds=1, drives=3, queues_per_drive=3,
+                               per_drive=(3, 3, 2)),
 }
 
 

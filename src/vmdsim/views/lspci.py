@@ -65,7 +65,8 @@ def all_devices(k: Kernel) -> list[Any]:
 
 
 def line(dev: Any, numeric: bool = False) -> str:
-    rev = f" (rev {dev.revision:02x})"
+    # pciutils: only a nonzero Revision ID is printed
+    rev = f" (rev {dev.revision:02x})" if dev.revision else ""
     if numeric:
         return (f"{pci_name(dev)} {dev.class_ >> 8:04x}: "
                 f"{dev.vendor:04x}:{dev.device:04x}{rev}")
