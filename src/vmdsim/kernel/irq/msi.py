@@ -281,6 +281,8 @@ def msi_domain_alloc(domain: irq_domain, virq: int, nr_irqs: int, arg: msi_alloc
         ret = ops.msi_init(domain, info, virq + i, hwirq + i, arg)
         if ret < 0:
             if ops.msi_free is not None:
+                # Down to index 0, as Linux since Jinjie Ruan's fix of October 2024 (Fixes:
+                # f3cf8bb0d6c3); before it, the loop's `i > 0` never freed index 0.
                 for j in range(i - 1, -1, -1):
                     ops.msi_free(domain, info, virq + j)
             irq_domain_free_irqs_top(domain, virq, nr_irqs)
