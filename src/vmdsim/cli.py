@@ -47,9 +47,9 @@ def validate(file: str) -> None:
     from vmdsim.hw.machine import Machine
     from vmdsim.hw.regs import PCI_DEVICE_ID
     from vmdsim.sim.bindings import as_topology_errors
-    from vmdsim.sim.system import System
+    from vmdsim.sim.system import boot
 
-    trial = System(machine=Machine.load(file))
+    trial = boot(machine=Machine.load(file))
     m = trial.machine  # booting changes no slot, card or vector counted below
     problems = trial.unbound
     if problems:

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vmdsim.errors import VmdsimError
-from vmdsim.kernel.printk import KERN_WARNING
+from vmdsim.kernel.printk import KERN_WARNING, printk
 
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
@@ -119,8 +119,7 @@ class Lockdep:
         if self.raise_reports:
             raise report
         if self.k is not None:
-            for line in text.splitlines():
-                self.k.log.emit(KERN_WARNING, line)
+            printk(self.k, KERN_WARNING, text)  # one record per line
 
 
 def _recursive(ctx: Context, lock: raw_spinlock_t, held: raw_spinlock_t) -> str:

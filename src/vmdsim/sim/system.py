@@ -22,6 +22,7 @@ from vmdsim.hw.machine import Machine
 from vmdsim.hw.nvme import NvmeController
 from vmdsim.kernel.boot import boot as boot_kernel
 from vmdsim.kernel.core import Kernel
+from vmdsim.kernel.irq.irqdesc import DESC_FREE_MODES
 from vmdsim.kernel.lockdep import Lockdep
 from vmdsim.kernel.pci import pci_read_config_dword
 from vmdsim.sim.bindings import Unbound, unbound_devices
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
     from vmdsim.hw.rootport import RootPort
     from vmdsim.kernel.pci.pci_h import pci_dev
 
-DESC_FREE = ("rcu", "immediate")
 BUILT_IN_DRIVERS = ("vmd", "nvme", "pcieport")
 DriverInit = Callable[[Kernel], object]
 
@@ -54,9 +54,28 @@ def boot(topology: str | Path | Topology | None = None, *, protocol: str | None 
     lock validator on (``kernel/lockdep.py``; its reports go to the kernel log and
     ``k.sched.lockdep.reports``). Bad names raise
     :class:`VmdsimError` before anything is built."""
-    return System(topology, protocol=protocol, policy=policy, desc_free=desc_free,
-                  machine=machine, drivers=drivers, native=native, configure=configure,
-                  lockdep=lockdep)
+    if desc_free not in DESC_FREE_MODES:
+        raise VmdsimError(f"desc_free {desc_free!r}: one of {', '.join(DESC_FREE_MODES)}")
+    inits = [_driver_init(d) for d in drivers]
+    if machine is None:
+        machine = (Machine.build(topology) if isinstance(topology, Topology)
+                   else Machine.load(topology))
+    k = Kernel(machine.ncpus)
+    k.irq.desc_free = desc_free
+    if lockdep:  # CONFIG_PROVE_LOCKING: reports go to the kernel log
+        k.sched.lockdep = Lockdep(k)
+    if configure is not None:  # what the kernel command line would set, before initcalls
+        configure(k)
+    vmd: vmd_module | None = None
+    # Registered before boot, in the order given, as built-in drivers are: they bind
+    # while the buses are scanned (Linux: device_initcall).
+    for init in inits:
+        if init is vmd_init:
+            vmd = vmd_init(k, protocol, policy)
+        else:
+            init(k)
+    boot_kernel(k, machine, native=native)
+    return System(machine, k, vmd)
 
 
 def _driver_init(d: str | DriverInit) -> DriverInit:
@@ -85,36 +104,13 @@ class NoSuchSlotError(VmdsimError, KeyError):
 
 
 class System:
-    """A machine with a kernel booted on it and its drivers bound: use :func:`boot`."""
+    """A machine with a kernel booted on it and its drivers bound, as :func:`boot` made it;
+    ``vmd`` is the vmd module (None when it was not loaded)."""
 
-    def __init__(self, topology: str | Path | Topology | None = None, *,
-                 protocol: str | None = None, policy: str | None = None,
-                 desc_free: str = "rcu", machine: Machine | None = None,
-                 drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS,
-                 native: dict[str, bool] | None = None,
-                 configure: DriverInit | None = None, lockdep: bool = False) -> None:
-        if desc_free not in DESC_FREE:
-            raise VmdsimError(f"desc_free {desc_free!r}: one of {', '.join(DESC_FREE)}")
-        inits = [_driver_init(d) for d in drivers]
-        if machine is None:
-            machine = (Machine.build(topology) if isinstance(topology, Topology)
-                       else Machine.load(topology))
+    def __init__(self, machine: Machine, k: Kernel, vmd: vmd_module | None) -> None:
         self.machine = machine
-        self.k = Kernel(self.machine.ncpus)
-        self.k.irq.desc_free = desc_free
-        if lockdep:  # CONFIG_PROVE_LOCKING: reports go to the kernel log
-            self.k.sched.lockdep = Lockdep(self.k)
-        if configure is not None:  # what the kernel command line would set, before initcalls
-            configure(self.k)
-        self.vmd: vmd_module | None = None
-        # Registered before boot, as built-in drivers are: they bind while the buses are
-        # scanned (Linux: device_initcall), the VMD first.
-        for init in inits:
-            if init is vmd_init:
-                self.vmd = vmd_init(self.k, protocol, policy)
-            else:
-                init(self.k)
-        boot_kernel(self.k, self.machine, native=native)
+        self.k = k
+        self.vmd = vmd
 
     @cached_property
     def unbound(self) -> list[Unbound]:

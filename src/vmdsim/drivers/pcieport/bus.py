@@ -51,7 +51,6 @@ SERVICE_NAMES = {PCIE_PORT_SERVICE_PME: "pme", PCIE_PORT_SERVICE_AER: "aer",
                  PCIE_PORT_SERVICE_BWCTRL: "bwctrl"}
 
 
-
 class pcie_device(KObject):
     """``struct pcie_device``: one service of one port, a device on the port bus."""
 
@@ -137,18 +136,12 @@ def pcie_port_probe_service(dev: pcie_device, drv: pcie_port_service_driver, id:
     return drv.probe(dev)
 
 
-def pcie_port_remove_service(dev: pcie_device, drv: pcie_port_service_driver) -> None:
-    if drv.remove is not None:
-        drv.remove(dev)
-
-
 def _clear_service_data(dev: pcie_device, drv: Any, rc: int = 0) -> None:
     dev.priv_data = None
 
 
 pcie_port_bus_type = bus_type(
-    "pci_express", match=lambda dev, drv: True if pcie_port_bus_match(dev, drv) else None,
-    probe=pcie_port_probe_service, remove=pcie_port_remove_service,
+    "pci_express", match=pcie_port_bus_match, probe=pcie_port_probe_service,
     dev_of=lambda dev: dev.device, probe_failed=_clear_service_data,
     unbound=_clear_service_data)
 

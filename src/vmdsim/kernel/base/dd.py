@@ -1,10 +1,11 @@
 """Binding devices to drivers (``drivers/base/dd.c``), for any bus.
 
-A :class:`bus_type` is static, as in Linux: the bus's own callbacks,
-``match`` (Linux ``bus->match``: a device ID, or None), ``probe`` and
-``remove`` (``bus->probe``/``bus->remove``, which call the driver's), and two
-model hooks for what each bus does around a binding (the PCI core logs it and
-keeps the driver's device list; the PCIe port bus clears the service's data).
+A :class:`bus_type` is static, as in Linux: the bus's own callbacks, ``match``
+(Linux ``bus->match``: what matched, such as a device ID, or a false value),
+``probe`` and ``remove`` (``bus->probe``/``bus->remove``, which call the
+driver's; ``remove`` is only the driver's unless a bus says otherwise), and
+four model hooks for what each bus does around a binding (the PCI core logs it
+and keeps the driver's device list; the PCIe port bus clears the service's data).
 
 ``really_probe`` binds or, when the probe fails, undoes the binding and
 releases what the driver managed (devres), as Linux does; the PCI core
@@ -30,8 +31,14 @@ from vmdsim.kernel.base.core import device
 from vmdsim.kernel.base.devres import devres_release_all
 
 
-def _nothing(dev: Any, drv: Any) -> None:
+def _nothing(dev: Any, drv: Any, *rc: int) -> None:
     return None
+
+
+def driver_remove(dev: Any, drv: Any) -> None:
+    """The bus's remove when all it does is the driver's: ``drv.remove(dev)``, if it has one."""
+    if drv.remove is not None:
+        drv.remove(dev)
 
 
 @dataclass(eq=False)
@@ -42,10 +49,10 @@ class bus_type:
     name: str
     match: Callable[[Any, Any], Any]
     probe: Callable[[Any, Any, Any], int]
-    remove: Callable[[Any, Any], None]
     dev_of: Callable[[Any], device]
+    remove: Callable[[Any, Any], None] = driver_remove
     bound: Callable[[Any, Any], None] = _nothing  # after a probe succeeded
-    probe_failed: Callable[[Any, Any, int], None] = lambda dev, drv, rc: None
+    probe_failed: Callable[[Any, Any, int], None] = _nothing
     unbinding: Callable[[Any, Any], None] = _nothing  # after remove, before devres goes
     unbound: Callable[[Any, Any], None] = _nothing  # at the end of an unbind
 
@@ -84,7 +91,7 @@ def __device_attach(bus: bus_type, drivers: list[Any], dev: Any) -> bool:
         return True
     for drv in list(drivers):
         id = bus.match(dev, drv)
-        if id is not None and really_probe(bus, dev, drv, id) == 0:
+        if id and really_probe(bus, dev, drv, id) == 0:
             return True
     return False
 
@@ -95,7 +102,7 @@ def __driver_attach(bus: bus_type, devices: list[Any], drv: Any) -> None:
         if dev.driver is not None:
             continue
         id = bus.match(dev, drv)
-        if id is not None:
+        if id:
             really_probe(bus, dev, drv, id)
 
 

@@ -152,11 +152,6 @@ def _pci_device_probe(dev: pci_dev, drv: pci_driver, id: pci_device_id) -> int:
     return int(rc)
 
 
-def _pci_device_remove(dev: pci_dev, drv: pci_driver) -> None:
-    if drv.remove is not None:
-        drv.remove(dev)
-
-
 def _pci_bound(dev: pci_dev, drv: pci_driver) -> None:
     drv.devices.append(dev)
     pci_info(dev, f"bound to driver {drv.name}")
@@ -180,7 +175,7 @@ def _pci_unbound(dev: pci_dev, drv: pci_driver) -> None:
 
 
 pci_bus_type = bus_type("pci", match=_pci_bus_match, probe=_pci_device_probe,
-                        remove=_pci_device_remove, dev_of=lambda dev: dev.dev,
+                        dev_of=lambda dev: dev.dev,
                         bound=_pci_bound, probe_failed=_pci_probe_failed,
                         unbinding=_pci_unbinding, unbound=_pci_unbound)
 
