@@ -44,12 +44,14 @@ def parse_token(text: str) -> tuple[str, dict[str, str], str]:
 # every scenario, written into replay tokens because a livelock verdict depends on them.
 BUDGETS = ("spin_limit", "max_steps")
 MAX_BUDGET = 10**7
+# Settings of every execution, not options of the scenario: the budgets and the lock
+# validator (``lockdep=on``), each written into replay tokens, as verdicts depend on them.
+EXECUTION_SETTINGS = (*BUDGETS, "lockdep")
 
 
 def _program(name: str, options: dict[str, str]) -> Program:
-    """The scenario's program with ``options``, the budgets among them applied to it."""
-    chosen = {k: v for k, v in options.items() if k not in BUDGETS}
-    chosen.pop("lockdep", None)
+    """The scenario's program with ``options``, the execution settings among them applied."""
+    chosen = {k: v for k, v in options.items() if k not in EXECUTION_SETTINGS}
     program = find(name).program(**chosen)
     if "lockdep" in options:
         if options["lockdep"] != "on":
