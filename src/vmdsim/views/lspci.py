@@ -60,8 +60,7 @@ def class_name(class24: int) -> str:
 
 def all_devices(k: Kernel) -> list[Any]:
     """Every device, by domain then bus then devfn, as lspci sorts them."""
-    devs = list(k.pci.for_each_pci_dev()) if k.pci is not None else []
-    return sorted(devs, key=lambda d: (d.bus.domain_nr, d.bus.number, d.devfn))
+    return k.pci.lspci()
 
 
 def line(dev: Any, numeric: bool = False) -> str:
