@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 import vmdsim
 from vmdsim.cli import main
-from vmdsim.drivers.vmd.query import vmd_devices, vmd_irq_vector
+from vmdsim.drivers.vmd.query import vmd_devices
 from vmdsim.sim.balance import compare
 from vmdsim.sim.workload import Load, parse_hotplug
 
@@ -22,9 +22,7 @@ def _children_by_vector(policy: str) -> dict[int, list[int]]:
     out: dict[int, list[int]] = {}
     for vmd in vmd_devices(s.k):
         for child in vmd.children:
-            found = vmd_irq_vector(s.k, child.virq)
-            assert found is not None
-            out.setdefault(found[1], []).append(child.virq)
+            out.setdefault(child.irq.index, []).append(child.virq)
     return out
 
 
