@@ -87,6 +87,17 @@ class BadFree(KasanReport):
     kind = "invalid-free"
 
 
+class NullPointerDereference(VmdsimError):
+    """A pointer the kernel follows is NULL: the oops Linux prints as "BUG: kernel NULL
+    pointer dereference" (the model names the field and the function)."""
+
+    kind = "null-pointer-dereference"
+
+    def __init__(self, field: str, where: str) -> None:
+        self.field, self.where = field, where
+        super().__init__(f"BUG: kernel NULL pointer dereference in {where}: {field} is NULL")
+
+
 class AllocInfo:
     """What the allocator remembers of one object (KASAN's alloc/free tracks)."""
 

@@ -72,6 +72,7 @@ from vmdsim.kernel.irq.irqdesc import (
 )
 from vmdsim.kernel.irq.irqdomain import irq_domain_activate_irq, irq_domain_deactivate_irq
 from vmdsim.kernel.locking import raw_spin_lock_irqsave, raw_spin_unlock_irqrestore
+from vmdsim.kernel.mem import NullPointerDereference
 
 if TYPE_CHECKING:
     from vmdsim.kernel.irq.irqdesc import irq_data, irq_desc
@@ -314,27 +315,32 @@ def check_irq_resend(desc: irq_desc, inject: bool) -> int:
 
 
 # -- hierarchy helpers ----------------------------------------------------------------------
-def irq_chip_ack_parent(d: irq_data) -> None:
+def _parent(d: irq_data, where: str) -> irq_data:
+    """``d->parent_data``, which these helpers follow unchecked, as Linux's do: NULL once
+    the hierarchy is freed under a CPU still handling the IRQ."""
     p = d.parent_data
-    assert p is not None  # a chip of a level that has a parent
+    if p is None:
+        raise NullPointerDereference(f"irq_data(IRQ {d.irq}).parent_data", where)
+    return p
+
+
+def irq_chip_ack_parent(d: irq_data) -> None:
+    p = _parent(d, "irq_chip_ack_parent")
     p.chip.irq_ack(p)
 
 
 def irq_chip_mask_parent(d: irq_data) -> None:
-    p = d.parent_data
-    assert p is not None  # a chip of a level that has a parent
+    p = _parent(d, "irq_chip_mask_parent")
     p.chip.irq_mask(p)
 
 
 def irq_chip_unmask_parent(d: irq_data) -> None:
-    p = d.parent_data
-    assert p is not None  # a chip of a level that has a parent
+    p = _parent(d, "irq_chip_unmask_parent")
     p.chip.irq_unmask(p)
 
 
 def irq_chip_enable_parent(d: irq_data) -> None:
-    p = d.parent_data
-    assert p is not None  # a chip of a level that has a parent
+    p = _parent(d, "irq_chip_enable_parent")
     if p.chip.irq_enable is not None:
         p.chip.irq_enable(p)
     else:
@@ -342,8 +348,7 @@ def irq_chip_enable_parent(d: irq_data) -> None:
 
 
 def irq_chip_disable_parent(d: irq_data) -> None:
-    p = d.parent_data
-    assert p is not None  # a chip of a level that has a parent
+    p = _parent(d, "irq_chip_disable_parent")
     if p.chip.irq_disable is not None:
         p.chip.irq_disable(p)
     else:
@@ -351,14 +356,12 @@ def irq_chip_disable_parent(d: irq_data) -> None:
 
 
 def irq_chip_eoi_parent(d: irq_data) -> None:
-    p = d.parent_data
-    assert p is not None  # a chip of a level that has a parent
+    p = _parent(d, "irq_chip_eoi_parent")
     p.chip.irq_eoi(p)
 
 
 def irq_chip_set_affinity_parent(d: irq_data, mask: frozenset[int], force: bool) -> int:
-    p = d.parent_data
-    assert p is not None  # a chip of a level that has a parent
+    p = _parent(d, "irq_chip_set_affinity_parent")
     if p.chip.irq_set_affinity is not None:
         return p.chip.irq_set_affinity(p, mask, force)
     return -ENOSYS

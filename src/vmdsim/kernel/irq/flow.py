@@ -50,6 +50,7 @@ from vmdsim.kernel.irq.irqdesc import (
     kstat_incr_irqs_this_cpu,
 )
 from vmdsim.kernel.locking import raw_spin_lock, raw_spin_unlock
+from vmdsim.kernel.mem import NullPointerDereference
 
 if TYPE_CHECKING:
     from vmdsim.kernel.irq.chip import irq_chip
@@ -133,7 +134,8 @@ def chained_irq_enter(chip: irq_chip, desc: irq_desc) -> None:
     if chip.irq_mask_ack is not None:
         chip.irq_mask_ack(d)
     else:
-        assert chip.irq_mask is not None  # called unchecked, as in Linux
+        if chip.irq_mask is None:  # called unchecked, as in Linux
+            raise NullPointerDereference(f"{chip.name} chip's irq_mask", "chained_irq_enter")
         chip.irq_mask(d)
         if chip.irq_ack is not None:
             chip.irq_ack(d)
@@ -144,5 +146,6 @@ def chained_irq_exit(chip: irq_chip, desc: irq_desc) -> None:
     if chip.irq_eoi is not None:
         chip.irq_eoi(d)
     else:
-        assert chip.irq_unmask is not None  # called unchecked, as in Linux
+        if chip.irq_unmask is None:  # called unchecked, as in Linux
+            raise NullPointerDereference(f"{chip.name} chip's irq_unmask", "chained_irq_exit")
         chip.irq_unmask(d)

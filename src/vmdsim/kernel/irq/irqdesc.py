@@ -380,12 +380,14 @@ def generic_handle_irq_desc(desc: irq_desc) -> None:
 
 
 def handle_bad_irq(desc: irq_desc) -> None:
-    """An interrupt on a descriptor without a flow handler: count it and complain."""
+    """An interrupt on a descriptor without a flow handler: count it and complain.
+
+    ``ack_bad_irq`` is x86's: the message (it prints the IRQ number, though it says
+    vector) and an EOI to the local APIC; no chip of the IRQ is called, so a
+    descriptor whose hierarchy is being freed is not walked (the model has no
+    APIC EOI to send, nor ``print_irq_desc``'s debug dump)."""
     kstat_incr_irqs_this_cpu(desc)
-    pr_err(desc.k, f"unexpected IRQ trap on IRQ {desc.irq_data.irq}")
-    d = desc.irq_data
-    if d.chip.irq_ack is not None:
-        d.chip.irq_ack(d)
+    pr_err(desc.k, f"unexpected IRQ trap at vector {desc.irq_data.irq:02x}")
 
 
 # -- the table, on k.irq -----------------------------------------------------------------
