@@ -93,7 +93,7 @@ BAD = [
     ("[[vmd]]\nslot = \"0e.0\"\n", 1, "vmd[0].device", "is required"),
     ("[[vmd]]\ndevice = 0x1234\n", 2, "vmd[0].device",
      "unknown VMD device ID 0x1234 (known: 0x201d, 0x28c0, 0x467f, 0x4c3d, 0x7d0b, 0x9a0b, "
-     "0xa77f, 0xad0b)"),
+     "0xa77f, 0xad0b, 0xb06f, 0xb07f, 0xb60b)"),
     ("[[vmd]]\ndevice = \"201D\"\n", 2, "vmd[0].device", "must be an integer"),
     ("[vmd]\ndevice = 0x201D\n", 1, "vmd", "must be an array of tables ([[vmd]])"),
     (VMD + "msix_vectors = 300\n", 3, "vmd[0].msix_vectors", "300 is outside 1..256"),

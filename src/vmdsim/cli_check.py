@@ -101,6 +101,9 @@ def _print_report(r: Report, name: str, options: dict[str, str], as_json: bool,
         click.echo(f"replay: vmdsim replay '{replay_token}'")
 
 
+CHECK_FLAGS = ("protocol", "desc_free", "policy")  # scenario options check has a flag for
+
+
 def register(main: click.Group) -> None:
     @main.command()
     @click.argument("scenario")
@@ -181,7 +184,9 @@ def register(main: click.Group) -> None:
         for sc in sorted(builtin().values(), key=lambda s: s.name):
             click.echo(f"{sc.name}: {sc.summary}")
             for opt, values in sc.options.items():
-                click.echo(f"    --{opt.replace('_', '-')}: {', '.join(values)}")
+                flag = (f"--{opt.replace('_', '-')}" if opt in CHECK_FLAGS
+                        else f"--opt {opt}=")  # check has flags for these; --opt for others
+                click.echo(f"    {flag}: {', '.join(values)}")
             for combo in sc.combinations():
                 want = sc.expected(combo)
                 if want:

@@ -20,15 +20,32 @@ TOPOLOGY = click.argument("topology", required=False, type=click.Path(dir_okay=F
 
 
 def _system(topology: str | None, protocol: str | None = None, policy: str | None = None,
-            desc_free: str = "rcu", lockdep: bool = False) -> System:
+            desc_free: str = "rcu", lockdep: bool = False,
+            vmd_params: tuple[str, ...] = ()) -> System:
     """Boot TOPOLOGY; every declared device that did not come up bound is said on stderr."""
     from vmdsim import boot
 
     system = boot(topology, protocol=protocol, policy=policy, desc_free=desc_free,
-                  lockdep=lockdep)
+                  lockdep=lockdep, vmd_options=_vmd_options(vmd_params))
     for u in system.unbound:
         click.echo(f"vmdsim: warning: {u}", err=True)
     return system
+
+
+VMD_PARAM = click.option(
+    "--vmd-param", "vmd_params", multiple=True, metavar="NAME=VALUE",
+    help="a vmd module option selecting the RFC v3's code: handler=chained, "
+         "remove=rfc-v3, parent=linear (repeatable)")
+
+
+def _vmd_options(params: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for p in params:
+        name, eq, value = p.partition("=")
+        if not eq or not name or not value:
+            raise VmdsimError(f"--vmd-param {p!r}: write NAME=VALUE, e.g. handler=chained")
+        out[name.strip().replace("-", "_")] = value.strip()
+    return out
 
 
 def _exit_if_unbound(system: System, allow: bool) -> None:
@@ -127,10 +144,12 @@ def register(main: click.Group) -> None:
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @click.option("--lockdep", is_flag=True,
                   help="validate lock order (exit 1 on a possible deadlock)")
+    @VMD_PARAM
     @ALLOW_UNBOUND
     def run(topology: str | None, protocol: str | None, policy: str | None, desc_free: str,
             rate: float, duration_ms: float, interrupts: int | None, hotplug: str, seed: int,
-            as_json: bool, lockdep: bool, allow_unbound: bool) -> None:
+            as_json: bool, lockdep: bool, vmd_params: tuple[str, ...],
+            allow_unbound: bool) -> None:
         """Boot TOPOLOGY (default: the built-in machine), drive interrupt load, show the result.
 
         Exit status 1 if a declared device did not come up bound to its driver (unless
@@ -140,7 +159,7 @@ def register(main: click.Group) -> None:
         from vmdsim.views.lspci import lspci
 
         load = _load(rate, duration_ms, interrupts, hotplug, seed)
-        system = _system(topology, protocol, policy, desc_free, lockdep)
+        system = _system(topology, protocol, policy, desc_free, lockdep, vmd_params)
         _exit_if_unbound(system, allow_unbound)
         out = _run_with_progress(system, load, as_json)
         m = measure(system, out)
@@ -201,11 +220,23 @@ def register(main: click.Group) -> None:
     @main.command()
     @TOPOLOGY
     @click.option("--policy", help="VMD vector-assignment policy")
-    def interrupts(topology: str | None, policy: str | None) -> None:
+    @VMD_PARAM
+    def interrupts(topology: str | None, policy: str | None,
+                   vmd_params: tuple[str, ...]) -> None:
         """/proc/interrupts of TOPOLOGY once booted, with each child IRQ's VMD vector."""
         from vmdsim.views.interrupts import proc_interrupts
 
-        click.echo(proc_interrupts(_system(topology, policy=policy).k))
+        click.echo(proc_interrupts(_system(topology, policy=policy, vmd_params=vmd_params).k))
+
+    @main.command(name="irq-domains")
+    @TOPOLOGY
+    @VMD_PARAM
+    def irq_domains_cmd(topology: str | None, vmd_params: tuple[str, ...]) -> None:
+        """/sys/kernel/debug/irq/domains/* of TOPOLOGY once booted (and what an RFC parent
+        domain, --vmd-param parent=linear, costs)."""
+        from vmdsim.views.irq_domains import irq_domains
+
+        click.echo(irq_domains(_system(topology, vmd_params=vmd_params).k))
 
     @main.command()
     def policies() -> None:

@@ -79,7 +79,7 @@ BAD = {
                     "unknown field (valid: device, hotplug, irq, name, nvme, slot, slot_number)"),
     "unknown-device": ("[[vmd]]\ndevice = 0x1234\n", 2, "vmd[0].device",
                        "unknown VMD device ID 0x1234 (known: 0x201d, 0x28c0, 0x467f, 0x4c3d, "
-                       "0x7d0b, 0x9a0b, 0xa77f, 0xad0b)"),
+                       "0x7d0b, 0x9a0b, 0xa77f, 0xad0b, 0xb06f, 0xb07f, 0xb60b)"),
     "syntax": ("[machine]\ncpus = 4\nram = \n", 3, "syntax", None),
     "too-many-ports": ("[[vmd]]\ndevice = 0x201D\ncfgbar = \"1M\"\n[[vmd.root_port]]\n"
                        "slot = 0\n", 3, "vmd[0].cfgbar",

@@ -256,6 +256,7 @@ def test_bar_sizing_and_readback_for_cfgbar_membar1_membar2():
     (0x28C0, {"bus_restriction": 1, "vmlock": 0x2}, 1, 0x100, 0x2, True),
     (0x467F, {"bus_restriction": 2}, 1, 0x200, 0, False),
     (0x9A0B, {}, 1, 0x000, 0, False),
+    (0xB07F, {}, 1, 0x000, 0, False),
 ])
 def test_vendor_registers_per_device_id(device_id, kw, vmcap, vmconfig, vmlock, bypass_writable):
     rig = Rig(device_id, **kw)

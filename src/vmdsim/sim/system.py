@@ -9,7 +9,7 @@ drive completing work, a card pulled from a slot) and the kernel reacting.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from vmdsim.kernel.pci.pci_h import pci_dev
 
 BUILT_IN_DRIVERS = ("vmd", "nvme", "pcieport")
+VMD_OPTIONS = ("handler", "remove", "parent")  # vmd_init's keyword parameters
 DriverInit = Callable[[Kernel], object]
 
 
@@ -40,13 +41,15 @@ def boot(topology: str | Path | Topology | None = None, *, protocol: str | None 
          policy: str | None = None, desc_free: str = "rcu", machine: Machine | None = None,
          drivers: Iterable[str | DriverInit] = BUILT_IN_DRIVERS,
          native: dict[str, bool] | None = None, configure: DriverInit | None = None,
-         lockdep: bool = False) -> System:
+         lockdep: bool = False, vmd_options: Mapping[str, str] | None = None) -> System:
     """Build the machine of ``topology`` (a TOML file, a parsed :class:`Topology`, or None
     for the built-in default), create a kernel for it, register ``drivers`` and boot.
 
     ``drivers`` are built-in names (``vmd``, ``nvme``, ``pcieport``) or a driver's init
     function ``init(k)``, registered in that order before the buses are scanned.
-    ``protocol`` and ``policy`` are the vmd module's parameters; ``desc_free`` is how the
+    ``protocol`` and ``policy`` are the vmd module's parameters, ``vmd_options`` its
+    others (``handler``, ``remove``, ``parent``: the RFC v3's code in place of
+    today's, ``drivers/vmd/rfc_v3.py``); ``desc_free`` is how the
     IRQ core frees descriptors (``rcu`` as Linux, or ``immediate``). ``native`` is what
     firmware's _OSC grants the OS (e.g. ``{"pcie_hotplug": False}``; all by default).
     ``configure(k)`` runs on the new kernel before any driver registers (what a kernel
@@ -57,6 +60,9 @@ def boot(topology: str | Path | Topology | None = None, *, protocol: str | None 
     if desc_free not in DESC_FREE_MODES:
         raise VmdsimError(f"desc_free {desc_free!r}: one of {', '.join(DESC_FREE_MODES)}")
     inits = [_driver_init(d) for d in drivers]
+    unknown = sorted(set(vmd_options or {}) - set(VMD_OPTIONS))
+    if unknown:
+        raise VmdsimError(f"vmd option {unknown[0]!r}: the options are {', '.join(VMD_OPTIONS)}")
     if machine is None:
         machine = (Machine.build(topology) if isinstance(topology, Topology)
                    else Machine.load(topology))
@@ -71,7 +77,7 @@ def boot(topology: str | Path | Topology | None = None, *, protocol: str | None 
     # while the buses are scanned (Linux: device_initcall).
     for init in inits:
         if init is vmd_init:
-            vmd = vmd_init(k, protocol, policy)
+            vmd = vmd_init(k, protocol, policy, **(vmd_options or {}))
         else:
             init(k)
     boot_kernel(k, machine, native=native)

@@ -341,3 +341,11 @@ def test_remove_after_load_leaves_no_leak_irq_descriptor_or_domain():
     k.run_on(0, vmd_exit, k)
     assert snapshot(k) == before
     assert not vmconfig(w) & VMCONFIG_MSI_REMAP
+
+
+@pytest.mark.parametrize("device", [0xB60B, 0xB06F, 0xB07F])
+def test_the_newest_client_ids_bind_as_client_parts(boot_toml, device):
+    s = boot_toml(f"[machine]\ncpus = 2\n\n[[vmd]]\ndevice = {device:#x}\nmsix_vectors = 4\n\n"
+                  "[[vmd.root_port]]\nslot = 0\nnvme = { queues = 1 }\n")
+    (vmd,) = vmd_devices(s.k)
+    assert vmd.first_vec == 1 and not s.unbound

@@ -5,4 +5,5 @@ from vmdsim.check.scenarios import (  # noqa: F401
     hot_remove,
     live_move,
     seed_teardown,
+    vmd_remove,
 )

@@ -30,14 +30,16 @@ def small_topology(drives: int = 1, vectors: int = 4, queues: int = 1,
 
 def vmd_world(*, protocol: str = "srcu", policy: str | None = None, desc_free: str = "rcu",
               drives: int = 1, vectors: int = 4, queues: int = 1, nvme: bool = True,
-              hotplug: bool = False, ports: DriverInit | None = None) -> SimpleNamespace:
+              hotplug: bool = False, ports: DriverInit | None = None,
+              vmd_options: dict[str, str] | None = None) -> SimpleNamespace:
     """Boot a small VMD machine with the vmd and (unless told not to) nvme drivers; port
-    services only if ``ports`` is their init function."""
+    services only if ``ports`` is their init function; ``vmd_options`` as :func:`boot`'s."""
     drivers: list[str | DriverInit] = ["vmd", "nvme"] if nvme else ["vmd"]
     if ports is not None:
         drivers.append(ports)
     s = boot(parse(small_topology(drives, vectors, queues, hotplug), "<scenario>"),
-             protocol=protocol, policy=policy, desc_free=desc_free, drivers=drivers)
+             protocol=protocol, policy=policy, desc_free=desc_free, drivers=drivers,
+             vmd_options=vmd_options)
     k, m = s.k, s.machine
     w = SimpleNamespace(k=k, m=m, machine=m, vmd=vmd_devices(k)[0], drives=[])
     for dev in nvme_core_of(k).devices:

@@ -17,6 +17,7 @@ the MSI core. Modules, named for what they hold:
 ``pm``         ``vmd_suspend``/``vmd_resume``
 ``module``     ``vmd_init``/``vmd_exit`` and the module parameters
 ``query``      per-IRQ vector, per-vector load and handler counts
+``rfc_v3``     the RFC v3's chained handler, remove and parent domain (options)
 =============  ===============================================================
 
 Load it with ``vmd_init(k, protocol="srcu", policy="least-loaded")``.

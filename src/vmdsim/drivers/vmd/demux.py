@@ -29,7 +29,8 @@ is the *protocol*, chosen per VMD instance by name:
     lock, while ``free_irq`` holds that ``desc->lock`` when ``irq_shutdown``
     reaches ``vmd_irq_disable`` and its list lock: the opposite order, a
     deadlock between a CPU demultiplexing and one freeing a child.
-``srcu`` (Linux since 4.5: one ``srcu_struct`` per vector; the default)
+``srcu`` (Linux since 3906b91844d6, 2018: one ``srcu_struct`` per vector; the
+default; v4.5 shipped ``kfree-rcu``'s walk and free)
     the walk is an SRCU read-side section of the vector's ``srcu_struct``;
     ``msi_free`` runs ``synchronize_srcu`` on it before uncounting and freeing
     the mapping, and the descriptor is freed after ``msi_free`` returns, so

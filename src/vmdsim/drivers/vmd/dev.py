@@ -30,6 +30,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
+from vmdsim.drivers.vmd.features import VMD_MEMBAR1, VMD_MEMBAR2
 from vmdsim.kernel.locking import raw_spinlock_t
 from vmdsim.kernel.pci import pci_sysdata
 from vmdsim.kernel.pci.resource import resource
@@ -105,6 +106,7 @@ class vmd_dev(KObject):
         self.sysdata = vmd_sysdata(domain=0, vmd=self)
         self.resources = [resource(), resource(), resource()]
         self.irq_domain: Any = None
+        self.parent_domain: Any = None  # the RFC's linear parent (rfc_v3.py), if any
         self.bus: Any = None
         self.busn_start = 0
         self.first_vec = 0
@@ -126,6 +128,17 @@ class vmd_dev(KObject):
 def vmd_from_bus(bus: Any) -> vmd_dev:
     """``container_of(bus->sysdata, struct vmd_dev, sysdata)``."""
     return bus.sysdata.vmd
+
+
+def vmd_attach_resources(vmd: vmd_dev) -> None:
+    """Hang the domain's MEMBAR windows under the VMD's BARs in the resource tree."""
+    vmd.dev.resource[VMD_MEMBAR1].child = vmd.resources[1]
+    vmd.dev.resource[VMD_MEMBAR2].child = vmd.resources[2]
+
+
+def vmd_detach_resources(vmd: vmd_dev) -> None:
+    vmd.dev.resource[VMD_MEMBAR1].child = None
+    vmd.dev.resource[VMD_MEMBAR2].child = None
 
 
 def index_from_irqs(vmd: vmd_dev, irqs: vmd_irq_list) -> int:

@@ -91,6 +91,11 @@ VMD_FEATURES: dict[int, vmd_features] = {
     0x7D0B: VMD_FEATS_CLIENT,
     0xAD0B: VMD_FEATS_CLIENT,
     PCI_DEVICE_ID_INTEL_VMD_9A0B: VMD_FEATS_CLIENT,
+    # The newest client parts (one patch added B60B and B06F, a later one B07F); kernels
+    # before them leave these parts unbound.
+    0xB60B: VMD_FEATS_CLIENT,
+    0xB06F: VMD_FEATS_CLIENT,
+    0xB07F: VMD_FEATS_CLIENT,
 }
 
 vmd_ids: list[pci_device_id] = [

@@ -7,11 +7,26 @@ The model keeps them per kernel in a :class:`vmd_module`, created by
 policy=...``), which registers the driver — binding every VMD already
 found, as a module load does.
 
-The two parameters are the model's own (Linux has neither): each is one name
-for every VMD, or a comma-separated list (or a sequence) of names giving
-``vmd0``, ``vmd1``, ... their own values, like a ``module_param_array``; an
-instance beyond such a list gets the default. An unknown name raises :class:`VmdParamError` listing
-the valid ones.
+The parameters are the model's own (Linux has none of them). ``protocol`` and
+``policy`` are each one name for every VMD, or a comma-separated list (or a
+sequence) of names giving ``vmd0``, ``vmd1``, ... their own values, like a
+``module_param_array``; an instance beyond such a list gets the default.
+Three more select the RFC v3's code (October 2015, the seed's) in place of
+today's, for every VMD (``rfc_v3.py``):
+
+``handler``  ``request-irq`` (Linux since the merged driver, v4.5:
+             ``devm_request_irq`` on each vector) or ``chained`` (the RFC's
+             ``vmd_flow_handler``, installed with
+             ``irq_set_chained_handler_and_data``);
+``remove``   ``linux`` (today's ``vmd_remove``; chained handlers, if any, are
+             uninstalled by a managed action, on remove and on a failed probe
+             alike: the fix Keith Busch's reply promised) or ``rfc-v3`` (the
+             RFC's ``vmd_remove``: nothing uninstalls chained handlers);
+``parent``   ``none`` (the MSI domain has no parent, as the review asked and
+             Linux does) or ``linear`` (the RFC's linear parent domain sized
+             to the VMD's vector count).
+
+An unknown name raises :class:`VmdParamError` listing the valid ones.
 """
 
 from __future__ import annotations
@@ -24,6 +39,7 @@ from vmdsim.drivers.vmd.features import vmd_ids
 from vmdsim.drivers.vmd.pm import vmd_resume, vmd_suspend
 from vmdsim.drivers.vmd.policies import DEFAULT_POLICY, POLICIES, vmd_policy
 from vmdsim.drivers.vmd.probe import vmd_probe, vmd_remove, vmd_shutdown
+from vmdsim.drivers.vmd.rfc_v3 import vmd_remove as rfc_v3_vmd_remove
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.idr import ida
 from vmdsim.kernel.locking import raw_spinlock_t
@@ -33,6 +49,10 @@ if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
 
 Param = str | Sequence[str] | None
+
+HANDLERS = ("request-irq", "chained")
+REMOVES = ("linux", "rfc-v3")
+PARENTS = ("none", "linear")
 
 
 class VmdParamError(VmdsimError):
@@ -54,6 +74,12 @@ def _parse(what: str, value: Param, valid: dict[str, Any], default: str) -> list
     return names
 
 
+def _choice(what: str, value: str, valid: tuple[str, ...]) -> str:
+    if value not in valid:
+        raise VmdParamError(f"vmd: unknown {what} {value!r}; valid {what}s: {', '.join(valid)}")
+    return value
+
+
 def _single(value: Param) -> str | None:
     if isinstance(value, str) and "," not in value:
         return value.strip()
@@ -69,8 +95,13 @@ def _pick(names: list[str] | str, instance: int, default: str) -> str:
 class vmd_module:
     """One loaded ``vmd`` module: parameters, instance IDA, list lock, the pci_driver."""
 
-    def __init__(self, k: Kernel, protocol: Param = None, policy: Param = None) -> None:
+    def __init__(self, k: Kernel, protocol: Param = None, policy: Param = None, *,
+                 handler: str = HANDLERS[0], remove: str = REMOVES[0],
+                 parent: str = PARENTS[0]) -> None:
         self.k = k
+        self.handler = _choice("handler", handler, HANDLERS)
+        self.remove = _choice("remove", remove, REMOVES)
+        self.parent = _choice("parent", parent, PARENTS)
         self.protocols = _parse("protocol", protocol, PROTOCOLS, DEFAULT_PROTOCOL)
         self.policies = _parse("policy", policy, POLICIES, DEFAULT_POLICY)
         # one name (a plain string without commas) applies to every VMD
@@ -79,7 +110,8 @@ class vmd_module:
         self.instance_ida = ida()
         self.list_lock = raw_spinlock_t("vmd.list_lock")
         self.devices: list[Any] = []  # bound vmd_devs, in probe order
-        self.driver = pci_driver("vmd", vmd_ids, probe=vmd_probe, remove=vmd_remove,
+        remove_fn = rfc_v3_vmd_remove if self.remove == "rfc-v3" else vmd_remove
+        self.driver = pci_driver("vmd", vmd_ids, probe=vmd_probe, remove=remove_fn,
                                  shutdown=vmd_shutdown, suspend=vmd_suspend,
                                  resume=vmd_resume)
         self.driver.owner = self
@@ -93,8 +125,11 @@ class vmd_module:
                               DEFAULT_POLICY)]
 
     def __repr__(self) -> str:
+        rfc = "".join(f" {name}={value}" for name, value, today in (
+            ("handler", self.handler, HANDLERS[0]), ("remove", self.remove, REMOVES[0]),
+            ("parent", self.parent, PARENTS[0])) if value != today)
         return (f"<vmd module protocol={','.join(self.protocols)} "
-                f"policy={','.join(self.policies)}>")
+                f"policy={','.join(self.policies)}{rfc}>")
 
 
 def vmd_module_of(k: Kernel) -> vmd_module | None:
@@ -105,14 +140,17 @@ def vmd_module_of(k: Kernel) -> vmd_module | None:
     return None
 
 
-def vmd_init(k: Kernel, protocol: Param = None, policy: Param = None) -> vmd_module:
+def vmd_init(k: Kernel, protocol: Param = None, policy: Param = None, *,
+             handler: str = HANDLERS[0], remove: str = REMOVES[0],
+             parent: str = PARENTS[0]) -> vmd_module:
     """Load the driver into kernel ``k`` (before or after boot) and bind every VMD.
 
-    ``protocol``: ``srcu`` (default), ``rfc-v3`` or ``kfree-rcu``; ``policy``:
-    ``least-loaded`` (default), ``modulo``, ``affinity`` or ``rebalance``."""
+    ``protocol``: ``srcu`` (default), ``rfc-v3``, ``kfree-rcu`` or ``spinlock``;
+    ``policy``: ``least-loaded`` (default), ``modulo``, ``affinity`` or ``rebalance``;
+    ``handler``, ``remove``, ``parent``: today's code or the RFC v3's (above)."""
     if vmd_module_of(k) is not None:
         raise VmdParamError("vmd: module already loaded in this kernel (vmd_exit first)")
-    module = vmd_module(k, protocol, policy)
+    module = vmd_module(k, protocol, policy, handler=handler, remove=remove, parent=parent)
     err = pci_register_driver(k, module.driver)
     if err:
         raise VmdsimError(f"vmd: pci_register_driver failed ({err})")

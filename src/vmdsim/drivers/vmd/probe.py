@@ -44,7 +44,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from vmdsim.drivers.vmd.cfg import PCIE_ECAM_OFFSET, vmd_ops
-from vmdsim.drivers.vmd.dev import vmd_dev, vmd_module_of_driver
+from vmdsim.drivers.vmd.dev import (
+    vmd_attach_resources,
+    vmd_detach_resources,
+    vmd_dev,
+    vmd_module_of_driver,
+)
 from vmdsim.drivers.vmd.features import (
     BUS_RESTRICT_CAP,
     BUS_RESTRICT_CFG,
@@ -243,17 +248,6 @@ def vmd_domain_reset(vmd: vmd_dev) -> None:
                 writel(0xFFFFFFFF, base + PCI_PREF_BASE_UPPER32)
 
 
-def vmd_attach_resources(vmd: vmd_dev) -> None:
-    """Hang the domain's MEMBAR windows under the VMD's BARs in the resource tree."""
-    vmd.dev.resource[VMD_MEMBAR1].child = vmd.resources[1]
-    vmd.dev.resource[VMD_MEMBAR2].child = vmd.resources[2]
-
-
-def vmd_detach_resources(vmd: vmd_dev) -> None:
-    vmd.dev.resource[VMD_MEMBAR1].child = None
-    vmd.dev.resource[VMD_MEMBAR2].child = None
-
-
 def vmd_copy_host_bridge_flags(root_bridge: Any, vmd_bridge: Any) -> None:
     """The VMD is an aperture to ordinary root ports: grant its domain only what firmware
     granted the OS on the physical bus."""
@@ -437,7 +431,7 @@ def vmd_remove(dev: pci_dev) -> None:
     pci_remove_root_bus(vmd.bus)
     vmd.bus = None
     vmd_detach_resources(vmd)
-    vmd_remove_irq_domain(vmd)
+    vmd_remove_irq_domain(vmd)  # and an RFC parent domain under it (rfc_v3.py)
     ida_free(vmd.module.instance_ida, vmd.instance)
     if vmd in vmd.module.devices:
         vmd.module.devices.remove(vmd)

@@ -114,6 +114,7 @@ class irq_domain(KObject):
         self.mapcount = 0
         self.revmap: dict[int, irq_data] = {}
         self.hwirq_max = size or (1 << 32) - 1
+        self.revmap_size = size  # Linux: the linear part of the reverse map (0: tree only)
 
     def __repr__(self) -> str:
         return f"<irq_domain {self.name}>"
