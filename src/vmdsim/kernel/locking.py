@@ -17,7 +17,12 @@ when not given), which the lock validator (:mod:`vmdsim.kernel.lockdep`, on
 when ``sched.lockdep`` is set) orders.
 
 Simplifications: ``spinlock_t`` and ``raw_spinlock_t`` behave alike (no
-PREEMPT_RT).
+PREEMPT_RT). Spinlocks are not fair here: x86's queued spinlocks hand a
+released lock to the waiters in arrival order, the model lets any waiter, or
+a later attempt, take it, so the explorer also tries orders the hardware
+excludes (a schedule whose failure needs a waiter to be overtaken would be a
+false alarm; a trial of fair locks left the vmd-remove scenario's verdicts as
+they are, but multiplied the executions of preemption-bounded search).
 """
 
 from __future__ import annotations
