@@ -44,7 +44,7 @@ def _vmd_options(params: tuple[str, ...]) -> dict[str, str]:
         name, eq, value = p.partition("=")
         if not eq or not name or not value:
             raise VmdsimError(f"--vmd-param {p!r}: write NAME=VALUE, e.g. handler=chained")
-        out[name.strip().replace("-", "_")] = value.strip()
+        out[name.strip()] = value.strip()
     return out
 
 

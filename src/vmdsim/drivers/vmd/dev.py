@@ -1,6 +1,7 @@
 """The driver's structures: ``struct vmd_dev``, ``vmd_irq_list``, ``vmd_irq``, and the
 lookups every other module shares (``vmd_from_bus``, ``fast_vectors``,
-``vmd_module_of_driver``). The module's globals (the instance IDA and the list lock)
+``vmd_module_of_driver``), and the teardown steps today's remove and the RFC's
+share. The module's globals (the instance IDA and the list lock)
 are in :mod:`~vmdsim.drivers.vmd.module`.
 
 As in Linux, a ``vmd_dev`` embeds its ``pci_sysdata`` (so ``vmd_from_bus`` is
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, cast
 
 from vmdsim.drivers.vmd.features import VMD_MEMBAR1, VMD_MEMBAR2
+from vmdsim.kernel.idr import ida_free
+from vmdsim.kernel.irq.irqdomain import irq_domain_remove
 from vmdsim.kernel.locking import raw_spinlock_t
 from vmdsim.kernel.pci import pci_sysdata
 from vmdsim.kernel.pci.resource import resource
@@ -139,6 +142,22 @@ def vmd_attach_resources(vmd: vmd_dev) -> None:
 def vmd_detach_resources(vmd: vmd_dev) -> None:
     vmd.dev.resource[VMD_MEMBAR1].child = None
     vmd.dev.resource[VMD_MEMBAR2].child = None
+
+
+def vmd_free_msi_domain(vmd: vmd_dev) -> None:
+    """Remove the VMD MSI domain and free its fwnode (both removes do this)."""
+    if vmd.irq_domain is not None:
+        fn = vmd.irq_domain.fwnode
+        irq_domain_remove(vmd.irq_domain)
+        vmd.dev.k.irq.irq_domain_free_fwnode(fn)
+        vmd.irq_domain = None
+
+
+def vmd_release_instance(vmd: vmd_dev) -> None:
+    """Give back the instance number and forget the VMD (the end of both removes)."""
+    ida_free(vmd.module.instance_ida, vmd.instance)
+    if vmd in vmd.module.devices:
+        vmd.module.devices.remove(vmd)
 
 
 def index_from_irqs(vmd: vmd_dev, irqs: vmd_irq_list) -> int:

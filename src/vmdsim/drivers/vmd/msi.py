@@ -38,7 +38,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from vmdsim.drivers.vmd.dev import index_from_irqs, vmd_dev, vmd_from_bus, vmd_irq, vmd_irq_list
+from vmdsim.drivers.vmd.dev import (
+    index_from_irqs,
+    vmd_dev,
+    vmd_free_msi_domain,
+    vmd_from_bus,
+    vmd_irq,
+    vmd_irq_list,
+)
 from vmdsim.drivers.vmd.features import PCI_REG_VMCONFIG, VMCONFIG_MSI_REMAP
 from vmdsim.drivers.vmd.rfc_v3 import (
     vmd_create_parent_domain,
@@ -51,7 +58,6 @@ from vmdsim.kernel.irq.flags import IRQF_NO_THREAD
 from vmdsim.kernel.irq.flow import handle_untracked_irq
 from vmdsim.kernel.irq.irqdomain import (
     DOMAIN_BUS_VMD_MSI,
-    irq_domain_remove,
     irq_domain_set_info,
     irq_domain_update_bus_token,
 )
@@ -253,11 +259,7 @@ def vmd_remove_irq_domain(vmd: vmd_dev) -> None:
     """Remove the MSI domain; turn remapping back on if this VMD had bypassed it."""
     if not vmd.msix_count:
         vmd_set_msi_remapping(vmd, True)
-    if vmd.irq_domain is not None:
-        fn = vmd.irq_domain.fwnode
-        irq_domain_remove(vmd.irq_domain)
-        vmd.dev.k.irq.irq_domain_free_fwnode(fn)
-        vmd.irq_domain = None
+    vmd_free_msi_domain(vmd)
     vmd_remove_parent_domain(vmd)
 
 

@@ -49,6 +49,7 @@ from vmdsim.drivers.vmd.dev import (
     vmd_detach_resources,
     vmd_dev,
     vmd_module_of_driver,
+    vmd_release_instance,
 )
 from vmdsim.drivers.vmd.features import (
     BUS_RESTRICT_CAP,
@@ -432,9 +433,7 @@ def vmd_remove(dev: pci_dev) -> None:
     vmd.bus = None
     vmd_detach_resources(vmd)
     vmd_remove_irq_domain(vmd)  # and an RFC parent domain under it (rfc_v3.py)
-    ida_free(vmd.module.instance_ida, vmd.instance)
-    if vmd in vmd.module.devices:
-        vmd.module.devices.remove(vmd)
+    vmd_release_instance(vmd)
 
 
 def vmd_shutdown(dev: pci_dev) -> None:

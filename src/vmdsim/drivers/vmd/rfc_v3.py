@@ -43,10 +43,19 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from vmdsim.drivers.vmd.dev import vmd_detach_resources, vmd_dev, vmd_irq_list
-from vmdsim.kernel.idr import ida_free
+from vmdsim.drivers.vmd.dev import (
+    vmd_detach_resources,
+    vmd_dev,
+    vmd_free_msi_domain,
+    vmd_irq_list,
+    vmd_release_instance,
+)
 from vmdsim.kernel.irq.flow import chained_irq_enter, chained_irq_exit
-from vmdsim.kernel.irq.irqdesc import irq_desc_get_chip, irq_desc_get_handler_data
+from vmdsim.kernel.irq.irqdesc import (
+    irq_desc_get_chip,
+    irq_desc_get_handler_data,
+    irq_desc_get_irq,
+)
 from vmdsim.kernel.irq.irqdomain import (
     irq_domain,
     irq_domain_create_hierarchy,
@@ -71,7 +80,7 @@ def vmd_flow_handler(desc: irq_desc) -> None:
     chip = irq_desc_get_chip(desc)
     irqs: vmd_irq_list = irq_desc_get_handler_data(desc)
     chained_irq_enter(chip, desc)
-    irqs.vmd.protocol.handler(desc.irq_data.irq, irqs)
+    irqs.vmd.protocol.handler(irq_desc_get_irq(desc), irqs)
     chained_irq_exit(chip, desc)
 
 
@@ -84,16 +93,10 @@ def vmd_remove(dev: pci_dev) -> None:
     pci_remove_root_bus(vmd.bus)
     vmd.bus = None
     # vmd_teardown_dma_ops(vmd): the model has no DMA ops to restore.
-    if vmd.irq_domain is not None:
-        fn = vmd.irq_domain.fwnode
-        irq_domain_remove(vmd.irq_domain)
-        vmd.dev.k.irq.irq_domain_free_fwnode(fn)
-        vmd.irq_domain = None
+    vmd_free_msi_domain(vmd)  # irq_domain_remove(vmd->irq_domain); the parent stays
     # Model: what today's probe added and the RFC did not have, undone as today.
     vmd_detach_resources(vmd)
-    ida_free(vmd.module.instance_ida, vmd.instance)
-    if vmd in vmd.module.devices:
-        vmd.module.devices.remove(vmd)
+    vmd_release_instance(vmd)
 
 
 # -- the linear parent -----------------------------------------------------------------------
