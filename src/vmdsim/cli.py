@@ -7,6 +7,7 @@ import sys
 import click
 
 from vmdsim.cli_check import register as register_check_commands
+from vmdsim.cli_history import register as register_history_commands
 from vmdsim.cli_run import register as register_run_commands
 from vmdsim.errors import VmdsimError
 
@@ -91,6 +92,7 @@ def default() -> None:
 
 register_check_commands(main)
 register_run_commands(main)
+register_history_commands(main)
 
 
 if __name__ == "__main__":

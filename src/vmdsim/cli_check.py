@@ -18,6 +18,7 @@ from vmdsim.check.dpor import Stats
 from vmdsim.check.explore import STRATEGIES, Report, explore
 from vmdsim.check.program import Execution, Program, SetupError
 from vmdsim.check.scenario import ScenarioError, builtin, find
+from vmdsim.cli_history import VARIANT
 
 _TOKEN = re.compile(r"^(?P<name>[^\[:]+)(\[(?P<opts>[^\]]*)\])?:(?P<schedule>.+)$")
 
@@ -44,9 +45,10 @@ def parse_token(text: str) -> tuple[str, dict[str, str], str]:
 # every scenario, written into replay tokens because a livelock verdict depends on them.
 BUDGETS = ("spin_limit", "max_steps")
 MAX_BUDGET = 10**7
-# Settings of every execution, not options of the scenario: the budgets and the lock
-# validator (``lockdep=on``), each written into replay tokens, as verdicts depend on them.
-EXECUTION_SETTINGS = (*BUDGETS, "lockdep")
+# Settings of every execution, not options of the scenario: the budgets, the lock
+# validator (``lockdep=on``) and the variants applied (``variant=a.py;before:NAME``),
+# each written into replay tokens, as verdicts depend on them.
+EXECUTION_SETTINGS = (*BUDGETS, "lockdep", "variant")
 
 
 def _program(name: str, options: dict[str, str]) -> Program:
@@ -101,6 +103,15 @@ def _print_report(r: Report, name: str, options: dict[str, str], as_json: bool,
         click.echo(f"replay: vmdsim replay '{replay_token}'")
 
 
+def _variant_setting(variants: tuple[str, ...]) -> str:
+    """The ``variant=`` setting of a replay token: the specs joined by ``;``."""
+    for v in variants:
+        if any(c in v for c in ",;[]"):
+            raise ScenarioError(f"--variant {v!r}: a replay token cannot hold a name with "
+                                "',', ';', '[' or ']'; rename the file")
+    return ";".join(variants)
+
+
 CHECK_FLAGS = ("protocol", "desc_free", "policy")  # scenario options check has a flag for
 
 
@@ -108,7 +119,7 @@ def register(main: click.Group) -> None:
     @main.command()
     @click.argument("scenario")
     @click.option("--protocol", help="teardown protocol of the VMD demux (rfc-v3, kfree-rcu, "
-                  "srcu, spinlock)")
+                  "synchronize-rcu, srcu, spinlock)")
     @click.option("--desc-free", "desc_free", help="IRQ descriptor freeing: immediate or rcu")
     @click.option("--policy", help="vector-assignment policy")
     @click.option("--opt", "opt", multiple=True, metavar="NAME=VALUE",
@@ -129,10 +140,12 @@ def register(main: click.Group) -> None:
     @click.option("--no-reduce", is_flag=True, help="dpor: turn partial-order reduction off")
     @click.option("--full", is_flag=True, help="draw every step, not just the racing ones")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+    @VARIANT
     def check(scenario: str, protocol: str | None, desc_free: str | None, policy: str | None,
               opt: tuple[str, ...], strategy: str, bound: int, runs: int, depth: int,
               seed: int, jobs: int, spin_limit: int | None, max_steps: int | None,
-              lockdep: bool, no_reduce: bool, full: bool, as_json: bool) -> None:
+              lockdep: bool, no_reduce: bool, full: bool, as_json: bool,
+              variants: tuple[str, ...]) -> None:
         """Explore SCENARIO (a name from `vmdsim scenarios`, or a .py file) for races."""
         budgets = {k: str(v) for k, v in (("spin_limit", spin_limit), ("max_steps", max_steps))
                    if v is not None}
@@ -140,6 +153,8 @@ def register(main: click.Group) -> None:
         options.update(budgets)
         if lockdep:
             options["lockdep"] = "on"  # in the replay token: the verdict depends on it
+        if variants:
+            options["variant"] = _variant_setting(variants)
         program = _program(scenario, options)
         progress, done = _progress(as_json)
         try:
@@ -166,6 +181,12 @@ def register(main: click.Group) -> None:
         from vmdsim.check.schedule import replay as run_schedule
 
         name, options, schedule = parse_token(replay_token)
+        if "variant" in options:  # the code the schedule was found on
+            from vmdsim.history import resolve_variants
+            from vmdsim.variants import applied
+
+            click.get_current_context().with_resource(
+                applied(resolve_variants(options["variant"].split(";"))))
         try:
             ex = run_schedule(_program(name, options), schedule)
         except ScheduleError as e:

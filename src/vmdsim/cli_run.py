@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
+from vmdsim.cli_history import VARIANT
 from vmdsim.errors import VmdsimError
 
 if TYPE_CHECKING:
@@ -125,6 +126,12 @@ def _exit_if_lockdep(system: System) -> None:
         sys.exit(1)
 
 
+def _kernel_errors(system: System) -> list[str]:
+    from vmdsim.kernel.printk import KERN_ERR, dmesg
+
+    return dmesg(system.k, range(KERN_ERR + 1))
+
+
 def _exit_if_lost(m: Measurements) -> None:
     if m.lost_interrupts:
         where = ", ".join(f"{x.queue} {x.count}" for x in m.accounting.lost_by_queue)
@@ -135,8 +142,8 @@ def _exit_if_lost(m: Measurements) -> None:
 def register(main: click.Group) -> None:
     @main.command()
     @TOPOLOGY
-    @click.option("--protocol", help="VMD demux teardown protocol (srcu, kfree-rcu, rfc-v3, "
-                  "spinlock)")
+    @click.option("--protocol", help="VMD demux teardown protocol (srcu, kfree-rcu, "
+                  "synchronize-rcu, rfc-v3, spinlock)")
     @click.option("--policy", help="VMD vector-assignment policy (see `vmdsim policies`)")
     @click.option("--desc-free", "desc_free", type=click.Choice(["rcu", "immediate"]),
                   default="rcu", show_default=True, help="IRQ descriptor freeing")
@@ -145,11 +152,12 @@ def register(main: click.Group) -> None:
     @click.option("--lockdep", is_flag=True,
                   help="validate lock order (exit 1 on a possible deadlock)")
     @VMD_PARAM
+    @VARIANT
     @ALLOW_UNBOUND
     def run(topology: str | None, protocol: str | None, policy: str | None, desc_free: str,
             rate: float, duration_ms: float, interrupts: int | None, hotplug: str, seed: int,
             as_json: bool, lockdep: bool, vmd_params: tuple[str, ...],
-            allow_unbound: bool) -> None:
+            variants: tuple[str, ...], allow_unbound: bool) -> None:
         """Boot TOPOLOGY (default: the built-in machine), drive interrupt load, show the result.
 
         Exit status 1 if a declared device did not come up bound to its driver (unless
@@ -169,7 +177,8 @@ def register(main: click.Group) -> None:
         if as_json:
             d = m.as_dict()
             d.update(lspci=lspci(system.k).splitlines(), simulated_ms=round(out.sim_ms, 3),
-                     hotplug={"removed": out.removed, "inserted": out.inserted})
+                     hotplug={"removed": out.removed, "inserted": out.inserted},
+                     variants=list(variants), kernel_errors=_kernel_errors(system))
             if lockdep:
                 d.update(lockdep=_lockdep_reports(system))
             click.echo(json.dumps(d, indent=2))
@@ -185,6 +194,12 @@ def register(main: click.Group) -> None:
         click.echo(queue_table(m))
         click.echo("")
         click.echo(summary(m))
+        errors = _kernel_errors(system)
+        if errors:  # what a user would find with `dmesg --level emerg,alert,crit,err`
+            click.echo("")
+            click.echo(f"kernel log at err and above ({len(errors)} lines):")
+            for line in errors:
+                click.echo(f"  {line}")
         _exit_if_lockdep(system)
         _exit_if_lost(m)
 
@@ -193,7 +208,9 @@ def register(main: click.Group) -> None:
     @click.option("-t", "as_tree", is_flag=True, help="tree")
     @click.option("-v", "verbose", is_flag=True, help="verbose")
     @click.option("-n", "numeric", is_flag=True, help="numeric IDs")
-    def lspci_cmd(topology: str | None, as_tree: bool, verbose: bool, numeric: bool) -> None:
+    @VARIANT
+    def lspci_cmd(topology: str | None, as_tree: bool, verbose: bool, numeric: bool,
+                  variants: tuple[str, ...]) -> None:
         """lspci of TOPOLOGY once booted with every driver bound."""
         from vmdsim.views.lspci import lspci
 
@@ -205,7 +222,8 @@ def register(main: click.Group) -> None:
     @click.option("-l", "--level", "level", metavar="LIST",
                   help="only these levels, e.g. err,warn (emerg alert crit err warn notice "
                        "info debug)")
-    def dmesg(topology: str | None, level: str | None) -> None:
+    @VARIANT
+    def dmesg(topology: str | None, level: str | None, variants: tuple[str, ...]) -> None:
         """The kernel log of booting TOPOLOGY: what each driver found, bound or refused."""
         from vmdsim.kernel.printk import dmesg as kernel_log
         from vmdsim.kernel.printk import parse_levels
@@ -221,8 +239,9 @@ def register(main: click.Group) -> None:
     @TOPOLOGY
     @click.option("--policy", help="VMD vector-assignment policy")
     @VMD_PARAM
+    @VARIANT
     def interrupts(topology: str | None, policy: str | None,
-                   vmd_params: tuple[str, ...]) -> None:
+                   vmd_params: tuple[str, ...], variants: tuple[str, ...]) -> None:
         """/proc/interrupts of TOPOLOGY once booted, with each child IRQ's VMD vector."""
         from vmdsim.views.interrupts import proc_interrupts
 
@@ -231,7 +250,9 @@ def register(main: click.Group) -> None:
     @main.command(name="irq-domains")
     @TOPOLOGY
     @VMD_PARAM
-    def irq_domains_cmd(topology: str | None, vmd_params: tuple[str, ...]) -> None:
+    @VARIANT
+    def irq_domains_cmd(topology: str | None, vmd_params: tuple[str, ...],
+                        variants: tuple[str, ...]) -> None:
         """/sys/kernel/debug/irq/domains/* of TOPOLOGY once booted (and what an RFC parent
         domain, --vmd-param parent=linear, costs)."""
         from vmdsim.views.irq_domains import irq_domains

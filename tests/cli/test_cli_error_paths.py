@@ -7,7 +7,7 @@ import pytest
 from clirig import DURATION, invoke, path
 
 POLICIES = "least-loaded, modulo, affinity, rebalance"
-PROTOCOLS = "srcu, rfc-v3, kfree-rcu, spinlock"
+PROTOCOLS = "srcu, rfc-v3, kfree-rcu, synchronize-rcu, spinlock"
 
 
 def error_line(r) -> str:

@@ -84,7 +84,7 @@ def test_scenarios_lists_each_with_its_options_and_known_verdicts():
     # (a scenario file checked earlier in the same process stays registered: only in tests)
     assert {"enable-race", "hot-remove", "live-move", "seed-teardown"} <= set(names)
     seed = out[out.index("seed-teardown:"):].splitlines()
-    assert "    --protocol: srcu, kfree-rcu, rfc-v3, spinlock" in seed
+    assert "    --protocol: srcu, kfree-rcu, synchronize-rcu, rfc-v3, spinlock" in seed
     assert "    --desc-free: immediate, rcu" in seed
     assert "    protocol=kfree-rcu desc_free=immediate -> use-after-free" in seed
     assert "    protocol=srcu desc_free=rcu -> safe" in seed
@@ -97,7 +97,8 @@ def test_policies_names_and_describes_every_policy_and_protocol():
     policies = dict(s.strip().split(": ", 1) for s in lines[1:i])
     protocols = dict(s.strip().split(": ", 1) for s in lines[i + 1:])
     assert list(policies) == ["least-loaded (default)", "modulo", "affinity", "rebalance"]
-    assert list(protocols) == ["srcu (default)", "rfc-v3", "kfree-rcu", "spinlock"]
+    assert list(protocols) == ["srcu (default)", "rfc-v3", "kfree-rcu", "synchronize-rcu",
+                               "spinlock"]
     assert all(len(text) > 10 for text in [*policies.values(), *protocols.values()])
     assert "virq % msix_count" in policies["modulo"]
     assert "synchronize_srcu" in protocols["srcu (default)"]
@@ -112,7 +113,7 @@ def test_a_check_with_an_unknown_name_lists_the_valid_ones():
         assert name in r.stderr
     r = invoke("check", "seed-teardown", "--protocol", "nope")
     assert r.exit_code == 2 and r.stdout == ""
-    assert "'nope' is not one of srcu, kfree-rcu, rfc-v3, spinlock" in r.stderr
+    assert "'nope' is not one of srcu, kfree-rcu, synchronize-rcu, rfc-v3, spinlock" in r.stderr
     r = invoke("check", "seed-teardown", "--strategy", "nope")
     assert r.exit_code == 2 and "'nope' is not one of 'dpor'" in r.stderr
 

@@ -34,7 +34,7 @@ def test_unknown_names_are_refused_with_the_valid_ones_listed():
                                             r"least-loaded, modulo, affinity, rebalance"):
         vmd_init(w.k, policy="fair")
     assert vmd_module_of(w.k) is None
-    assert list(PROTOCOLS) == ["srcu", "rfc-v3", "kfree-rcu", "spinlock"]
+    assert list(PROTOCOLS) == ["srcu", "rfc-v3", "kfree-rcu", "synchronize-rcu", "spinlock"]
     assert list(POLICIES) == ["least-loaded", "modulo", "affinity", "rebalance"]
 
 

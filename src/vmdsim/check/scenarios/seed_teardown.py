@@ -12,7 +12,8 @@ walks the vector's list and calls ``generic_handle_irq`` on each child.
 Known verdicts: ``rfc-v3`` (RCU read side, mapping freed at once) uses the
 freed mapping; ``kfree-rcu`` with descriptors freed at once uses the freed
 descriptor — the seed's KABOOM; with descriptors freed after a grace period
-it is safe; ``srcu`` (Linux today) is safe either way.
+it is safe; ``synchronize-rcu`` (v4.9's fix, ee6ee49fd09f) and ``srcu``
+(Linux today) are safe either way.
 """
 
 from __future__ import annotations
@@ -33,13 +34,15 @@ QID = 1
 
 
 @scenario("seed-teardown", "CPU0 unbinds an NVMe child while CPU1 takes its VMD vector",
-          options={"protocol": ("srcu", "kfree-rcu", "rfc-v3", "spinlock"),
+          options={"protocol": ("srcu", "kfree-rcu", "synchronize-rcu", "rfc-v3",
+                               "spinlock"),
                    "desc_free": ("immediate", "rcu")},
           expect={"spinlock": "deadlock",
                   ("rfc-v3", "immediate"): "use-after-free",
                   ("rfc-v3", "rcu"): "use-after-free",
                   ("kfree-rcu", "immediate"): "use-after-free",
                   ("kfree-rcu", "rcu"): "safe",
+                  "synchronize-rcu": "safe",
                   "srcu": "safe"})
 def seed_teardown(protocol: str = "srcu", desc_free: str = "immediate") -> Program:
     def setup() -> SimpleNamespace:

@@ -21,6 +21,12 @@ is the *protocol*, chosen per VMD instance by name:
     4.14): a CPU that read the child's IRQ number just before the removal
     calls ``generic_handle_irq`` on a freed descriptor — the seed's KABOOM.
     With descriptors freed through RCU (``"rcu"``), it is safe.
+``synchronize-rcu`` (from v4.9, ee6ee49fd09f, until the SRCU change 3906b91844d6)
+    the RCU walk; ``msi_free`` runs ``synchronize_rcu`` before uncounting and
+    freeing the mapping, so a walker that read the child is done before
+    ``msi_free`` returns and the IRQ core frees the descriptor — safe even
+    with descriptors freed at once, at the cost of a global grace period per
+    child freed (what the SRCU change avoided).
 ``spinlock`` (what the review's answer ruled out)
     the walk holds the driver's list lock, which ``vmd_irq_disable`` also
     takes; ``msi_free`` frees at once, since no walker can hold an entry the
@@ -158,6 +164,17 @@ class KfreeRcuTeardown(TeardownProtocol):
         vmd.dev.k.mem.kfree_rcu(vmdirq)
 
 
+class SynchronizeRcuTeardown(TeardownProtocol):
+    name = "synchronize-rcu"
+    summary = "RCU walk; msi_free synchronize_rcu()s before freeing (v4.9 until SRCU)"
+    handler = staticmethod(vmd_irq_rcu)
+
+    def msi_free(self, vmd: vmd_dev, vmdirq: vmd_irq_t) -> None:
+        synchronize_rcu()
+        _uncount(vmd, vmdirq)
+        vmd.dev.k.mem.kfree(vmdirq)
+
+
 class SrcuTeardown(TeardownProtocol):
     name = "srcu"
     summary = "per-vector SRCU walk; msi_free synchronize_srcu()s before freeing (Linux)"
@@ -189,5 +206,5 @@ class SpinlockTeardown(RfcV3Teardown):
 
 PROTOCOLS: dict[str, TeardownProtocol] = {
     p.name: p for p in (SrcuTeardown(), RfcV3Teardown(), KfreeRcuTeardown(),
-                        SpinlockTeardown())}
+                        SynchronizeRcuTeardown(), SpinlockTeardown())}
 DEFAULT_PROTOCOL = "srcu"

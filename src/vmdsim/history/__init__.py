@@ -1,0 +1,116 @@
+"""vmd.c through its history: the review's points and merged fixes, each reproduced.
+
+``REGRESSIONS`` is the corpus in the order ``vmdsim regressions`` prints it:
+the 2015 review's points first, then the merged fixes by date. Each entry
+(``corpus.Regression``) runs one property's probe (``probes``) on the code
+before the fix and after it; the code before is expressed as variants of the
+functions the fix changed (``vmdsim/variants.py``) and as module or IRQ-core
+options, so ``vmdsim run --variant before:NAME`` runs a machine with it.
+Modules, named for what they hold:
+
+==================  ============================================================
+``corpus``          the entry, its two sides, a probe's finding, running one
+``probes``          looking for a bug: exploring a scenario, booting a machine
+``review``          the review of the RFC v3 (Nov 2015)
+``untracked_irq``   30ce03503813: the spurious detector and shared vectors
+``rcu_sync``        ee6ee49fd09f: synchronize_rcu before freeing a mapping
+``remove_order``    dc8af3a827df: resources detached before the bus was stopped
+``bus_offsets``     e3dffa4f6c36: config addressing with a bus offset
+``osc``             04b12ef163d1: the domain's PCIe features follow firmware's _OSC
+==================  ============================================================
+
+``UNMODELLED`` lists the fixes the corpus does not reproduce yet, with what
+each would take.
+"""
+
+from __future__ import annotations
+
+from vmdsim.history import bus_offsets, osc, rcu_sync, remove_order, review, untracked_irq
+from vmdsim.history.corpus import (
+    Finding,
+    Regression,
+    RegressionError,
+    Result,
+    Side,
+    Unmodelled,
+    run_regression,
+    select,
+)
+from vmdsim.variants import Variant, VariantError, load_variant_file
+
+REGRESSIONS: list[Regression] = [*review.ENTRIES, *untracked_irq.ENTRIES, *rcu_sync.ENTRIES,
+                                 *remove_order.ENTRIES,
+                                 *bus_offsets.ENTRIES, *osc.ENTRIES]
+
+UNMODELLED: list[Unmodelled] = [
+    Unmodelled("97e923063575", "x86/PCI: VMD: Initialize list item in IRQ disable",
+               "list_del_rcu's poisoning (prev = LIST_POISON2) and the IRQ core disabling a "
+               "child twice; the model's list deletion does not poison"),
+    Unmodelled("21c80c9fefc3", "x86/PCI: VMD: Fix infinite loop executing irq's",
+               "a walker parked on a node that INIT_LIST_HEAD made point at itself: the "
+               "pre-fix list code above, then a livelock verdict"),
+    Unmodelled("e382dffc904d", "x86/PCI: VMD: Use x86_vector_domain as parent domain",
+               "CPU hot-unplug (fixup_irqs, irq_force_complete_move walking to the root "
+               "irq_data and taking its chip_data as the APIC's)"),
+    Unmodelled("9c2053040ca7", "x86/PCI: VMD: Separate MSI and MSI-X vector sharing",
+               "children that use plain MSI behind the VMD (the model's children use MSI-X), "
+               "and a cost for sharing (issue 15's cost model): the bug is performance"),
+    Unmodelled("f6b7bb847ca8", "PCI: vmd: Offset Client VMD MSI-X vectors",
+               "a client VMD whose vector 0 drops remapped messages, and a non-NVMe child "
+               "(AHCI) behind it that times out"),
+    Unmodelled("2565e5b69c44", "PCI: vmd: Do not disable MSI-X remapping if interrupt "
+               "remapping is enabled by IOMMU.",
+               "VT-d interrupt remapping: the IR MSI domain, and the IOMMU blocking "
+               "compatibility-format messages (fault reason 0x25)"),
+    Unmodelled("886e67100b90", "PCI: vmd: Assign VMD IRQ domain before enumeration",
+               "the same IOMMU model: children inheriting the default PCI-MSI domain in bypass"),
+    Unmodelled("c94f732e8001", "PCI: vmd: Revert 2565e5b69c44",
+               "the same IOMMU model, IR on/off against bypass on/off"),
+    Unmodelled("b61cf04c49c3", "PCI: vmd: Reset VMD config register between soft reboots",
+               "a warm reboot that keeps VMCONFIG's sticky bits, into a second boot whose OS "
+               "cannot run with remapping off"),
+    Unmodelled("0a584655ef89", "PCI: vmd: Fix secondary bus reset for Intel bridges",
+               "pci_reset_bus and Secondary Bus Reset, and device state that survives a "
+               "guest reboot until one"),
+    Unmodelled("49de0dc87965", "PCI: vmd: Fix potential deadlock when enabling ASPM",
+               "pci_bus_sem as a writer-preferring rw_semaphore held by pci_walk_bus, and a "
+               "hot-plug writer queued between the two readers"),
+    Unmodelled("f24c9bfcd423", "PCI: vmd: Create domain symlink before pci_bus_add_devices()",
+               "a user-space consumer of the add uevent (udev running mdadm -I) that reads "
+               "the domain link while probe goes on"),
+    Unmodelled("647e9651a011", "PCI: vmd: Silence 'set affinity failed' warning",
+               "CPU hot-unplug: migrate_one_irq moving every IRQ off the dying CPU"),
+    Unmodelled("e433110eb5bf", "PCI: vmd: Override irq_startup()/irq_shutdown() in "
+               "vmd_init_dev_msi_info()",
+               "the v6.17+ per-device MSI domains (msi_create_parent_irq_domain) and "
+               "54f45a30c0d0's irq_startup in the PCI/MSI templates"),
+    Unmodelled("d5c647b08ee0", "PCI: vmd: Fix wrong kfree() in vmd_msi_free()",
+               "the v6.17+ per-device MSI domains, where irq_get_chip_data(virq) is the "
+               "per-device level's chip data, not the VMD level's"),
+]
+
+
+def resolve_variants(specs: tuple[str, ...] | list[str]) -> list[Variant]:
+    """The variants ``--variant`` names: a Python file, or ``before:NAME``, the code
+    before the fix of corpus entry NAME."""
+    out: list[Variant] = []
+    for spec in specs:
+        if spec.startswith("before:"):
+            name = spec.removeprefix("before:")
+            entry = select(REGRESSIONS, (name,))[0]
+            if not entry.before.variants:
+                opts = " ".join(f"{k}={v}" for k, v in entry.before.options.items())
+                raise VariantError(f"--variant {spec}: {entry.name}'s code before the fix is "
+                                   f"today's code with options ({opts}), not a variant")
+            out += entry.before.variants
+        else:
+            out += load_variant_file(spec)
+    targets = [v.target for v in out]
+    dup = sorted({t for t in targets if targets.count(t) > 1})
+    if dup:
+        raise VariantError(f"--variant: two variants of {dup[0]}")
+    return out
+
+
+__all__ = ["REGRESSIONS", "UNMODELLED", "Finding", "Regression", "RegressionError", "Result",
+           "Side", "Unmodelled", "resolve_variants", "run_regression", "select"]
