@@ -176,3 +176,19 @@ def test_the_documented_example_recreates_the_bus_offsets_entry():
     [entry] = ENTRIES
     with applied(load_variant_file(str(EXAMPLE))):
         assert entry.probe().verdict == "unbound"  # the corpus's own property agrees
+
+
+def test_a_module_imported_while_a_variant_is_applied_gets_the_original_back(tmp_path: Path):
+    import sys
+
+    from vmdsim.drivers.vmd import probe
+    from vmdsim.history.aspm_deadlock import vmd_pm_enable_quirk
+
+    today = probe.vmd_pm_enable_quirk
+    sys.modules.pop("vmdsim.check.scenarios.aspm_walk", None)
+    with applied([vmd_pm_enable_quirk]):
+        import importlib
+
+        late = importlib.import_module("vmdsim.check.scenarios.aspm_walk")
+        assert late.vmd_pm_enable_quirk is vmd_pm_enable_quirk.func  # imported it as it was
+    assert late.vmd_pm_enable_quirk is today

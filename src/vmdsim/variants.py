@@ -159,6 +159,8 @@ def _owned(value: Any) -> bool:
     """A module-level dict, or a class or instance vmdsim defines (ops tables, protocols)."""
     if isinstance(value, dict):
         return True
+    if isinstance(value, Variant):
+        return False  # a variant names its function; it is not a reference to rewire
     cls = value if isinstance(value, type) else type(value)
     return cls.__module__.startswith(PREFIX) and hasattr(value, "__dict__")
 
@@ -185,16 +187,16 @@ def _rewire_in(value: Any, original: FunctionType, new: Callable[..., Any], undo
 def applied(variants: list[Variant]) -> Iterator[None]:
     """Run the body with ``variants`` in place of their targets; restore them after."""
     undo: Undo = []
+    done: list[tuple[FunctionType, Callable[..., Any]]] = []
     try:
         for v in variants:
             holder, key, original = _resolve(v)
-            if isinstance(holder, ModuleType):
-                _rewire(original, v.func, undo)
-            else:
+            if not isinstance(holder, ModuleType):
                 raw = inspect.getattr_static(holder, key)
                 new = staticmethod(v.func) if isinstance(raw, staticmethod) else v.func
                 _swap(holder, key, new, undo)
-                _rewire(original, v.func, undo)  # held elsewhere too (ops tables)
+            _rewire(original, v.func, undo)  # held elsewhere too (imports, ops tables)
+            done.append((original, v.func))
         yield
     finally:
         for holder, key, old, in_dict in reversed(undo):
@@ -202,6 +204,11 @@ def applied(variants: list[Variant]) -> Iterator[None]:
                 holder[key] = old
             else:
                 setattr(holder, key, old)
+        # A module imported while the variants were applied took the variant under its
+        # own name: point it back at the original too.
+        for original, func in reversed(done):
+            if isinstance(func, FunctionType):
+                _rewire(func, original, [])
 
 
 # -- loading a file -------------------------------------------------------------------------

@@ -26,10 +26,15 @@ BEFORE = {
     "parent-domain": "overfull-domain",
     "modulo-crowding": "crowded",
     "untracked-irq": "nobody-cared",
+    "msi-sharing": "msi-shares-msix",
+    "list-loop": "livelock",
     "rcu-sync": "use-after-free",
     "detach-resources": "nonexistent-resource",
     "bus-offsets": "unbound",
+    "client-vector0": "missed-interrupt",
     "osc": "aer-enabled",
+    "soft-reboot": "remap-left-off",
+    "aspm-deadlock": "deadlock",
 }
 SLOW = {"rfc-kfree", "untracked-irq", "lock-order"}  # seconds each, not tenths
 

@@ -13,10 +13,15 @@ Modules, named for what they hold:
 ``probes``          looking for a bug: exploring a scenario, booting a machine
 ``review``          the review of the RFC v3 (Nov 2015)
 ``untracked_irq``   30ce03503813: the spurious detector and shared vectors
+``msi_sharing``     9c2053040ca7: MSI children kept off the MSI-X vectors
+``list_loop``       21c80c9fefc3: a removed node pointing at itself
 ``rcu_sync``        ee6ee49fd09f: synchronize_rcu before freeing a mapping
 ``remove_order``    dc8af3a827df: resources detached before the bus was stopped
 ``bus_offsets``     e3dffa4f6c36: config addressing with a bus offset
+``client_vector0``  f6b7bb847ca8: a client VMD's vector 0 forwards no child MSI
 ``osc``             04b12ef163d1: the domain's PCIe features follow firmware's _OSC
+``soft_reboot``     b61cf04c49c3: remapping back on before a reboot
+``aspm_deadlock``   49de0dc87965: pci_bus_sem taken twice for reading
 ==================  ============================================================
 
 ``UNMODELLED`` lists the fixes the corpus does not reproduce yet, with what
@@ -25,7 +30,19 @@ each would take.
 
 from __future__ import annotations
 
-from vmdsim.history import bus_offsets, osc, rcu_sync, remove_order, review, untracked_irq
+from vmdsim.history import (
+    aspm_deadlock,
+    bus_offsets,
+    client_vector0,
+    list_loop,
+    msi_sharing,
+    osc,
+    rcu_sync,
+    remove_order,
+    review,
+    soft_reboot,
+    untracked_irq,
+)
 from vmdsim.history.corpus import (
     Finding,
     Regression,
@@ -38,26 +55,20 @@ from vmdsim.history.corpus import (
 )
 from vmdsim.variants import Variant, VariantError, load_variant_file
 
-REGRESSIONS: list[Regression] = [*review.ENTRIES, *untracked_irq.ENTRIES, *rcu_sync.ENTRIES,
+REGRESSIONS: list[Regression] = [*review.ENTRIES, *untracked_irq.ENTRIES, *msi_sharing.ENTRIES,
+                                 *list_loop.ENTRIES,
+                                 *rcu_sync.ENTRIES,
                                  *remove_order.ENTRIES,
-                                 *bus_offsets.ENTRIES, *osc.ENTRIES]
+                                 *bus_offsets.ENTRIES, *client_vector0.ENTRIES,
+                                 *osc.ENTRIES, *soft_reboot.ENTRIES, *aspm_deadlock.ENTRIES]
 
 UNMODELLED: list[Unmodelled] = [
     Unmodelled("97e923063575", "x86/PCI: VMD: Initialize list item in IRQ disable",
                "list_del_rcu's poisoning (prev = LIST_POISON2) and the IRQ core disabling a "
                "child twice; the model's list deletion does not poison"),
-    Unmodelled("21c80c9fefc3", "x86/PCI: VMD: Fix infinite loop executing irq's",
-               "a walker parked on a node that INIT_LIST_HEAD made point at itself: the "
-               "pre-fix list code above, then a livelock verdict"),
     Unmodelled("e382dffc904d", "x86/PCI: VMD: Use x86_vector_domain as parent domain",
                "CPU hot-unplug (fixup_irqs, irq_force_complete_move walking to the root "
                "irq_data and taking its chip_data as the APIC's)"),
-    Unmodelled("9c2053040ca7", "x86/PCI: VMD: Separate MSI and MSI-X vector sharing",
-               "children that use plain MSI behind the VMD (the model's children use MSI-X), "
-               "and a cost for sharing (issue 15's cost model): the bug is performance"),
-    Unmodelled("f6b7bb847ca8", "PCI: vmd: Offset Client VMD MSI-X vectors",
-               "a client VMD whose vector 0 drops remapped messages, and a non-NVMe child "
-               "(AHCI) behind it that times out"),
     Unmodelled("2565e5b69c44", "PCI: vmd: Do not disable MSI-X remapping if interrupt "
                "remapping is enabled by IOMMU.",
                "VT-d interrupt remapping: the IR MSI domain, and the IOMMU blocking "
@@ -66,15 +77,9 @@ UNMODELLED: list[Unmodelled] = [
                "the same IOMMU model: children inheriting the default PCI-MSI domain in bypass"),
     Unmodelled("c94f732e8001", "PCI: vmd: Revert 2565e5b69c44",
                "the same IOMMU model, IR on/off against bypass on/off"),
-    Unmodelled("b61cf04c49c3", "PCI: vmd: Reset VMD config register between soft reboots",
-               "a warm reboot that keeps VMCONFIG's sticky bits, into a second boot whose OS "
-               "cannot run with remapping off"),
     Unmodelled("0a584655ef89", "PCI: vmd: Fix secondary bus reset for Intel bridges",
                "pci_reset_bus and Secondary Bus Reset, and device state that survives a "
                "guest reboot until one"),
-    Unmodelled("49de0dc87965", "PCI: vmd: Fix potential deadlock when enabling ASPM",
-               "pci_bus_sem as a writer-preferring rw_semaphore held by pci_walk_bus, and a "
-               "hot-plug writer queued between the two readers"),
     Unmodelled("f24c9bfcd423", "PCI: vmd: Create domain symlink before pci_bus_add_devices()",
                "a user-space consumer of the add uevent (udev running mdadm -I) that reads "
                "the domain link while probe goes on"),

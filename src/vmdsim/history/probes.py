@@ -17,9 +17,13 @@ from vmdsim.sim.system import System, boot
 from vmdsim.topology import parse
 
 
-def explored(scenario: str, **options: str) -> Finding:
-    """The scenario's verdict over every schedule (optimal DPOR)."""
-    r = explore(find(scenario).program(**options), "dpor")
+def explored(scenario: str, *, max_steps: int | None = None, **options: str) -> Finding:
+    """The scenario's verdict over every schedule (optimal DPOR); ``max_steps``: the
+    budget of one execution, past which it is a livelock."""
+    program = find(scenario).program(**options)
+    if max_steps is not None:
+        program.max_steps = max_steps
+    r = explore(program, "dpor", minimize=False)  # the verdict is all a probe needs
     if r.verdict == "safe":
         return Finding("safe", f"{r.stats.executions} executions, every schedule")
     return Finding(r.verdict, _first_line(str(r.as_dict()["message"])))

@@ -29,7 +29,12 @@ What the hardware is (VMD-FACTS.md; Linux ``drivers/pci/controller/vmd.c``):
 - Interrupts from below: with remapping on, a child's MSI write to
   0xFEE00000 | (index << 12) does not reach the CPUs; the VMD raises vector
   ``index`` of its own MSI-X table instead, honouring that entry's mask and
-  pending bit. With remapping off (bypass, only on parts that can), child
+  pending bit. On client parts (the IDs with ``OFFSET_FIRST_VECTOR``) vector
+  0 is for software triggering only: a child message remapped to index 0 is
+  not forwarded (f6b7bb847ca8, "vector 0 ... does not forward remapped
+  MSIs"), and the driver keeps child IRQs off it. A message that is not
+  forwarded, or whose index has no table entry, is counted in
+  ``remap_dropped``. With remapping off (bypass, only on parts that can), child
   MSIs go on to the CPUs as the VMD's own bus-master writes.
 - Everything else a child masters (DMA) leaves the VMD as the VMD's own
   bus-master transaction: the host, and its IOMMU, see the VMD's requester ID.
@@ -135,7 +140,7 @@ class VmdFeatures(IntFlag):
     HAS_MEMBAR_SHADOW = 1 << 0  # MEMBAR2 shadow registers at +0x2000 (VMLOCK bit 1)
     HAS_BUS_RESTRICTIONS = 1 << 1  # VMCAP bit 0; VMCONFIG bits 9:8 pick the first bus
     HAS_MEMBAR_SHADOW_VSCAP = 1 << 2  # shadow addresses in the SHDW vendor capability
-    OFFSET_FIRST_VECTOR = 1 << 3  # vector 0 is for software triggering (driver-side)
+    OFFSET_FIRST_VECTOR = 1 << 3  # vector 0 is for software triggering: no remapped MSIs
     CAN_BYPASS_MSI_REMAP = 1 << 4  # VMCONFIG bit 1 is writable
     BIOS_PM_QUIRK = 1 << 5  # the driver enables ASPM/LTR below (driver-side)
 
@@ -306,7 +311,8 @@ class Vmd(PciFunction):
 
     @property
     def remap_dropped(self) -> int:
-        """Child MSIs whose vector index (address bits 19:12) had no VMD table entry."""
+        """Child MSIs not forwarded: their vector index (address bits 19:12) had no VMD
+        table entry, or was a client part's vector 0."""
         return self._remap_dropped
 
     @property
@@ -429,7 +435,8 @@ class Vmd(PciFunction):
         if MSI_ADDR_BASE <= addr < MSI_ADDR_END and not (
                 self.cfg.hw_read(PCI_REG_VMCONFIG, 1) & VMCONFIG_MSI_REMAP):
             index = (addr >> 12) & 0xFF
-            if index < self._nvec:
+            if index < self._nvec and not (
+                    index == 0 and self._features & VmdFeatures.OFFSET_FIRST_VECTOR):
                 self.remapped[index] += 1
                 self.msix.fire(index)  # masked: its Pending Bit is set instead
                 return True

@@ -35,15 +35,22 @@ and the step number stand for them).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from vmdsim.errors import VmdsimError
 from vmdsim.kernel.printk import KERN_WARNING, printk
 
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
-    from vmdsim.kernel.locking import raw_spinlock_t
     from vmdsim.kernel.sched import Context
+
+
+class Lock(Protocol):
+    """What lockdep needs of a lock: its name and its class (spinlocks, mutexes and
+    rw_semaphores have both)."""
+
+    name: str
+    key: str
 
 
 class LockdepReport(VmdsimError):
@@ -64,7 +71,7 @@ class lock_edge:
     at: int
 
 
-def lock_class(lock: raw_spinlock_t) -> str:
+def lock_class(lock: Lock) -> str:
     return lock.key
 
 
@@ -80,7 +87,7 @@ class Lockdep:
         self.enabled = True
 
     # -- the check made at each acquisition (lock_acquire -> validate_chain) ----------------
-    def acquire(self, ctx: Context, lock: raw_spinlock_t, step: int) -> None:
+    def acquire(self, ctx: Context, lock: Lock, step: int) -> None:
         if not self.enabled:
             return
         new = lock_class(lock)
@@ -122,7 +129,7 @@ class Lockdep:
             printk(self.k, KERN_WARNING, text)  # one record per line
 
 
-def _recursive(ctx: Context, lock: raw_spinlock_t, held: raw_spinlock_t) -> str:
+def _recursive(ctx: Context, lock: Lock, held: Lock) -> str:
     return "\n".join([
         "WARNING: possible recursive locking detected",
         f"{ctx.name} is trying to acquire lock:",
@@ -133,7 +140,7 @@ def _recursive(ctx: Context, lock: raw_spinlock_t, held: raw_spinlock_t) -> str:
     ])
 
 
-def _circular(ctx: Context, lock: raw_spinlock_t, held: raw_spinlock_t,
+def _circular(ctx: Context, lock: Lock, held: Lock,
               chain: list[lock_edge]) -> str:
     lines = [
         "WARNING: possible circular locking dependency detected",

@@ -20,10 +20,15 @@ class _Poison:
     """LIST_POISON1/2: what list_del leaves in a removed entry's links."""
 
     def __init__(self, name: str) -> None:
-        self.name = name
+        object.__setattr__(self, "name", name)
 
     def __getattr__(self, attr: str) -> Any:
         raise RcuError(f"list corruption: followed {self.name}.{attr} of a deleted list entry")
+
+    def __setattr__(self, attr: str, value: Any) -> None:
+        # Linux: a write through the non-canonical poison address, a general protection
+        # fault (deleting an entry twice does this: prev->next = next).
+        raise RcuError(f"list corruption: wrote {self.name}.{attr} of a deleted list entry")
 
     def __repr__(self) -> str:
         return self.name

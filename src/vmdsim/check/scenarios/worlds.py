@@ -20,24 +20,25 @@ from vmdsim.topology import parse
 
 
 def small_topology(drives: int = 1, vectors: int = 4, queues: int = 1,
-                   hotplug: bool = False) -> str:
+                   hotplug: bool = False, device: int = 0x201D) -> str:
     hp = "true" if hotplug else "false"
     ports = "".join(f"[[vmd.root_port]]\nslot = {i}\nhotplug = {hp}\n"
                     f"nvme = {{ queues = {queues} }}\n" for i in range(drives))
-    return (f"[machine]\ncpus = 2\n\n[[vmd]]\ndevice = 0x201D\nmsix_vectors = {vectors}\n\n"
-            + ports)
+    return (f"[machine]\ncpus = 2\n\n[[vmd]]\ndevice = {device:#06x}\n"
+            f"msix_vectors = {vectors}\n\n" + ports)
 
 
 def vmd_world(*, protocol: str = "srcu", policy: str | None = None, desc_free: str = "rcu",
               drives: int = 1, vectors: int = 4, queues: int = 1, nvme: bool = True,
               hotplug: bool = False, ports: DriverInit | None = None,
-              vmd_options: dict[str, str] | None = None) -> SimpleNamespace:
+              vmd_options: dict[str, str] | None = None,
+              device: int = 0x201D) -> SimpleNamespace:
     """Boot a small VMD machine with the vmd and (unless told not to) nvme drivers; port
     services only if ``ports`` is their init function; ``vmd_options`` as :func:`boot`'s."""
     drivers: list[str | DriverInit] = ["vmd", "nvme"] if nvme else ["vmd"]
     if ports is not None:
         drivers.append(ports)
-    s = boot(parse(small_topology(drives, vectors, queues, hotplug), "<scenario>"),
+    s = boot(parse(small_topology(drives, vectors, queues, hotplug, device), "<scenario>"),
              protocol=protocol, policy=policy, desc_free=desc_free, drivers=drivers,
              vmd_options=vmd_options)
     k, m = s.k, s.machine

@@ -20,8 +20,8 @@ on, with a policy (``pcie_aspm=``, sysfs) and exit-latency checks; the model
 works the link out from config space when asked, with the default policy
 (keep what firmware set until a driver asks) and no latency limits. No L1
 PM substates and no clock PM (no device model has them), no ``aspm_lock``
-(callers are probes, serialised already), and no -EPERM for platforms that
-deny the OS ASPM control.
+(callers are probes, serialised already; ``pci_bus_sem`` is taken as in Linux),
+and no -EPERM for platforms that deny the OS ASPM control.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from vmdsim.kernel.pci.pci_h import (
     pci_upstream_bridge,
     pcie_downstream_port,
 )
+from vmdsim.kernel.rwsem import down_read, up_read
 
 # include/linux/pci.h
 PCIE_LINK_STATE_L0S_UP = 1 << 0  # the downstream component's transmitter
@@ -142,21 +143,29 @@ def pci_calc_aspm_enable_mask(state: int) -> int:
     return state & (PCIE_LINK_STATE_L0S | PCIE_LINK_STATE_L1)
 
 
-def __pci_enable_link_state(pdev: pci_dev, state: int) -> int:
+def __pci_enable_link_state(pdev: pci_dev, state: int, locked: bool) -> int:
     port = pcie_aspm_get_link(pdev)
     if port is None:
         return -EINVAL
-    pcie_config_aspm_link(port, pci_calc_aspm_enable_mask(state))
+    sem = pdev.k.pci.pci_bus_sem
+    if not locked:
+        down_read(sem)
+    try:
+        pcie_config_aspm_link(port, pci_calc_aspm_enable_mask(state))
+    finally:
+        if not locked:
+            up_read(sem)
     return 0
 
 
 def pci_enable_link_state(pdev: pci_dev, state: int) -> int:
     """Enable the ``PCIE_LINK_STATE_*`` states in ``state`` on the link above ``pdev``
-    (those both ends support); 0, or -EINVAL when there is no such link."""
-    return __pci_enable_link_state(pdev, state)
+    (those both ends support); 0, or -EINVAL when there is no such link. Takes
+    ``pci_bus_sem`` for reading."""
+    return __pci_enable_link_state(pdev, state, False)
 
 
 def pci_enable_link_state_locked(pdev: pci_dev, state: int) -> int:
-    """``pci_enable_link_state`` for a caller holding ``pci_bus_sem`` (the model has no
-    such lock: the same call)."""
-    return __pci_enable_link_state(pdev, state)
+    """``pci_enable_link_state`` for a caller that holds ``pci_bus_sem`` already (a
+    ``pci_walk_bus`` callback: taking it again could deadlock behind a waiting writer)."""
+    return __pci_enable_link_state(pdev, state, True)

@@ -35,6 +35,7 @@ from vmdsim.kernel.pci.resource import (
     resource_type,
 )
 from vmdsim.kernel.pci.subsys import pci_warn
+from vmdsim.kernel.rwsem import down_read, up_read
 
 # Bus-address regions an allocation may be clipped to (drivers/pci/bus.c)
 PCI_32_BIT = (0, 0xFFFFFFFF)
@@ -164,8 +165,14 @@ def pci_bus_add_devices(bus: pci_bus) -> None:
 
 def pci_walk_bus(top: pci_bus, cb: Callable[[pci_dev, Any], int], userdata: Any = None) -> None:
     """Call ``cb(dev, userdata)`` for each device below ``top``, depth first, a bridge
-    before its children; stop at the first non-zero return."""
-    _walk(top, cb, userdata)
+    before its children; stop at the first non-zero return. Holds ``pci_bus_sem`` for
+    reading throughout."""
+    sem = top.k.pci.pci_bus_sem
+    down_read(sem)
+    try:
+        _walk(top, cb, userdata)
+    finally:
+        up_read(sem)
 
 
 def _walk(bus: pci_bus, cb: Callable[[pci_dev, Any], int], userdata: Any) -> int:

@@ -20,7 +20,9 @@ child bus cannot be allocated has nothing behind it, a host bridge whose root
 bus cannot be allocated is not registered.
 
 Simplifications: no ARI, SR-IOV, cardbus, Enhanced Allocation or
-Configuration RRS retries; no ``pci_bus_sem`` (the scan runs in one task).
+Configuration RRS retries. ``pci_bus_sem`` (``k.pci.pci_bus_sem``) is taken for
+writing where a device joins or leaves its bus's list (``pci_device_add``,
+``pci_destroy_dev``), for reading by ``pci_walk_bus``, as in Linux.
 """
 
 from __future__ import annotations

@@ -134,6 +134,7 @@ from vmdsim.kernel.pci.resource import (
     resource,
 )
 from vmdsim.kernel.pci.subsys import PCIE_BUS_DEFAULT, PCIE_BUS_TUNE_OFF, pci_info
+from vmdsim.kernel.rwsem import down_write, up_write
 
 
 # -- reading a function's header -------------------------------------------------------------
@@ -504,7 +505,10 @@ def pci_device_add(dev: pci_dev, bus: pci_bus) -> None:
     dev.dev.dma_mask = 0xFFFFFFFF
     dev.state_saved = False
     pci_init_capabilities(dev)
+    sem = dev.k.pci.pci_bus_sem
+    down_write(sem)
     bus.devices.append(dev)
+    up_write(sem)
     pci_set_msi_domain(dev)
     dev.match_driver = False
     device_add(dev)

@@ -25,6 +25,7 @@ from vmdsim.kernel.pci.probe import (
     pci_unlock_rescan_remove,
 )
 from vmdsim.kernel.pci.resource import release_resource
+from vmdsim.kernel.rwsem import down_write, up_write
 
 
 def pci_free_resources(dev: pci_dev) -> None:
@@ -41,7 +42,10 @@ def pci_stop_dev(dev: pci_dev) -> None:
 
 def pci_destroy_dev(dev: pci_dev) -> None:
     device_del(dev)
+    sem = dev.k.pci.pci_bus_sem
+    down_write(sem)
     dev.bus.devices.remove(dev)
+    up_write(sem)
     pci_free_resources(dev)
     pci_release_dev(dev)
 

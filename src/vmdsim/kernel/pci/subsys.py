@@ -28,6 +28,7 @@ from vmdsim.kernel.pci.resource import (
     resource,
 )
 from vmdsim.kernel.printk import KERN_ERR, KERN_INFO, KERN_WARNING, printk
+from vmdsim.kernel.rwsem import rw_semaphore
 
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
@@ -74,6 +75,9 @@ class PciSubsystem:
         self.restore_msi_state: Any = None
         # Serialises scanning and removal after boot (hotplug, rescan, driver removal).
         self.pci_rescan_remove_lock = mutex("pci_rescan_remove_lock")
+        # Guards the buses' device lists (drivers/pci/search.c): pci_walk_bus and ASPM
+        # read them under it; adding or deleting a device writes.
+        self.pci_bus_sem = rw_semaphore("pci_bus_sem")
 
     # -- lookups (drivers/pci/search.c) ------------------------------------------
     def get_pci_domain_busn_res(self, domain_nr: int) -> resource:
