@@ -18,7 +18,7 @@ from vmdsim.check.dpor import Stats
 from vmdsim.check.explore import STRATEGIES, Report, explore
 from vmdsim.check.program import Execution, Program, SetupError
 from vmdsim.check.scenario import ScenarioError, builtin, find
-from vmdsim.cli_history import VARIANT
+from vmdsim.cli_history import ERA, KERNEL, VARIANT
 
 _TOKEN = re.compile(r"^(?P<name>[^\[:]+)(\[(?P<opts>[^\]]*)\])?:(?P<schedule>.+)$")
 
@@ -46,9 +46,10 @@ def parse_token(text: str) -> tuple[str, dict[str, str], str]:
 BUDGETS = ("spin_limit", "max_steps")
 MAX_BUDGET = 10**7
 # Settings of every execution, not options of the scenario: the budgets, the lock
-# validator (``lockdep=on``) and the variants applied (``variant=a.py;before:NAME``),
-# each written into replay tokens, as verdicts depend on them.
-EXECUTION_SETTINGS = (*BUDGETS, "lockdep", "variant")
+# validator (``lockdep=on``), the variants applied (``variant=a.py;before:NAME``) and
+# the release (``kernel=4.5``: its code before later fixes; its options are written as
+# the scenario's), each written into replay tokens, as verdicts depend on them.
+EXECUTION_SETTINGS = (*BUDGETS, "lockdep", "variant", "kernel")
 
 
 def _program(name: str, options: dict[str, str]) -> Program:
@@ -103,6 +104,30 @@ def _print_report(r: Report, name: str, options: dict[str, str], as_json: bool,
         click.echo(f"replay: vmdsim replay '{replay_token}'")
 
 
+def _era_scenario_options(name: str, era: object, given: dict[str, str]) -> dict[str, str]:
+    """The scenario's options as the --kernel release runs them. A release option the
+    scenario has no option for is fine when the scenario's world runs it already (it runs
+    today's); otherwise the scenario cannot say what that release does: an error."""
+    from vmdsim.history.eras import TODAY, Era, EraError, merge_options
+
+    assert isinstance(era, Era)
+    options = find(name).options
+    merged = merge_options(era, given)
+    out = {}
+    for key, value in merged.items():
+        if key in options:
+            out[key] = value
+        elif key in given:
+            out[key] = value  # the scenario refuses it by name, as without --kernel
+        elif TODAY.get(key) != value:
+            raise EraError(f"scenario {name} has no option {key.replace('_', '-')}, so it "
+                           f"cannot run as --kernel {era.name} ({key.replace('_', '-')} "
+                           f"{value}; the scenario runs {TODAY.get(key)}); its own options "
+                           "choose the parts of that release it has (see `vmdsim "
+                           "scenarios`)")
+    return out
+
+
 def _variant_setting(variants: tuple[str, ...]) -> str:
     """The ``variant=`` setting of a replay token: the specs joined by ``;``."""
     for v in variants:
@@ -141,15 +166,20 @@ def register(main: click.Group) -> None:
     @click.option("--full", is_flag=True, help="draw every step, not just the racing ones")
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @VARIANT
+    @KERNEL
     def check(scenario: str, protocol: str | None, desc_free: str | None, policy: str | None,
               opt: tuple[str, ...], strategy: str, bound: int, runs: int, depth: int,
               seed: int, jobs: int, spin_limit: int | None, max_steps: int | None,
               lockdep: bool, no_reduce: bool, full: bool, as_json: bool,
-              variants: tuple[str, ...]) -> None:
+              variants: tuple[str, ...], kernel: str | None) -> None:
         """Explore SCENARIO (a name from `vmdsim scenarios`, or a .py file) for races."""
         budgets = {k: str(v) for k, v in (("spin_limit", spin_limit), ("max_steps", max_steps))
                    if v is not None}
         options = _options(opt, protocol=protocol, desc_free=desc_free, policy=policy)
+        era = click.get_current_context().meta.get(ERA)
+        if era is not None:
+            options = _era_scenario_options(scenario, era, options)
+            options["kernel"] = era.name  # its code before later fixes, on replay too
         options.update(budgets)
         if lockdep:
             options["lockdep"] = "on"  # in the replay token: the verdict depends on it
@@ -181,6 +211,10 @@ def register(main: click.Group) -> None:
         from vmdsim.check.schedule import replay as run_schedule
 
         name, options, schedule = parse_token(replay_token)
+        if "kernel" in options:  # the release the schedule was found on
+            from vmdsim.cli_history import _apply_kernel
+
+            _apply_kernel(click.get_current_context(), None, options["kernel"])  # type: ignore[arg-type]
         if "variant" in options:  # the code the schedule was found on
             from vmdsim.history import resolve_variants
             from vmdsim.variants import applied

@@ -1,4 +1,5 @@
-"""``vmdsim regressions`` and the ``--variant`` option: the driver's history as commands."""
+"""``vmdsim regressions``, ``vmdsim kernels`` and the ``--variant`` and ``--kernel``
+options: the driver's history as commands."""
 
 from __future__ import annotations
 
@@ -7,6 +8,23 @@ import sys
 
 import click
 
+ERA = "vmdsim.era"  # ctx.meta key: the Era --kernel chose
+TARGETS = "vmdsim.variant-targets"  # ctx.meta key: what is replaced already, by whom
+
+
+def _keep_applied(ctx: click.Context, variants: list, by: str) -> None:
+    """Apply ``variants`` until the command returns; two sources replacing one function
+    would hide one of them, so that is refused."""
+    from vmdsim.variants import VariantError, applied
+
+    taken: dict[str, str] = ctx.meta.setdefault(TARGETS, {})
+    for v in variants:
+        if v.target in taken:
+            raise VariantError(f"{by} and {taken[v.target]} both replace {v.target}; "
+                               "leave one of them out")
+        taken[v.target] = by
+    ctx.with_resource(applied(variants))
+
 
 def _apply_variants(ctx: click.Context, param: click.Parameter,
                     value: tuple[str, ...]) -> tuple[str, ...]:
@@ -14,13 +32,59 @@ def _apply_variants(ctx: click.Context, param: click.Parameter,
     if not value:
         return value
     from vmdsim.history import resolve_variants
-    from vmdsim.variants import applied
 
     variants = resolve_variants(value)
-    ctx.with_resource(applied(variants))
+    _keep_applied(ctx, variants, "--variant")
     for v in variants:
         click.echo(f"vmdsim: variant: {v.target} replaced by {v.where}", err=True)
     return value
+
+
+def _apply_kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    """Choose the era and keep its code before later fixes applied."""
+    if value is None:
+        return value
+    from vmdsim.history import REGRESSIONS
+    from vmdsim.history.eras import find_era
+
+    era = find_era(value)
+    ctx.meta[ERA] = era
+    _keep_applied(ctx, era.variants(REGRESSIONS), f"--kernel {era.name}")
+    return era.name
+
+
+KERNEL = click.option(
+    "--kernel", "kernel", metavar="VERSION", callback=_apply_kernel,
+    help="run the vmd driver and IRQ core of that release: rfc-v3, 4.5, 4.9 or 6.16 "
+         "(the default; see `vmdsim kernels`)")
+
+
+def era_options(protocol: str | None, policy: str | None, desc_free: str | None,
+                vmd_options: dict[str, str]) -> tuple[str | None, str | None, str,
+                                                      dict[str, str]]:
+    """The boot options of the command: those given, merged with the --kernel era's (a
+    contradiction is an error); ``desc_free`` defaults to ``rcu``."""
+    from vmdsim.history.eras import merge_options
+    from vmdsim.sim.system import VMD_OPTIONS
+
+    era = click.get_current_context().meta.get(ERA)
+    if era is None:
+        return protocol, policy, desc_free or "rcu", vmd_options
+    merged = merge_options(era, {"protocol": protocol, "policy": policy,
+                                 "desc_free": desc_free, **vmd_options})
+    return (merged.get("protocol"), merged.get("policy"), merged.get("desc_free", "rcu"),
+            {k: merged[k] for k in VMD_OPTIONS if k in merged})
+
+
+def check_era_devices(machine: object) -> None:
+    """Refuse a machine whose VMD the --kernel era's driver would not have matched."""
+    from vmdsim.history.eras import check_devices
+    from vmdsim.hw.regs import PCI_DEVICE_ID
+
+    era = click.get_current_context().meta.get(ERA)
+    if era is not None:
+        vmds = getattr(machine, "vmds", [])
+        check_devices(era, [(v.name, v.cfg.hw_read(PCI_DEVICE_ID, 2)) for v in vmds])
 
 
 VARIANT = click.option(
@@ -31,6 +95,24 @@ VARIANT = click.option(
 
 
 def register(main: click.Group) -> None:
+    @main.command()
+    def kernels() -> None:
+        """The releases --kernel runs, what each changes, and what the model leaves out."""
+        from vmdsim.history.eras import DEFAULT_ERA, ERAS, UNMODELLED_ERAS
+
+        for e in ERAS:
+            click.echo(f"{e.name}{' (default)' if e.name == DEFAULT_ERA else ''}: {e.summary}")
+            opts = " ".join(f"{k}={v}" for k, v in e.options.items())
+            click.echo(f"    options: {opts}")
+            if e.before:
+                click.echo(f"    code before the fixes of: {', '.join(e.before)}")
+            if e.device_ids is not None:
+                click.echo("    VMD IDs: " + ", ".join(f"8086:{d:04x}" for d in e.device_ids))
+            if e.differs:
+                click.echo(f"    model: {e.differs}")
+        for (major, minor), why in UNMODELLED_ERAS.items():
+            click.echo(f"{major}.{minor} and later: not modelled: {why}")
+
     @main.command()
     @click.argument("names", nargs=-1, metavar="[NAME|COMMIT]...")
     @click.option("--list", "list_only", is_flag=True, help="list the entries, run nothing")
@@ -45,8 +127,11 @@ def register(main: click.Group) -> None:
 
         entries = select(REGRESSIONS, names)
         if list_only:
+            wide = max(len(e.name) for e in entries)
+            fixed = max(len(e.fixed_in) for e in entries)
             for e in entries:
-                click.echo(f"{e.name:<18} {e.commit:<13} {e.fixed_in:<10} {e.subject}")
+                click.echo(f"{e.name:<{wide}}  {e.commit:<12}  {e.fixed_in:<{fixed}}  "
+                           f"{e.subject}")
             return
         results = []
         for e in entries:

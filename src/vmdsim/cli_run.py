@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vmdsim.cli_history import VARIANT
+from vmdsim.cli_history import KERNEL, VARIANT, check_era_devices, era_options
 from vmdsim.errors import VmdsimError
 
 if TYPE_CHECKING:
@@ -21,13 +21,17 @@ TOPOLOGY = click.argument("topology", required=False, type=click.Path(dir_okay=F
 
 
 def _system(topology: str | None, protocol: str | None = None, policy: str | None = None,
-            desc_free: str = "rcu", lockdep: bool = False,
+            desc_free: str | None = None, lockdep: bool = False,
             vmd_params: tuple[str, ...] = ()) -> System:
-    """Boot TOPOLOGY; every declared device that did not come up bound is said on stderr."""
+    """Boot TOPOLOGY (as the --kernel release would); every declared device that did not
+    come up bound is said on stderr."""
     from vmdsim import boot
 
-    system = boot(topology, protocol=protocol, policy=policy, desc_free=desc_free,
-                  lockdep=lockdep, vmd_options=_vmd_options(vmd_params))
+    protocol, policy, desc, vmd_options = era_options(protocol, policy, desc_free,
+                                                      _vmd_options(vmd_params))
+    system = boot(topology, protocol=protocol, policy=policy, desc_free=desc,
+                  lockdep=lockdep, vmd_options=vmd_options)
+    check_era_devices(system.machine)
     for u in system.unbound:
         click.echo(f"vmdsim: warning: {u}", err=True)
     return system
@@ -146,18 +150,19 @@ def register(main: click.Group) -> None:
                   "synchronize-rcu, rfc-v3, spinlock)")
     @click.option("--policy", help="VMD vector-assignment policy (see `vmdsim policies`)")
     @click.option("--desc-free", "desc_free", type=click.Choice(["rcu", "immediate"]),
-                  default="rcu", show_default=True, help="IRQ descriptor freeing")
+                  help="IRQ descriptor freeing [default: rcu, or the --kernel release's]")
     @_load_options
     @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
     @click.option("--lockdep", is_flag=True,
                   help="validate lock order (exit 1 on a possible deadlock)")
     @VMD_PARAM
     @VARIANT
+    @KERNEL
     @ALLOW_UNBOUND
-    def run(topology: str | None, protocol: str | None, policy: str | None, desc_free: str,
-            rate: float, duration_ms: float, interrupts: int | None, hotplug: str, seed: int,
-            as_json: bool, lockdep: bool, vmd_params: tuple[str, ...],
-            variants: tuple[str, ...], allow_unbound: bool) -> None:
+    def run(topology: str | None, protocol: str | None, policy: str | None,
+            desc_free: str | None, rate: float, duration_ms: float, interrupts: int | None,
+            hotplug: str, seed: int, as_json: bool, lockdep: bool, vmd_params: tuple[str, ...],
+            variants: tuple[str, ...], kernel: str | None, allow_unbound: bool) -> None:
         """Boot TOPOLOGY (default: the built-in machine), drive interrupt load, show the result.
 
         Exit status 1 if a declared device did not come up bound to its driver (unless
@@ -178,7 +183,8 @@ def register(main: click.Group) -> None:
             d = m.as_dict()
             d.update(lspci=lspci(system.k).splitlines(), simulated_ms=round(out.sim_ms, 3),
                      hotplug={"removed": out.removed, "inserted": out.inserted},
-                     variants=list(variants), kernel_errors=_kernel_errors(system))
+                     variants=list(variants), kernel=kernel or "6.16",
+                     kernel_errors=_kernel_errors(system))
             if lockdep:
                 d.update(lockdep=_lockdep_reports(system))
             click.echo(json.dumps(d, indent=2))
@@ -193,6 +199,8 @@ def register(main: click.Group) -> None:
         click.echo("")
         click.echo(queue_table(m))
         click.echo("")
+        if kernel is not None:
+            click.echo(f"kernel {kernel} (--kernel; `vmdsim kernels` says what it changes)")
         click.echo(summary(m))
         errors = _kernel_errors(system)
         if errors:  # what a user would find with `dmesg --level emerg,alert,crit,err`
@@ -209,8 +217,9 @@ def register(main: click.Group) -> None:
     @click.option("-v", "verbose", is_flag=True, help="verbose")
     @click.option("-n", "numeric", is_flag=True, help="numeric IDs")
     @VARIANT
+    @KERNEL
     def lspci_cmd(topology: str | None, as_tree: bool, verbose: bool, numeric: bool,
-                  variants: tuple[str, ...]) -> None:
+                  variants: tuple[str, ...], kernel: str | None) -> None:
         """lspci of TOPOLOGY once booted with every driver bound."""
         from vmdsim.views.lspci import lspci
 
@@ -223,7 +232,9 @@ def register(main: click.Group) -> None:
                   help="only these levels, e.g. err,warn (emerg alert crit err warn notice "
                        "info debug)")
     @VARIANT
-    def dmesg(topology: str | None, level: str | None, variants: tuple[str, ...]) -> None:
+    @KERNEL
+    def dmesg(topology: str | None, level: str | None, variants: tuple[str, ...],
+              kernel: str | None) -> None:
         """The kernel log of booting TOPOLOGY: what each driver found, bound or refused."""
         from vmdsim.kernel.printk import dmesg as kernel_log
         from vmdsim.kernel.printk import parse_levels
@@ -240,8 +251,10 @@ def register(main: click.Group) -> None:
     @click.option("--policy", help="VMD vector-assignment policy")
     @VMD_PARAM
     @VARIANT
+    @KERNEL
     def interrupts(topology: str | None, policy: str | None,
-                   vmd_params: tuple[str, ...], variants: tuple[str, ...]) -> None:
+                   vmd_params: tuple[str, ...], variants: tuple[str, ...],
+                   kernel: str | None) -> None:
         """/proc/interrupts of TOPOLOGY once booted, with each child IRQ's VMD vector."""
         from vmdsim.views.interrupts import proc_interrupts
 
@@ -251,8 +264,9 @@ def register(main: click.Group) -> None:
     @TOPOLOGY
     @VMD_PARAM
     @VARIANT
+    @KERNEL
     def irq_domains_cmd(topology: str | None, vmd_params: tuple[str, ...],
-                        variants: tuple[str, ...]) -> None:
+                        variants: tuple[str, ...], kernel: str | None) -> None:
         """/sys/kernel/debug/irq/domains/* of TOPOLOGY once booted (and what an RFC parent
         domain, --vmd-param parent=linear, costs)."""
         from vmdsim.views.irq_domains import irq_domains

@@ -35,8 +35,9 @@ BEFORE = {
     "osc": "aer-enabled",
     "soft-reboot": "remap-left-off",
     "aspm-deadlock": "deadlock",
+    "domain-link": "no-domain-link",
 }
-SLOW = {"rfc-kfree", "untracked-irq", "lock-order"}  # seconds each, not tenths
+SLOW = {"rfc-kfree", "untracked-irq", "lock-order", "list-loop"}  # seconds each
 
 
 def _params() -> list:

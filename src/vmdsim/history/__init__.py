@@ -22,6 +22,7 @@ Modules, named for what they hold:
 ``osc``             04b12ef163d1: the domain's PCIe features follow firmware's _OSC
 ``soft_reboot``     b61cf04c49c3: remapping back on before a reboot
 ``aspm_deadlock``   49de0dc87965: pci_bus_sem taken twice for reading
+``domain_link``     f24c9bfcd423: the domain link, before udev looks for it
 ==================  ============================================================
 
 ``UNMODELLED`` lists the fixes the corpus does not reproduce yet, with what
@@ -34,6 +35,7 @@ from vmdsim.history import (
     aspm_deadlock,
     bus_offsets,
     client_vector0,
+    domain_link,
     list_loop,
     msi_sharing,
     osc,
@@ -60,12 +62,14 @@ REGRESSIONS: list[Regression] = [*review.ENTRIES, *untracked_irq.ENTRIES, *msi_s
                                  *rcu_sync.ENTRIES,
                                  *remove_order.ENTRIES,
                                  *bus_offsets.ENTRIES, *client_vector0.ENTRIES,
-                                 *osc.ENTRIES, *soft_reboot.ENTRIES, *aspm_deadlock.ENTRIES]
+                                 *osc.ENTRIES, *soft_reboot.ENTRIES, *aspm_deadlock.ENTRIES,
+                                 *domain_link.ENTRIES]
 
 UNMODELLED: list[Unmodelled] = [
     Unmodelled("97e923063575", "x86/PCI: VMD: Initialize list item in IRQ disable",
-               "list_del_rcu's poisoning (prev = LIST_POISON2) and the IRQ core disabling a "
-               "child twice; the model's list deletion does not poison"),
+               "the v4.7 IRQ core, whose irq_disable called the chip's every time, and the "
+               "path that disabled a child twice (the commit names none); the model's "
+               "list_del_rcu poisons and a second delete faults already"),
     Unmodelled("e382dffc904d", "x86/PCI: VMD: Use x86_vector_domain as parent domain",
                "CPU hot-unplug (fixup_irqs, irq_force_complete_move walking to the root "
                "irq_data and taking its chip_data as the APIC's)"),
@@ -78,11 +82,9 @@ UNMODELLED: list[Unmodelled] = [
     Unmodelled("c94f732e8001", "PCI: vmd: Revert 2565e5b69c44",
                "the same IOMMU model, IR on/off against bypass on/off"),
     Unmodelled("0a584655ef89", "PCI: vmd: Fix secondary bus reset for Intel bridges",
-               "pci_reset_bus and Secondary Bus Reset, and device state that survives a "
-               "guest reboot until one"),
-    Unmodelled("f24c9bfcd423", "PCI: vmd: Create domain symlink before pci_bus_add_devices()",
-               "a user-space consumer of the add uevent (udev running mdadm -I) that reads "
-               "the domain link while probe goes on"),
+               "the state a passed-through drive keeps across a guest reboot until a "
+               "Secondary Bus Reset clears it (the model's SBR and pci_reset_bus exist; what "
+               "failed to enumerate without them is not in the commit)"),
     Unmodelled("647e9651a011", "PCI: vmd: Silence 'set affinity failed' warning",
                "CPU hot-unplug: migrate_one_irq moving every IRQ off the dying CPU"),
     Unmodelled("e433110eb5bf", "PCI: vmd: Override irq_startup()/irq_shutdown() in "

@@ -1,4 +1,4 @@
-"""dc8af3a827df "PCI: vmd: Detach resources after stopping root bus" (v5.0).
+"""dc8af3a827df "PCI: vmd: Detach resources after stopping root bus" (about v4.20).
 
 ``vmd_remove`` took the domain's MEMBAR windows out of the resource tree
 (``vmd_detach_resources``) before ``pci_stop_root_bus`` unbound the drivers
@@ -7,7 +7,8 @@ below. A driver that releases its regions on the way out (NVMe:
 the region is never freed and Linux warns "Trying to free nonexistent
 resource <...>". The fix detaches after the bus is stopped and removed.
 
-Before the fix: ``vmd_remove`` of v4.14-v4.20, detach first, in today's terms.
+Before the fix: ``vmd_remove`` from 2c2c5c5cd213 (2016, which attached the
+resources) to the fix, detach first, in today's terms.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from vmdsim.variants import variant
 
 @variant("vmdsim.drivers.vmd.probe.vmd_remove")
 def vmd_remove(dev: pci_dev) -> None:
-    """v4.14-v4.20: the resources are detached before the root bus is stopped."""
+    """2016 to the fix: the resources are detached before the root bus is stopped."""
     vmd = pci_get_drvdata(dev)
     vmd_detach_resources(vmd)
     sysfs_remove_link(vmd.dev.dev, "domain")
@@ -56,9 +57,9 @@ def _unbind_with_a_drive() -> Finding:
 ENTRIES = [
     Regression(
         "detach-resources", "dc8af3a827df", "PCI: vmd: Detach resources after stopping root "
-        "bus", "v5.0", "unbinding vmd with a drive below frees every region the drive "
+        "bus", "about v4.20", "unbinding vmd with a drive below frees every region the drive "
         "requested (no \"Trying to free nonexistent resource\")", _unbind_with_a_drive,
-        Side("v4.14-v4.20: detach, then stop the bus", variants=(vmd_remove,)),
+        Side("2c2c5c5cd213 to the fix: detach, then stop the bus", variants=(vmd_remove,)),
         Side("stop and remove the bus, then detach (Linux since the fix)"),
         note="Linux warns and goes on, leaving the region orphaned; the model stops the "
              "remove at the warning (a ResourceError)"),

@@ -63,6 +63,8 @@ class Kernel:
         self._io: IoSpace | None = None
         self._pages: PageAllocator | None = None
         self.log = printk_ringbuffer()  # the kernel log, which dmesg reads
+        # User space listening to uevents (kobject_uevent): callables (action, device).
+        self.uevent_listeners: list[Callable[[str, Any], None]] = []
         self.irq = IrqSubsystem(self)
         self.pci = PciSubsystem(self)
         self.system_wq = workqueue_struct(self)

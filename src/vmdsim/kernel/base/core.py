@@ -40,6 +40,18 @@ class device:
         return f"<device {self.init_name}>"
 
 
+# kobject actions (include/linux/kobject.h) user space hears of
+KOBJ_ADD, KOBJ_REMOVE, KOBJ_BIND, KOBJ_UNBIND = "add", "remove", "bind", "unbind"
+
+
+def kobject_uevent(dev: device, action: str) -> None:
+    """Tell user space (udev, over netlink) that ``action`` happened to ``dev``. The
+    model's user space is ``k.uevent_listeners``: each is called as the event is sent,
+    the earliest a real listener could run (an ordering the kernel must survive)."""
+    for listener in list(dev.k.uevent_listeners):
+        listener(action, dev)
+
+
 def dev_name(dev: device) -> str:
     return dev.init_name
 

@@ -27,7 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from vmdsim.kernel.base.core import device
+from vmdsim.kernel.base.core import KOBJ_BIND, device, kobject_uevent
 from vmdsim.kernel.base.devres import devres_release_all
 
 
@@ -78,6 +78,7 @@ def really_probe(bus: bus_type, dev: Any, drv: Any, id: Any) -> int:
         raise
     if rc == 0:
         bus.bound(dev, drv)
+        kobject_uevent(bus.dev_of(dev), KOBJ_BIND)  # driver_bound()
         return 0
     dev.driver = None
     release_driver_resources(bus, dev)
