@@ -18,7 +18,7 @@ from vmdsim.check.dpor import Stats
 from vmdsim.check.explore import STRATEGIES, Report, explore
 from vmdsim.check.program import Execution, Program, SetupError
 from vmdsim.check.scenario import ScenarioError, builtin, find
-from vmdsim.cli_history import ERA, KERNEL, VARIANT
+from vmdsim.cli_history import ERA, KERNEL, VARIANT, announce_variants
 
 _TOKEN = re.compile(r"^(?P<name>[^\[:]+)(\[(?P<opts>[^\]]*)\])?:(?P<schedule>.+)$")
 
@@ -196,6 +196,7 @@ def register(main: click.Group) -> None:
             raise
         finally:
             done()
+        announce_variants()
         _print_report(r, scenario, options, as_json, full)
         if r.verdict != "safe":
             sys.exit(1)  # a schedule fails: as a test would, so scripts and CI can tell

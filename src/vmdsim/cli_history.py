@@ -10,6 +10,7 @@ import click
 
 ERA = "vmdsim.era"  # ctx.meta key: the Era --kernel chose
 TARGETS = "vmdsim.variant-targets"  # ctx.meta key: what is replaced already, by whom
+NOTES = "vmdsim.variant-notes"  # ctx.meta key: what --variant replaced, not said yet
 
 
 def _keep_applied(ctx: click.Context, variants: list, by: str) -> None:
@@ -35,9 +36,15 @@ def _apply_variants(ctx: click.Context, param: click.Parameter,
 
     variants = resolve_variants(value)
     _keep_applied(ctx, variants, "--variant")
-    for v in variants:
-        click.echo(f"vmdsim: variant: {v.target} replaced by {v.where}", err=True)
+    ctx.meta[NOTES] = [f"vmdsim: variant: {v.target} replaced by {v.where}" for v in variants]
     return value
+
+
+def announce_variants() -> None:
+    """Say on stderr which functions --variant replaced, once, when the command has got
+    past everything that could refuse it (a refusal is one error line and nothing else)."""
+    for note in click.get_current_context().meta.pop(NOTES, []):
+        click.echo(note, err=True)
 
 
 def _apply_kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:

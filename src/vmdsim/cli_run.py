@@ -9,7 +9,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from vmdsim.cli_history import KERNEL, VARIANT, check_era_devices, era_options
+from vmdsim.cli_history import (
+    KERNEL,
+    VARIANT,
+    announce_variants,
+    check_era_devices,
+    era_options,
+)
 from vmdsim.errors import VmdsimError
 
 if TYPE_CHECKING:
@@ -22,7 +28,7 @@ TOPOLOGY = click.argument("topology", required=False, type=click.Path(dir_okay=F
 
 def _system(topology: str | None, protocol: str | None = None, policy: str | None = None,
             desc_free: str | None = None, lockdep: bool = False,
-            vmd_params: tuple[str, ...] = ()) -> System:
+            vmd_params: tuple[str, ...] = (), announce: bool = True) -> System:
     """Boot TOPOLOGY (as the --kernel release would); every declared device that did not
     come up bound is said on stderr."""
     from vmdsim import boot
@@ -32,6 +38,8 @@ def _system(topology: str | None, protocol: str | None = None, policy: str | Non
     system = boot(topology, protocol=protocol, policy=policy, desc_free=desc,
                   lockdep=lockdep, vmd_options=vmd_options)
     check_era_devices(system.machine)
+    if announce:
+        announce_variants()
     for u in system.unbound:
         click.echo(f"vmdsim: warning: {u}", err=True)
     return system
@@ -55,6 +63,7 @@ def _vmd_options(params: tuple[str, ...]) -> dict[str, str]:
 
 def _exit_if_unbound(system: System, allow: bool) -> None:
     if system.unbound and not allow:
+        announce_variants()  # a finding, not a refusal: say what code found it
         click.echo(f"vmdsim: {len(system.unbound)} declared device(s) are not bound to their "
                    "driver (see above; --allow-unbound runs anyway)", err=True)
         sys.exit(1)
@@ -172,9 +181,11 @@ def register(main: click.Group) -> None:
         from vmdsim.views.lspci import lspci
 
         load = _load(rate, duration_ms, interrupts, hotplug, seed)
-        system = _system(topology, protocol, policy, desc_free, lockdep, vmd_params)
+        system = _system(topology, protocol, policy, desc_free, lockdep, vmd_params,
+                         announce=False)
         _exit_if_unbound(system, allow_unbound)
         out = _run_with_progress(system, load, as_json)
+        announce_variants()
         m = measure(system, out)
         if not out.posted:
             click.echo("vmdsim: warning: no completion was posted: the load was empty "

@@ -14,7 +14,9 @@ and pass the file with ``--variant FILE`` to ``vmdsim run``, ``check`` or
 ``replay``. The target is any function or method reachable by its dotted
 name: a module-level function (``vmdsim.kernel.irq.flow.handle_simple_irq``),
 a method (``vmdsim.kernel.irq.irqdesc.irq_desc.<name>``), or an entry of an
-ops table held by a module (``vmdsim.drivers.vmd.msi.vmd_msi_domain_ops.msi_init``).
+ops table held by a module (``vmdsim.drivers.vmd.msi.vmd_msi_domain_ops.msi_init``),
+also one that is empty (NULL in Linux: the variant fills it, with no
+parameters to compare it against).
 
 While a variant is applied (:func:`applied`), every reference vmdsim's
 modules hold to the original — the module global, the names other modules
@@ -77,7 +79,8 @@ def variant(target: str) -> Callable[[Callable[..., Any]], Variant]:
 
 # -- finding a target -----------------------------------------------------------------------
 def _resolve(v: Variant) -> tuple[Any, str, Any]:
-    """(the object holding the target, the attribute name, the original function)."""
+    """(the object holding the target, the attribute name, the original function, or None
+    for an ops-table entry that is empty)."""
     parts = v.target.split(".")
     module: ModuleType | None = None
     i = len(parts)
@@ -104,6 +107,9 @@ def _resolve(v: Variant) -> tuple[Any, str, Any]:
     original = inspect.getattr_static(holder, last, None)
     if isinstance(original, staticmethod | classmethod):
         original = original.__func__
+    if original is None and not isinstance(holder, ModuleType | type) and \
+            last in getattr(holder, "__dict__", {}):
+        return holder, last, None  # an ops-table entry that is NULL: the variant fills it
     if not isinstance(original, FunctionType):
         what = "nothing" if original is None else f"a {type(original).__name__}"
         raise VariantError(f"{v.where}: @variant({v.target!r}): {'.'.join(parts[:-1])} holds "
@@ -195,6 +201,8 @@ def applied(variants: list[Variant]) -> Iterator[None]:
                 raw = inspect.getattr_static(holder, key)
                 new = staticmethod(v.func) if isinstance(raw, staticmethod) else v.func
                 _swap(holder, key, new, undo)
+            if original is None:
+                continue  # an empty ops-table entry: nothing else refers to it
             _rewire(original, v.func, undo)  # held elsewhere too (imports, ops tables)
             done.append((original, v.func))
         yield

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import faulthandler
 import re
+from pathlib import Path
 
 import click
 import pytest
@@ -45,6 +46,13 @@ HOTPLUG = ["0.5:remove:vmd0.rp0", "0.5:insert:vmd0.rp0", "5:remove:vmd0.rp0", "x
 OPTS = ["free=kfree", "free=nope", "x", "=", "protocol=srcu", "spin-limit=0",
         "max-steps=99999999999"]
 PLOTS = ["out.png", "no/such/dir/x.png", "x.nosuch", "", "."]
+KERNELS = ["rfc-v3", "4.5", "v4.9", "6.16", "6.17", "5.3", "x", ""]
+VARIANTS = ["before:untracked-irq", "before:nope", "before:rcu-sync", "x.py", "nope", "",
+            str(Path(__file__).resolve().parents[2] / "examples" / "variants"
+                / "cfg_addr_v5_3.py")]
+# The corpus only by its fast entries (or wrong names): all of it is the history tests'
+# business, and takes half a minute.
+CORPUS_NAMES = ["osc", "bus-offsets", "30ce035", "soft-reboot", "nope", "", "--list"]
 
 # The built-in scenario only with its fast, failing settings (every strategy stops at the
 # use-after-free within seconds); the exhaustive proofs are the explorer tests' business.
@@ -150,6 +158,10 @@ def _value(draw, param: click.Parameter) -> list[str]:
         pool = OPTS
     elif opt == "--plot":
         pool = PLOTS
+    elif opt == "--kernel":
+        pool = KERNELS
+    elif opt == "--variant":
+        pool = VARIANTS
     else:
         pool = NAMES
     return [opt, draw(st.sampled_from(pool))]
@@ -192,6 +204,8 @@ def command_line(draw, tmp) -> list[str]:
                 args.append(draw(st.sampled_from(["seed-teardown", "nope", "", "x.py"])))
         elif p.name == "replay_token":
             args.append(draw(replay_token()))
+        elif p.name == "names":  # regressions
+            args += draw(st.lists(st.sampled_from(CORPUS_NAMES), min_size=1, max_size=2))
     if names == ("check",) and "--strategy" not in args:
         args += ["--strategy", draw(st.sampled_from(["dpor", "optimal", "pct", "bounded"]))]
     if names == ("check",) and "pct" in args:

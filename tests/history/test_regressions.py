@@ -27,6 +27,8 @@ BEFORE = {
     "modulo-crowding": "crowded",
     "untracked-irq": "nobody-cared",
     "msi-sharing": "msi-shares-msix",
+    "vector-parent": "type-confusion",
+    "double-disable": "list-corruption",
     "list-loop": "livelock",
     "rcu-sync": "use-after-free",
     "detach-resources": "nonexistent-resource",
@@ -36,8 +38,9 @@ BEFORE = {
     "soft-reboot": "remap-left-off",
     "aspm-deadlock": "deadlock",
     "domain-link": "no-domain-link",
+    "cpu-offline": "affinity-warning",
 }
-SLOW = {"rfc-kfree", "untracked-irq", "lock-order", "list-loop"}  # seconds each
+SLOW = {"rfc-kfree", "untracked-irq", "lock-order", "list-loop", "double-disable"}
 
 
 def _params() -> list:

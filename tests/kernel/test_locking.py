@@ -122,3 +122,21 @@ def test_mutex_in_interrupt_context_is_a_bug():
     k.sched.handle_irq = lambda v: mutex_lock(m)
     with pytest.raises(LockError, match="sleeping function"):
         k.run_on(0, k.sched.raise_irq, 0, 40)
+
+
+def test_a_new_kernel_starts_from_a_clean_harness_after_an_error_unwound_a_run():
+    from vmdsim.kernel.sched import HARNESS
+
+    k = Kernel(1)
+    lock = raw_spinlock_t("left_held")
+
+    def fails_holding_a_lock():
+        raw_spin_lock_irqsave(lock)
+        raise LockError("a report stops the kernel where it stood")
+
+    with pytest.raises(LockError):
+        fails_holding_a_lock()  # on the harness context: nothing releases the lock
+    assert lock in HARNESS.locks_held and not HARNESS.cpu.irqs_enabled
+    assert k is not None
+    Kernel(1)
+    assert HARNESS.locks_held == [] and HARNESS.cpu.irqs_enabled

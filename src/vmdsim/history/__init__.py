@@ -14,6 +14,8 @@ Modules, named for what they hold:
 ``review``          the review of the RFC v3 (Nov 2015)
 ``untracked_irq``   30ce03503813: the spurious detector and shared vectors
 ``msi_sharing``     9c2053040ca7: MSI children kept off the MSI-X vectors
+``vector_parent``   e382dffc904d: a VMD child's data read as the APIC's at CPU offline
+``double_disable``  97e923063575: a child taken off its list twice
 ``list_loop``       21c80c9fefc3: a removed node pointing at itself
 ``rcu_sync``        ee6ee49fd09f: synchronize_rcu before freeing a mapping
 ``remove_order``    dc8af3a827df: resources detached before the bus was stopped
@@ -23,6 +25,7 @@ Modules, named for what they hold:
 ``soft_reboot``     b61cf04c49c3: remapping back on before a reboot
 ``aspm_deadlock``   49de0dc87965: pci_bus_sem taken twice for reading
 ``domain_link``     f24c9bfcd423: the domain link, before udev looks for it
+``cpu_offline``     647e9651a011: "set affinity failed" at CPU offline
 ==================  ============================================================
 
 ``UNMODELLED`` lists the fixes the corpus does not reproduce yet, with what
@@ -35,7 +38,9 @@ from vmdsim.history import (
     aspm_deadlock,
     bus_offsets,
     client_vector0,
+    cpu_offline,
     domain_link,
+    double_disable,
     list_loop,
     msi_sharing,
     osc,
@@ -44,6 +49,7 @@ from vmdsim.history import (
     review,
     soft_reboot,
     untracked_irq,
+    vector_parent,
 )
 from vmdsim.history.corpus import (
     Finding,
@@ -58,21 +64,15 @@ from vmdsim.history.corpus import (
 from vmdsim.variants import Variant, VariantError, load_variant_file
 
 REGRESSIONS: list[Regression] = [*review.ENTRIES, *untracked_irq.ENTRIES, *msi_sharing.ENTRIES,
+                                 *vector_parent.ENTRIES, *double_disable.ENTRIES,
                                  *list_loop.ENTRIES,
                                  *rcu_sync.ENTRIES,
                                  *remove_order.ENTRIES,
                                  *bus_offsets.ENTRIES, *client_vector0.ENTRIES,
                                  *osc.ENTRIES, *soft_reboot.ENTRIES, *aspm_deadlock.ENTRIES,
-                                 *domain_link.ENTRIES]
+                                 *domain_link.ENTRIES, *cpu_offline.ENTRIES]
 
 UNMODELLED: list[Unmodelled] = [
-    Unmodelled("97e923063575", "x86/PCI: VMD: Initialize list item in IRQ disable",
-               "the v4.7 IRQ core, whose irq_disable called the chip's every time, and the "
-               "path that disabled a child twice (the commit names none); the model's "
-               "list_del_rcu poisons and a second delete faults already"),
-    Unmodelled("e382dffc904d", "x86/PCI: VMD: Use x86_vector_domain as parent domain",
-               "CPU hot-unplug (fixup_irqs, irq_force_complete_move walking to the root "
-               "irq_data and taking its chip_data as the APIC's)"),
     Unmodelled("2565e5b69c44", "PCI: vmd: Do not disable MSI-X remapping if interrupt "
                "remapping is enabled by IOMMU.",
                "VT-d interrupt remapping: the IR MSI domain, and the IOMMU blocking "
@@ -85,8 +85,6 @@ UNMODELLED: list[Unmodelled] = [
                "the state a passed-through drive keeps across a guest reboot until a "
                "Secondary Bus Reset clears it (the model's SBR and pci_reset_bus exist; what "
                "failed to enumerate without them is not in the commit)"),
-    Unmodelled("647e9651a011", "PCI: vmd: Silence 'set affinity failed' warning",
-               "CPU hot-unplug: migrate_one_irq moving every IRQ off the dying CPU"),
     Unmodelled("e433110eb5bf", "PCI: vmd: Override irq_startup()/irq_shutdown() in "
                "vmd_init_dev_msi_info()",
                "the v6.17+ per-device MSI domains (msi_create_parent_irq_domain) and "

@@ -40,7 +40,7 @@ from vmdsim.kernel.mem import Allocator
 from vmdsim.kernel.pci.subsys import PciSubsystem
 from vmdsim.kernel.printk import printk_ringbuffer
 from vmdsim.kernel.rcu import Rcu
-from vmdsim.kernel.sched import Context, Scheduler
+from vmdsim.kernel.sched import HARNESS, Context, Scheduler, reset_harness
 from vmdsim.kernel.workqueue import workqueue_struct
 
 M = TypeVar("M")
@@ -55,6 +55,8 @@ class Kernel:
 
     def __init__(self, ncpus: int = 4) -> None:
         self.ncpus = ncpus
+        reset_harness()  # what a failed earlier run left held is not this kernel's
+        HARNESS.cpu.sched.rcu = Rcu()  # nor its harness read-side sections
         self.sched: Scheduler = Scheduler(ncpus)
         self.mem = Allocator(self)
         self.rcu = Rcu()

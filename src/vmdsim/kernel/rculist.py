@@ -16,6 +16,13 @@ from vmdsim.kernel.rcu import RcuError
 from vmdsim.kernel.shared import KObject, peek, shared
 
 
+class ListCorruption(RcuError):
+    """A deleted list entry's poisoned link followed or written through (Linux: a
+    general protection fault at the LIST_POISON address, or CONFIG_DEBUG_LIST's report)."""
+
+    kind = "list-corruption"
+
+
 class _Poison:
     """LIST_POISON1/2: what list_del leaves in a removed entry's links."""
 
@@ -23,12 +30,14 @@ class _Poison:
         object.__setattr__(self, "name", name)
 
     def __getattr__(self, attr: str) -> Any:
-        raise RcuError(f"list corruption: followed {self.name}.{attr} of a deleted list entry")
+        raise ListCorruption(f"list corruption: followed {self.name}.{attr} of a deleted "
+                             "list entry")
 
     def __setattr__(self, attr: str, value: Any) -> None:
         # Linux: a write through the non-canonical poison address, a general protection
         # fault (deleting an entry twice does this: prev->next = next).
-        raise RcuError(f"list corruption: wrote {self.name}.{attr} of a deleted list entry")
+        raise ListCorruption(f"list corruption: wrote {self.name}.{attr} of a deleted list "
+                             "entry")
 
     def __repr__(self) -> str:
         return self.name

@@ -350,3 +350,13 @@ class Scheduler:
 
 
 HARNESS = Context("harness", Cpu(-1, Scheduler(1)), None, ())
+
+
+def reset_harness() -> None:
+    """Forget what an earlier run left on the harness context when a model error unwound
+    it (a report stops a kernel where it stood; Linux does not unwind): the locks it held,
+    its interrupt flag, its interrupt stack. Every new kernel starts from a clean one."""
+    HARNESS.locks_held.clear()
+    HARNESS.cpu.irqs_enabled = True
+    HARNESS.cpu.irq_stack.clear()
+    HARNESS.cpu.pending.clear()

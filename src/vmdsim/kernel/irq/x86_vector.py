@@ -205,6 +205,24 @@ def _clear_irq_vector(d: irq_data) -> None:
     apicd.move_in_progress = False
 
 
+def irq_force_complete_move(desc: irq_desc) -> None:
+    """CPU offline: finish a move of the IRQ's vector that is still pending (free the old
+    vector now). Only the vector level's data is looked at, found by domain: an IRQ with
+    no level in the vector domain (a VMD child) has none, and its ``chip_data`` is not an
+    ``apic_chip_data``."""
+    kirq = desc.k.irq
+    d = irq_domain_get_irq_data(kirq.x86_vector_domain, desc.irq_data.irq)
+    if d is None:
+        return
+    raw_spin_lock(kirq.vector_lock)
+    try:
+        apicd = d.chip_data
+        if apicd is not None and apicd.move_in_progress and apicd.prev_vector:
+            _free_moved_vector(d)
+    finally:
+        raw_spin_unlock(kirq.vector_lock)
+
+
 # -- the lapic_controller chip ------------------------------------------------------------------
 def x86_vector_msi_compose_msg(d: irq_data, msg: msi_msg) -> None:
     apicd: apic_chip_data = d.chip_data
