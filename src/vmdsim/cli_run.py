@@ -224,18 +224,32 @@ def register(main: click.Group) -> None:
 
     @main.command(name="lspci")
     @TOPOLOGY
-    @click.option("-t", "as_tree", is_flag=True, help="tree")
-    @click.option("-v", "verbose", is_flag=True, help="verbose")
-    @click.option("-n", "numeric", is_flag=True, help="numeric IDs")
+    @click.option("-t", "as_tree", is_flag=True, help="tree (with -v: names; -n: IDs)")
+    @click.option("-v", "verbose", count=True, help="verbose (-vv, -vvv: not modelled yet)")
+    @click.option("-n", "numeric", count=True, help="numeric IDs; -nn: names and IDs")
+    @click.option("-k", "kernel_drivers", is_flag=True,
+                  help="the kernel driver in use and its module")
+    @click.option("-x", "hexdump", count=True,
+                  help="config space in hex: 64 bytes, -xxx 256, -xxxx 4096")
+    @click.option("-s", "slot", metavar="[[[[DOMAIN]:]BUS]:][SLOT][.[FUNC]]",
+                  help="only the devices in that place")
+    @click.option("-d", "ids", metavar="[VENDOR]:[DEVICE][:CLASS]",
+                  help="only the devices with those IDs")
+    @click.option("-D", "domains", is_flag=True,
+                  help="show domain numbers (shown anyway: a VMD domain is not 0)")
     @VARIANT
     @KERNEL
-    def lspci_cmd(topology: str | None, as_tree: bool, verbose: bool, numeric: bool,
-                  variants: tuple[str, ...], kernel: str | None) -> None:
-        """lspci of TOPOLOGY once booted with every driver bound."""
+    def lspci_cmd(topology: str | None, as_tree: bool, verbose: int, numeric: int,
+                  kernel_drivers: bool, hexdump: int, slot: str | None, ids: str | None,
+                  domains: bool, variants: tuple[str, ...], kernel: str | None) -> None:
+        """lspci of TOPOLOGY once booted with every driver bound (pciutils' formats)."""
         from vmdsim.views.lspci import lspci
 
-        click.echo(lspci(_system(topology).k, as_tree=as_tree, verbose_=verbose,
-                         numeric=numeric))
+        k = _system(topology).k
+        text = lspci(k, as_tree=as_tree, verbose_=verbose, numeric=numeric,
+                     kernel=kernel_drivers, hexdump_=hexdump, slot=slot, ids=ids)
+        if text:  # (a selection that matches nothing prints nothing, as lspci)
+            click.echo(text.rstrip("\n") + ("\n" if verbose or hexdump else ""))
 
     @main.command()
     @TOPOLOGY

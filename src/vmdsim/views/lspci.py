@@ -6,15 +6,26 @@ never from hardware objects. Names come from a small built-in slice of the
 PCI ID database covering the devices the model builds; anything else prints
 as pciutils does for an unknown ID ("Device 1234").
 
-Formats: ``lspci`` (``-D`` is implied: several domains exist), ``-n``
-numeric IDs, ``-v`` verbose (memory regions, bus numbers and windows of
-bridges, capabilities found, the driver in use), ``-t`` the tree.
+Formats (pciutils 3.x): ``lspci``; ``-n`` numeric IDs, ``-nn`` names and IDs;
+``-v`` verbose (memory regions, bus numbers and windows of bridges,
+capabilities found, the driver in use); ``-k`` the driver in use and the
+kernel modules that could drive it; ``-x`` (``-xxx``, ``-xxxx``) a hex dump of
+the first 64 (256, 4096) bytes of config space; ``-t`` the tree, with names
+under ``-v`` and IDs under ``-n``/``-nn``; ``-s`` and ``-d`` select devices;
+``-D`` shows domain numbers, which lspci shows anyway once any device is
+outside domain 0 (always, with a VMD domain). ``-vv`` and ``-vvv`` are refused:
+the model does not print their register decodes yet.
+
+Kernel modules: the distributions build ``vmd`` and ``nvme`` as modules and
+the port services driver (``pcieport``) into the kernel, so ``-k`` names a
+module for the first two only.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from vmdsim.errors import VmdsimError
 from vmdsim.kernel.pci import (
     PCI_BRIDGE_MEM_WINDOW,
     PCI_BRIDGE_PREF_MEM_WINDOW,
@@ -48,6 +59,14 @@ CAP_NAMES = {0x01: "Power Management", 0x05: "MSI", 0x09: "Vendor Specific Infor
              0x10: "Express", 0x11: "MSI-X"}
 
 
+MODULES = {"vmd": "vmd", "nvme": "nvme"}  # driver -> loadable module (pcieport: built in)
+HEXDUMP_BYTES = {1: 64, 2: 64, 3: 256, 4: 4096}  # -x, -xx, -xxx, -xxxx
+
+
+class LspciError(VmdsimError):
+    """A selector (``-s``, ``-d``) or flag lspci would refuse; the message names it."""
+
+
 def device_name(vendor: int, device: int) -> str:
     v = VENDORS.get(vendor, f"Device {vendor:04x}")
     return f"{v} {DEVICES.get((vendor, device), f'Device {device:04x}')}"
@@ -63,13 +82,91 @@ def all_devices(k: Kernel) -> list[Any]:
     return k.pci.lspci()
 
 
-def line(dev: Any, numeric: bool = False) -> str:
+def line(dev: Any, numeric: int = 0) -> str:
+    """One device: ``numeric`` 0 names, 1 IDs (``-n``), 2 both (``-nn``)."""
     # pciutils: only a nonzero Revision ID is printed
     rev = f" (rev {dev.revision:02x})" if dev.revision else ""
-    if numeric:
-        return (f"{pci_name(dev)} {dev.class_ >> 8:04x}: "
-                f"{dev.vendor:04x}:{dev.device:04x}{rev}")
-    return f"{pci_name(dev)} {class_name(dev.class_)}: {device_name(dev.vendor, dev.device)}{rev}"
+    cls = dev.class_ >> 8
+    ids = f"{dev.vendor:04x}:{dev.device:04x}"
+    if numeric == 1:
+        return f"{pci_name(dev)} {cls:04x}: {ids}{rev}"
+    kind, what = class_name(dev.class_), device_name(dev.vendor, dev.device)
+    name = f"{kind} [{cls:04x}]: {what} [{ids}]" if numeric >= 2 else f"{kind}: {what}"
+    return f"{pci_name(dev)} {name}{rev}"
+
+
+def kernel_lines(dev: Any) -> list[str]:
+    """``-k``: the driver bound and the module that provides it."""
+    out = []
+    if dev.subsystem_vendor:
+        out.append(f"\tSubsystem: {device_name(dev.subsystem_vendor, dev.subsystem_device)}")
+    if dev.driver is not None:
+        out.append(f"\tKernel driver in use: {dev.driver.name}")
+        if dev.driver.name in MODULES:
+            out.append(f"\tKernel modules: {MODULES[dev.driver.name]}")
+    return out
+
+
+def hexdump(dev: Any, nbytes: int) -> list[str]:
+    """``-x``: config space, 16 bytes a line, as the kernel's accessors read it."""
+    out = []
+    for base in range(0, nbytes, 16):
+        row = " ".join(f"{pci_read_config_byte(dev, base + i)[1]:02x}" for i in range(16))
+        out.append(f"{base:02x}: {row}" if nbytes <= 256 else f"{base:03x}: {row}")
+    return out
+
+
+def _hex_field(text: str, what: str, limit: int, flag: str, spec: str) -> int | None:
+    if text in ("", "*"):
+        return None
+    try:
+        value = int(text, 16)
+    except ValueError:
+        raise LspciError(f"{flag} {spec}: invalid {what} {text!r}") from None
+    if not 0 <= value <= limit:
+        raise LspciError(f"{flag} {spec}: invalid {what} {text!r}")
+    return value
+
+
+def slot_filter(spec: str) -> tuple[int | None, int | None, int | None, int | None]:
+    """``-s [[[[<domain>]:]<bus>]:][<slot>][.[<func>]]``: (domain, bus, slot, func)."""
+    head, dot, func = spec.partition(".")
+    parts = head.split(":")
+    if len(parts) > 3:
+        raise LspciError(f"-s {spec}: too many ':' (write [[[[domain]:]bus]:][slot][.[func]])")
+    while len(parts) < 3:
+        parts.insert(0, "")
+    return (_hex_field(parts[0], "domain number", 0x7FFFFFFF, "-s", spec),
+            _hex_field(parts[1], "bus number", 0xFF, "-s", spec),
+            _hex_field(parts[2], "slot number", 0x1F, "-s", spec),
+            _hex_field(func, "function number", 7, "-s", spec) if dot else None)
+
+
+def id_filter(spec: str) -> tuple[int | None, int | None, int | None]:
+    """``-d [<vendor>]:[<device>][:<class>]``: (vendor, device, class)."""
+    parts = spec.split(":")
+    if len(parts) < 2 or len(parts) > 3:
+        raise LspciError(f"-d {spec}: write [vendor]:[device][:class]")
+    return (_hex_field(parts[0], "vendor ID", 0xFFFF, "-d", spec),
+            _hex_field(parts[1], "device ID", 0xFFFF, "-d", spec),
+            _hex_field(parts[2], "class code", 0xFFFF, "-d", spec) if len(parts) == 3
+            else None)
+
+
+def selected(dev: Any, slot: str | None, ids: str | None) -> bool:
+    if slot is not None:
+        dom, bus, sl, fn = slot_filter(slot)
+        if (dom is not None and dev.bus.domain_nr != dom
+                or bus is not None and dev.bus.number != bus
+                or sl is not None and dev.devfn >> 3 != sl
+                or fn is not None and dev.devfn & 7 != fn):
+            return False
+    if ids is not None:
+        ven, did, cls = id_filter(ids)
+        if (ven is not None and dev.vendor != ven or did is not None and dev.device != did
+                or cls is not None and dev.class_ >> 8 != cls):
+            return False
+    return True
 
 
 def _size(n: int) -> str:
@@ -90,8 +187,8 @@ def _capabilities(dev: Any) -> list[str]:
     return out
 
 
-def verbose(dev: Any) -> list[str]:
-    out = [line(dev)]
+def verbose(dev: Any, numeric: int = 0) -> list[str]:
+    out = [line(dev, numeric)]
     if dev.subordinate is not None:
         sub = dev.subordinate
         out.append(f"\tBus: primary={dev.bus.number:02x}, secondary={sub.number:02x}, "
@@ -113,11 +210,14 @@ def verbose(dev: Any) -> list[str]:
     out.extend("\t" + c for c in _capabilities(dev))
     if dev.driver is not None:
         out.append(f"\tKernel driver in use: {dev.driver.name}")
+        if dev.driver.name in MODULES:
+            out.append(f"\tKernel modules: {MODULES[dev.driver.name]}")
     return out
 
 
-def tree(k: Kernel) -> str:
-    """``lspci -t``: one tree per domain (highest first, as lspci prints them)."""
+def tree(k: Kernel, names: bool = False, numeric: int = 0) -> str:
+    """``lspci -t``: one tree per domain (highest first, as lspci prints them); with
+    ``names`` (``-tv``) and/or ``numeric`` (``-tn``, ``-tnn``) each device is named."""
     roots = sorted(k.pci.pci_root_buses, key=lambda b: (b.domain_nr, b.number), reverse=True)
     out: list[str] = []
     for n, bus in enumerate(roots):
@@ -127,13 +227,25 @@ def tree(k: Kernel) -> str:
         else:
             lead = "-+-" if n == 0 else (" \\-" if n == len(roots) - 1 else " +-")
             cont = "   " if n == len(roots) - 1 else " | "
-        body = _bus_lines(bus)
+        body = _bus_lines(bus, names, numeric)
         out.append(lead + label + body[0])
         out.extend(cont + " " * (len(label) + len(lead) - len(cont)) + b for b in body[1:])
     return "\n".join(out)
 
 
-def _bus_lines(bus: Any) -> list[str]:
+def _tree_name(dev: Any, names: bool, numeric: int) -> str:
+    """What ``-tv`` prints after a device that is not a bridge (pciutils names no bridge):
+    its name, its IDs (``-tvn``), or both (``-tvnn``); nothing without ``-v``."""
+    if not names:
+        return ""
+    ids = f"{dev.vendor:04x}:{dev.device:04x}"
+    if numeric == 1:
+        return f"  {ids}"
+    name = device_name(dev.vendor, dev.device)
+    return f"  {name} [{ids}]" if numeric else f"  {name}"
+
+
+def _bus_lines(bus: Any, names: bool = False, numeric: int = 0) -> list[str]:
     devs = sorted(bus.devices, key=lambda d: d.devfn)
     if not devs:
         return [""]
@@ -144,25 +256,48 @@ def _bus_lines(bus: Any) -> list[str]:
         rest: list[str] = []
         sub = dev.subordinate
         if sub is not None:
-            text += f"-[{sub.number:02x}]"
+            end = sub.busn_res.end if sub.busn_res is not None else sub.number
+            text += (f"-[{sub.number:02x}]" if end == sub.number
+                     else f"-[{sub.number:02x}-{end:02x}]")
             if sub.devices:
-                child = _bus_lines(sub)
+                child = _bus_lines(sub, names, numeric)
                 text += "--"
                 pad = ("  " if only or last else "| ") + " " * (len(text) - 2)
                 rest = [pad + c for c in child[1:]]
                 text += child[0]
             else:
                 text += "--"
+        else:
+            text += _tree_name(dev, names, numeric)
         lines.append(text)
         lines.extend(rest)
     return lines
 
 
-def lspci(k: Kernel, *, as_tree: bool = False, verbose_: bool = False, numeric: bool = False
-          ) -> str:
+def lspci(k: Kernel, *, as_tree: bool = False, verbose_: int = 0, numeric: int = 0,
+          kernel: bool = False, hexdump_: int = 0, slot: str | None = None,
+          ids: str | None = None) -> str:
+    """What ``lspci`` prints with these flags (``verbose_``: the number of ``-v``,
+    ``numeric``: of ``-n``, ``hexdump_``: of ``-x``; ``slot``/``ids``: ``-s``/``-d``)."""
+    if verbose_ > 1:
+        raise LspciError(f"-{'v' * verbose_}: the model prints -v's detail only; the "
+                         "register decodes of -vv and -vvv are not modelled yet")
+    if hexdump_ > 4:
+        raise LspciError(f"-{'x' * hexdump_}: lspci dumps at most 4096 bytes (-xxxx)")
+    devs = [d for d in all_devices(k) if selected(d, slot, ids)]
     if as_tree:
-        return tree(k)
-    devs = all_devices(k)
-    if verbose_:
-        return "\n\n".join("\n".join(verbose(d)) for d in devs)
-    return "\n".join(line(d, numeric) for d in devs)
+        if slot is not None or ids is not None:
+            raise LspciError("-t with -s or -d: the model prints whole trees only")
+        return tree(k, bool(verbose_), numeric)
+    blocks = []
+    for d in devs:
+        lines = verbose(d, numeric) if verbose_ else [line(d, numeric)]
+        if kernel and not verbose_:
+            lines += kernel_lines(d)
+        if hexdump_:
+            lines += hexdump(d, HEXDUMP_BYTES[hexdump_])
+        blocks.append(lines)
+    if verbose_ or hexdump_:
+        return "\n".join("\n".join(b) + "\n" for b in blocks).rstrip("\n") + "\n" \
+            if blocks else ""
+    return "\n".join("\n".join(b) for b in blocks)
