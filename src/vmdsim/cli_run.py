@@ -285,6 +285,18 @@ def register(main: click.Group) -> None:
 
         click.echo(proc_interrupts(_system(topology, policy=policy, vmd_params=vmd_params).k))
 
+    @main.command(name="sysfs")
+    @TOPOLOGY
+    @VARIANT
+    @KERNEL
+    def sysfs_cmd(topology: str | None, variants: tuple[str, ...],
+                  kernel: str | None) -> None:
+        """The links of /sys/bus/pci of TOPOLOGY once booted: devices, drivers, and each
+        VMD's domain link."""
+        from vmdsim.views.sysfs import sysfs
+
+        click.echo(sysfs(_system(topology).k))
+
     @main.command(name="irq-domains")
     @TOPOLOGY
     @VMD_PARAM
