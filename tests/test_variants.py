@@ -192,3 +192,14 @@ def test_a_module_imported_while_a_variant_is_applied_gets_the_original_back(tmp
         late = importlib.import_module("vmdsim.check.scenarios.aspm_walk")
         assert late.vmd_pm_enable_quirk is vmd_pm_enable_quirk.func  # imported it as it was
     assert late.vmd_pm_enable_quirk is today
+
+
+def test_a_command_refused_after_its_variants_were_loaded_leaves_none_applied():
+    today = vmd_msi.vmd_msi_init
+    r = invoke("run", "--variant", "before:untracked-irq", "--rate", "nan")
+    assert r.exit_code == 2
+    assert vmd_msi.vmd_msi_init is today
+    r = invoke("run", "--kernel", "4.5", "--interrupts", "x")
+    assert r.exit_code == 2
+    assert vmd_msi.vmd_msi_init is today and flow.handle_untracked_irq.__name__ == (
+        "handle_untracked_irq")

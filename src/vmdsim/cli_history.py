@@ -24,7 +24,9 @@ def _keep_applied(ctx: click.Context, variants: list, by: str) -> None:
             raise VariantError(f"{by} and {taken[v.target]} both replace {v.target}; "
                                "leave one of them out")
         taken[v.target] = by
-    ctx.with_resource(applied(variants))
+    # On the root context: a sub-command's context is never closed when a later option
+    # fails to parse (click makes it with cleanup off), and the variants would stay.
+    ctx.find_root().with_resource(applied(variants))
 
 
 def _apply_variants(ctx: click.Context, param: click.Parameter,

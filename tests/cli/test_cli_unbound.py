@@ -56,7 +56,7 @@ def write(tmp_path, text):
 
 @pytest.mark.parametrize("text, line, field, why", [
     (VMD_AT_FUNCTION_5, 4, "vmd[0]", "function 0 of its slot (05.0) is absent"),
-    (CLIENT_ONE_VECTOR, 4, "vmd[0]", "vmd: probe failed with error -34"),
+    (CLIENT_ONE_VECTOR, 4, "vmd[0]", "probe with driver vmd failed with error -34"),
     (RESERVED_BUS_RESTRICTION, 4, "vmd[0]", "Unknown Bus Offset Setting (3)"),
     (MEMBAR1_TOO_SMALL, 15, "vmd[0].root_port[1].nvme", "can't assign; no space"),
 ])

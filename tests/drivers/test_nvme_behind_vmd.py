@@ -90,9 +90,10 @@ def test_port_services_behind_the_vmd_take_aer_and_pme():
     rp.receive_error_message(ERR_COR, 0x0200)
     rp.receive_pme(0x0200)
     log = list(k.log.lines())[n:]
-    assert ("pci 10000:00:01.0: AER: Correctable error message received from 10000:02:00.0"
+    assert ("pcieport 10000:00:01.0: AER: Correctable error message received from 10000:02:00.0"
             in log)
-    assert "pci 10000:00:01.0: Spurious native interrupt!" in log  # no PME Status at 02:00.0
+    # no PME Status at 02:00.0:
+    assert "pcieport 10000:00:01.0: PME: Spurious native interrupt!" in log
 
 
 def test_the_vmd_domain_inherits_what_firmware_granted_its_host_bridge():

@@ -60,7 +60,7 @@ def test_the_pci_core_logs_at_its_levels_and_dmesg_level_selects_them(tmp_path):
     errors = CliRunner().invoke(main, ["dmesg", "--level", "err", str(p)])
     assert errors.exit_code == 0, errors.output
     # pci_err in vmd_get_bus_number_start; the driver core's probe line is a warning
-    assert errors.stdout.splitlines() == ["pci 0000:00:0e.0: Unknown Bus Offset Setting (3)"]
+    assert errors.stdout.splitlines() == ["vmd 0000:00:0e.0: Unknown Bus Offset Setting (3)"]
     everything = CliRunner().invoke(main, ["dmesg", str(p)]).stdout.splitlines()
     assert len(everything) > 10 and errors.stdout.splitlines()[0] in everything
     bad = CliRunner().invoke(main, ["dmesg", "--level", "loud"])

@@ -145,7 +145,7 @@ from vmdsim.kernel.pci.msi import (
 )
 from vmdsim.kernel.pci.pci_h import pci_channel_io_normal, pci_dev_is_disconnected
 from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id
-from vmdsim.kernel.pci.subsys import pci_err, pci_info
+from vmdsim.kernel.printk import KERN_ERR, KERN_INFO, printk
 from vmdsim.kernel.sched import current
 from vmdsim.kernel.shared import KObject, init_private, shared
 
@@ -239,6 +239,12 @@ class nvme_queue(KObject):
         return f"<nvme_queue {self.name}>"
 
 
+def ctrl_log(dev: Any, level: int, msg: str) -> None:
+    """``dev_info``/``dev_warn``/``dev_err`` on ``dev->ctrl.device``: the controller's class
+    device, so the line reads ``nvme nvme0: msg``."""
+    printk(dev.pdev.k, level, f"nvme {dev.name}: {msg}")
+
+
 class nvme_dev(KObject):
     """``struct nvme_dev`` with its ``struct nvme_ctrl`` folded in."""
 
@@ -324,7 +330,7 @@ def nvme_wait_ready(dev: nvme_dev, mask: int, val: int, op: str) -> int:
             return -ENODEV
         if csts & mask == val:
             return 0
-    pci_info(dev.pdev, f"{dev.name}: Device not ready; aborting {op}, CSTS={csts:#x}")
+    ctrl_log(dev, KERN_ERR, f"Device not ready; aborting {op}, CSTS={csts:#x}")
     return -ENODEV
 
 
@@ -518,7 +524,7 @@ def nvme_set_queue_count(dev: nvme_dev, count: int) -> int:
     if status < 0:
         return status
     if status > 0:
-        pci_err(dev.pdev, f"{dev.name}: Could not set queue count ({status})")
+        ctrl_log(dev, KERN_ERR, f"Could not set queue count ({status})")
         return 0
     return min(count, min(result & 0xFFFF, result >> 16) + 1)
 
@@ -557,7 +563,7 @@ def nvme_setup_io_queues(dev: nvme_dev) -> int:
     result = nvme_create_io_queues(dev)
     if result:
         return result
-    pci_info(dev.pdev, f"{dev.name}: {dev.online_queues - 1}/0/0 default/read/poll queues")
+    ctrl_log(dev, KERN_INFO, f"{dev.online_queues - 1}/0/0 default/read/poll queues")
     return 0
 
 
@@ -684,6 +690,7 @@ def nvme_probe(pdev: Any, id: Any) -> int:
     dev = nvme_pci_alloc_dev(pdev)
     if dev is None:
         return -ENOMEM
+    ctrl_log(dev, KERN_INFO, f"pci function {pci_name(pdev)}")
     result = nvme_dev_map(dev)
     if result:
         nvme_uninit_ctrl(dev)
@@ -707,8 +714,6 @@ def nvme_probe(pdev: Any, id: Any) -> int:
     nvme_pci_submit_async_event(dev)  # nvme_start_ctrl -> nvme_queue_async_events
     pci_set_drvdata(pdev, dev)
     nvme_core_of(pdev.k).devices.append(dev)
-    pci_info(pdev, f"{dev.name}: NVMe {dev.vs >> 16}.{(dev.vs >> 8) & 0xFF}, "
-                   f"{dev.online_queues - 1} I/O queues, {dev.num_vecs} vectors")
     return 0
 
 

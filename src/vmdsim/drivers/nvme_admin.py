@@ -36,7 +36,7 @@ from vmdsim.kernel.completion import (
 from vmdsim.kernel.errno import EBUSY, EINTR
 from vmdsim.kernel.io import readl, writel
 from vmdsim.kernel.pci.msi import pci_irq_vector
-from vmdsim.kernel.pci.subsys import pci_warn
+from vmdsim.kernel.printk import KERN_WARNING, printk
 
 # include/linux/nvme.h
 nvme_admin_delete_sq = 0x00
@@ -125,12 +125,13 @@ def nvme_timeout(dev: Any, req: nvme_request) -> None:
     """The admin timeout passed: poll for a missed completion, else cancel the command."""
     nvmeq = dev.queues[0]
     nvme_poll_irqdisable(nvmeq)
-    where = (f"{dev.name}: I/O tag {req.tag} ({req.tag:04x}) opcode {req.opcode:#x} "
+    where = (f"nvme {dev.name}: I/O tag {req.tag} ({req.tag:04x}) opcode {req.opcode:#x} "
              f"({ADMIN_OPCODE_NAMES.get(req.opcode, 'Admin Cmd')}) QID 0 timeout")
+    k = dev.pdev.k
     if try_wait_for_completion(req.done):
-        pci_warn(dev.pdev, f"{where}, completion polled")
+        printk(k, KERN_WARNING, f"{where}, completion polled")  # dev_warn(ctrl->device)
         return
-    pci_warn(dev.pdev, f"{where}, disable controller")
+    printk(k, KERN_WARNING, f"{where}, disable controller")
     req.status = -EINTR
 
 
@@ -192,7 +193,8 @@ def nvme_handle_cqe(nvmeq: Any, cid: int, status: int, result: int) -> None:
         return
     req = dev.admin_tags.get(cid)
     if req is None or req.status != -1:
-        pci_warn(dev.pdev, f"{dev.name}: invalid id {cid} completed on queue {nvmeq.qid}")
+        printk(dev.pdev.k, KERN_WARNING,
+               f"nvme {dev.name}: invalid id {cid} completed on queue {nvmeq.qid}")
         return
     req.status, req.result = status, result
     complete(req.done)

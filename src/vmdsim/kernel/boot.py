@@ -51,7 +51,6 @@ from vmdsim.kernel.pci.x86 import (
     pci_mmconfig_delete,
     pcibios_resource_survey,
 )
-from vmdsim.kernel.printk import pr_info
 from vmdsim.kernel.sched import current
 
 if TYPE_CHECKING:
@@ -105,7 +104,6 @@ def _boot_on_bsp(k: Kernel, rc: Any, native: dict[str, bool] | None) -> pci_bus:
     pci_lock_rescan_remove(k)
     pci_bus_add_devices(root)
     pci_unlock_rescan_remove(k)
-    pr_info(k, "PCI: boot complete")  # the model's own line: the end of boot
     return root
 
 

@@ -62,10 +62,11 @@ def _declared(machine: Any) -> Iterator[tuple[Any, Vmd | None]]:
 def _kernel_says(k: Kernel, name: str) -> str | None:
     """The kernel's last complaint about a resource of the device, and its last two lines
     (a driver says why it refuses just before the driver core says that it did)."""
-    prefix = f"pci {name}: "
-    lines = [line for line in dmesg(k) if line.startswith(prefix)]
+    # dev_info and friends: "<driver, or the bus while none is bound> <device>: ..."
+    prefix = f"{name}: "
+    lines = [line for line in dmesg(k) if line.partition(" ")[2].startswith(prefix)]
     said = [x for x in lines if "can't" in x or "no space" in x][-1:]
-    tail = [x for x in lines if not x.startswith(f"{prefix}enabling ")][-2:]
+    tail = [x for x in lines if not x.partition(" ")[2].startswith(f"{prefix}enabling ")][-2:]
     said += [x for x in tail if x not in said]
     return "; ".join(said) or None
 

@@ -73,7 +73,7 @@ def test_the_default_machine_binds_and_shows_every_port_and_drive_in_domain_1000
     for d in k.pci.lspci(DOMAIN):
         want = (0x8086, 0x2030) if d.bus.number == 0 else (0x8086, 0x0A54)
         assert pci_read_config_dword(d, 0)[1] == want[1] << 16 | want[0]
-    assert "pci 0000:00:0e.0: Bound to PCI domain 10000" in k.log.lines()
+    assert "vmd 0000:00:0e.0: Bound to PCI domain 10000" in k.log.lines()
     assert vmd_pdev(k).dev.links["domain"] is w.vmd.bus.dev
     # 0x201D cannot bypass: remapping stays on, 32 vectors each with a handler
     assert not vmconfig(w) & VMCONFIG_MSI_REMAP
@@ -152,7 +152,7 @@ def test_bus_restriction_3_fails_the_probe_and_leaves_nothing():
     w = boot_vmd(text, child=False)
     k = w.k
     assert vmd_devices(k) == []
-    assert "pci 0000:00:0e.0: Unknown Bus Offset Setting (3)" in k.log.lines()
+    assert "vmd 0000:00:0e.0: Unknown Bus Offset Setting (3)" in k.log.lines()
     assert k.pci.domains() == [0]
     assert vmd_pdev(k).driver is None
     assert k.mem.leaks("vmd") == [] and k.mem.leaks("devres") == []
@@ -168,7 +168,7 @@ def test_a_cfgbar_under_1mib_is_refused_with_enomem():
     before = snapshot(k)
     k.run_on(0, vmd_init, k)
     assert vmd_devices(k) == []
-    assert "pci 0000:00:0e.0: vmd: probe failed with error -12" in k.log.lines()
+    assert "pci 0000:00:0e.0: probe with driver vmd failed with error -12" in k.log.lines()
     assert snapshot(k) == before
 
 

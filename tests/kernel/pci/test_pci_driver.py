@@ -132,7 +132,7 @@ def test_failed_probe_leaves_the_device_unbound_and_releases_managed_resources()
     assert k.mem.leaks(owner="driver") == []
     assert len(k.mem.leaks(owner="ioremap")) == mapped_before
     assert bad.devices == []
-    assert any("bad: probe failed with error -5" in line for line in k.log.lines())
+    assert any("probe with driver bad failed with error -5" in line for line in k.log.lines())
     # the next matching driver gets its turn
     pci_register_driver(k, good)
     assert good_rec.probes() == ["0000:01:00.0", "0000:02:00.0"]

@@ -83,7 +83,7 @@ from vmdsim.kernel.pci import (
     pcie_capability_read_word,
     pcie_capability_write_word,
 )
-from vmdsim.kernel.pci.subsys import pci_info
+from vmdsim.kernel.pci.subsys import pci_err, pci_info
 from vmdsim.kernel.shared import KObject
 from vmdsim.kernel.workqueue import INIT_WORK, cancel_work_sync, schedule_work
 
@@ -214,13 +214,13 @@ def aer_probe(dev: pcie_device) -> int:
     set_service_data(dev, rpc)
     status = k.irq.request_irq(dev.irq, aer_irq, IRQF_SHARED, "aerdrv", dev)
     if status:
-        pci_info(port, f"request AER IRQ {dev.irq} failed")
+        pci_err(port, f"AER: request AER IRQ {dev.irq} failed")
         return status
     if devm_add_action(dev.device, _aer_free_irq, dev):
         _aer_free_irq(dev)
         return -ENOMEM
     aer_enable_rootport(rpc)
-    pci_info(port, f"enabled with IRQ {dev.irq}")
+    pci_info(port, f"AER: enabled with IRQ {dev.irq}")  # dev_fmt "AER: "
     return 0
 
 

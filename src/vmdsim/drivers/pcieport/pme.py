@@ -139,10 +139,10 @@ def pcie_pme_handle_request(port: Any, req_id: int) -> bool:
         if dev is not None:
             found = pci_check_pme_status(dev)
         elif bus is not None and devfn:
-            pci_info(port, f"interrupt generated for non-existent device "
+            pci_info(port, f"PME: interrupt generated for non-existent device "
                            f"{busnr:02x}:{PCI_SLOT(devfn):02x}.{PCI_FUNC(devfn)}")
     if not found:
-        pci_info(port, "Spurious native interrupt!")
+        pci_info(port, "PME: Spurious native interrupt!")  # dev_fmt "PME: "
     return found
 
 
@@ -211,7 +211,7 @@ def pcie_pme_probe(srv: pcie_device) -> int:
     if ret:
         k.mem.kfree(data)
         return ret
-    pci_info(port, f"Signaling PME with IRQ {srv.irq}")
+    pci_info(port, f"PME: Signaling PME with IRQ {srv.irq}")
     pcie_pme_interrupt_enable(port, True)
     return 0
 

@@ -41,7 +41,7 @@ from vmdsim.kernel.pci.pci_h import (
     pci_dev,
     pci_name,
 )
-from vmdsim.kernel.pci.subsys import pci_info, pci_warn
+from vmdsim.kernel.pci.subsys import pci_err, pci_warn
 from vmdsim.kernel.printk import pr_err
 
 if TYPE_CHECKING:
@@ -153,15 +153,15 @@ def _pci_device_probe(dev: pci_dev, drv: pci_driver, id: pci_device_id) -> int:
 
 
 def _pci_bound(dev: pci_dev, drv: pci_driver) -> None:
-    drv.devices.append(dev)
-    pci_info(dev, f"bound to driver {drv.name}")
+    drv.devices.append(dev)  # driver_bound(): Linux logs it at debug level only
 
 
 def _pci_probe_failed(dev: pci_dev, drv: pci_driver, rc: int) -> None:
-    if rc in (-ENODEV, -ENXIO):
-        pci_info(dev, f"{drv.name}: probe rejects match {rc}")
-    else:
-        pci_warn(dev, f"{drv.name}: probe failed with error {rc}")
+    """``__driver_probe_device``'s report, with the driver already let go (so the line
+    is the bus's, ``pci ...``); a probe that rejects the match (-ENODEV, -ENXIO) is a
+    debug message, not logged."""
+    if rc not in (-ENODEV, -ENXIO):
+        pci_err(dev, f"probe with driver {drv.name} failed with error {rc}")
 
 
 def _pci_unbinding(dev: pci_dev, drv: pci_driver) -> None:
@@ -170,8 +170,7 @@ def _pci_unbinding(dev: pci_dev, drv: pci_driver) -> None:
 
 
 def _pci_unbound(dev: pci_dev, drv: pci_driver) -> None:
-    drv.devices.remove(dev)
-    pci_info(dev, f"unbound from driver {drv.name}")
+    drv.devices.remove(dev)  # Linux logs an unbind at debug level only
 
 
 pci_bus_type = bus_type("pci", match=_pci_bus_match, probe=_pci_device_probe,

@@ -234,8 +234,14 @@ def pci_register_host_bridge(bridge: pci_host_bridge) -> int:
         err = bus.ops.add_bus(bus)
         if err:
             pci_info(bus, f"failed to add bus: {err}")
-    who = bridge.dev.parent.init_name + ": " if bridge.dev.parent is not None else ""
-    pr_info(k, f"{who}PCI host bridge to bus {bus.dev.init_name}")
+    # dev_info(bridge->dev.parent, ...): the device the host bridge hangs under (a VMD,
+    # named by its driver), or pr_info for a host bridge of its own
+    parent = next((d for d in k.pci.devices if d.dev is bridge.dev.parent), None)
+    if parent is not None:
+        pci_info(parent, f"PCI host bridge to bus {bus.dev.init_name}")
+    else:
+        who = bridge.dev.parent.init_name + ": " if bridge.dev.parent is not None else ""
+        pr_info(k, f"{who}PCI host bridge to bus {bus.dev.init_name}")
     for window in bridge.windows:
         res = window.res
         if res.flags & IORESOURCE_BUS:

@@ -148,15 +148,19 @@ def _find_bus(bus: pci_bus, busnr: int) -> pci_bus | None:
 
 
 def _who(obj: Any) -> str:
+    """``dev_driver_string`` and the name: the driver's name while one is bound (or
+    probing), else the bus's (``pci``)."""
     if isinstance(obj, pci_dev):
-        return f"pci {pci_name(obj)}"
+        drv = obj.driver
+        return f"{drv.name if drv is not None else 'pci'} {pci_name(obj)}"
     if isinstance(obj, pci_bus):
         return f"pci_bus {obj.domain_nr:04x}:{obj.number:02x}"
     return str(obj)
 
 
 def pci_info(obj: Any, msg: str) -> None:
-    """Log a line as ``pci_info``/``dev_info`` would: ``pci 0000:00:0e.0: msg``."""
+    """Log a line as ``pci_info``/``dev_info`` would: ``pci 0000:00:0e.0: msg`` (``vmd
+    0000:00:0e.0: msg`` once the vmd driver has it)."""
     printk(obj.k, KERN_INFO, f"{_who(obj)}: {msg}")
 
 
