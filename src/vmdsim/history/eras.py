@@ -59,8 +59,8 @@ ERAS: list[Era] = [
         before=("untracked-irq", "msi-sharing"), device_ids=(SERVER_201D,),
         differs="the vector choice is v4.5's own (fewest children over every vector), "
                 "whatever --policy says, so only least-loaded is accepted; resources are "
-                "attached to the parent's tree as from v4.7; descriptors are freed at "
-                "once, as by every IRQ core before v4.14"),
+                "attached to the parent's tree, as only from v4.7 on; descriptors are "
+                "freed at once, as by every IRQ core before v4.14"),
     Era("4.9", "synchronize_rcu before the free (ee6ee49fd09f), untracked children, MSI "
         "children off the MSI-X vectors",
         {"protocol": "synchronize-rcu", "desc_free": "immediate"},
