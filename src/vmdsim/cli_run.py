@@ -243,8 +243,9 @@ def register(main: click.Group) -> None:
                   kernel_drivers: bool, hexdump: int, slot: str | None, ids: str | None,
                   domains: bool, variants: tuple[str, ...], kernel: str | None) -> None:
         """lspci of TOPOLOGY once booted with every driver bound (pciutils' formats)."""
-        from vmdsim.views.lspci import lspci
+        from vmdsim.views.lspci import check_flags, lspci
 
+        check_flags(as_tree=as_tree, verbose_=verbose, hexdump_=hexdump, slot=slot, ids=ids)
         k = _system(topology).k
         text = lspci(k, as_tree=as_tree, verbose_=verbose, numeric=numeric,
                      kernel=kernel_drivers, hexdump_=hexdump, slot=slot, ids=ids)

@@ -274,20 +274,30 @@ def _bus_lines(bus: Any, names: bool = False, numeric: int = 0) -> list[str]:
     return lines
 
 
-def lspci(k: Kernel, *, as_tree: bool = False, verbose_: int = 0, numeric: int = 0,
-          kernel: bool = False, hexdump_: int = 0, slot: str | None = None,
-          ids: str | None = None) -> str:
-    """What ``lspci`` prints with these flags (``verbose_``: the number of ``-v``,
-    ``numeric``: of ``-n``, ``hexdump_``: of ``-x``; ``slot``/``ids``: ``-s``/``-d``)."""
+def check_flags(*, as_tree: bool = False, verbose_: int = 0, hexdump_: int = 0,
+                slot: str | None = None, ids: str | None = None) -> None:
+    """Refuse what lspci would, or what the model does not print, before anything runs."""
     if verbose_ > 1:
         raise LspciError(f"-{'v' * verbose_}: the model prints -v's detail only; the "
                          "register decodes of -vv and -vvv are not modelled yet")
     if hexdump_ > 4:
         raise LspciError(f"-{'x' * hexdump_}: lspci dumps at most 4096 bytes (-xxxx)")
+    if as_tree and (slot is not None or ids is not None):
+        raise LspciError("-t with -s or -d: the model prints whole trees only")
+    if slot is not None:
+        slot_filter(slot)
+    if ids is not None:
+        id_filter(ids)
+
+
+def lspci(k: Kernel, *, as_tree: bool = False, verbose_: int = 0, numeric: int = 0,
+          kernel: bool = False, hexdump_: int = 0, slot: str | None = None,
+          ids: str | None = None) -> str:
+    """What ``lspci`` prints with these flags (``verbose_``: the number of ``-v``,
+    ``numeric``: of ``-n``, ``hexdump_``: of ``-x``; ``slot``/``ids``: ``-s``/``-d``)."""
+    check_flags(as_tree=as_tree, verbose_=verbose_, hexdump_=hexdump_, slot=slot, ids=ids)
     devs = [d for d in all_devices(k) if selected(d, slot, ids)]
     if as_tree:
-        if slot is not None or ids is not None:
-            raise LspciError("-t with -s or -d: the model prints whole trees only")
         return tree(k, bool(verbose_), numeric)
     blocks = []
     for d in devs:
