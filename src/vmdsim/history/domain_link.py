@@ -174,11 +174,11 @@ def _mdadm_incremental(k: Kernel, missing: list[str]) -> None:
     def on_uevent(action: str, dev: device) -> None:
         if action != KOBJ_BIND:
             return
-        pdev = next((p for p in k.pci.devices if p.dev is dev), None)
+        pdev = k.pci.find_pci_dev(dev)
         if pdev is None or pdev.driver is None or pdev.driver.name != "nvme":
             return
         vmd_device = pci_find_host_bridge(pdev.bus).dev.parent  # the VMD's own device
-        vmd_pdev = next((p for p in k.pci.devices if p.dev is vmd_device), None)
+        vmd_pdev = k.pci.find_pci_dev(vmd_device)
         if vmd_device is None or vmd_pdev is None:
             return  # not behind a VMD
         if "domain" not in vmd_device.links:

@@ -27,10 +27,9 @@ if TYPE_CHECKING:
 def _host_bridge_path(bus: Any) -> str:
     """The sysfs path of a root bus's host bridge (``/sys/devices/pci0000:00``)."""
     name = f"pci{bus.domain_nr:04x}:{bus.number:02x}"
-    parent = bus.bridge.dev.parent  # a VMD's host bridge hangs under the VMD's device
-    for dev in bus.k.pci.devices:
-        if parent is not None and dev.dev is parent:
-            return f"{device_path(dev)}/{name}"
+    parent = bus.k.pci.find_pci_dev(bus.bridge.dev.parent)  # a VMD's host bridge hangs
+    if parent is not None:                                 # under the VMD's device
+        return f"{device_path(parent)}/{name}"
     return f"/sys/devices/{name}"
 
 

@@ -153,9 +153,9 @@ def to_pci_dev(dev: Any) -> pci_dev:
     md = msi_device_data_get(dev)
     if md is not None and md.pdev is not None:
         return md.pdev
-    for pdev in dev.k.pci.devices:
-        if pdev.dev is dev:
-            return pdev
+    pdev = dev.k.pci.find_pci_dev(dev)
+    if pdev is not None:
+        return pdev
     raise IrqError(f"to_pci_dev({dev!r}): not the device of any pci_dev")
 
 

@@ -236,7 +236,7 @@ def pci_register_host_bridge(bridge: pci_host_bridge) -> int:
             pci_info(bus, f"failed to add bus: {err}")
     # dev_info(bridge->dev.parent, ...): the device the host bridge hangs under (a VMD,
     # named by its driver), or pr_info for a host bridge of its own
-    parent = next((d for d in k.pci.devices if d.dev is bridge.dev.parent), None)
+    parent = k.pci.find_pci_dev(bridge.dev.parent)
     if parent is not None:
         pci_info(parent, f"PCI host bridge to bus {bus.dev.init_name}")
     else:

@@ -131,6 +131,13 @@ class PciSubsystem:
     def domains(self) -> list[int]:
         return sorted({b.domain_nr for b in self.pci_root_buses})
 
+    def find_pci_dev(self, dev: Any) -> pci_dev | None:
+        """The ``pci_dev`` whose embedded ``struct device`` is ``dev``, if any (Linux:
+        ``dev_is_pci`` then ``to_pci_dev``)."""
+        if dev is None:
+            return None
+        return next((pdev for pdev in self.devices if pdev.dev is dev), None)
+
     def lspci(self, domain: int | None = None) -> list[pci_dev]:
         """Devices sorted as lspci lists them: by domain, bus, device, function."""
         devs = [d for d in self.devices if domain is None or d.bus.domain_nr == domain]
