@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.nvme import nvme_core_of
 from vmdsim.drivers.vmd.dev import vmd_dev, vmd_irq, vmd_irq_list
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, tiny_topology
+from vmdsim.history.probes import booted
 from vmdsim.kernel.locking import raw_spin_lock_irqsave, raw_spin_unlock_irqrestore
 from vmdsim.sim.workload import Load, parse_hotplug, run_load
 from vmdsim.variants import variant
@@ -47,7 +48,7 @@ def vmd_next_irq(vmd: vmd_dev, desc: Any, virq: int, vmdirq: vmd_irq) -> vmd_irq
 
 def _hot_remove_on_client() -> Finding:
     """Pull the drive from a hot-plug port behind a client VMD: pciehp must see it go."""
-    s = booted(tiny_topology(vectors=4, device=0x467F, hotplug=True), "<client-vector0>")
+    s = booted(small_topology(vectors=4, device=0x467F, hotplug=True), "<client-vector0>")
     run_load(s, Load(rate=100.0, duration_ms=2.0, hotplug=parse_hotplug("1:remove:vmd0.rp0")))
     dropped = s.machine.vmds[0].remap_dropped
     if nvme_core_of(s.k).devices:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, logged, tiny_topology
+from vmdsim.history.probes import booted, logged
 from vmdsim.kernel.errno import EINVAL
 from vmdsim.kernel.irq.cpuhotplug import irq_migrate_all_off_this_cpu
 from vmdsim.variants import variant
@@ -30,7 +31,7 @@ def vmd_irq_set_affinity(data: Any, dest: frozenset[int], force: bool) -> int:
 
 def _offline_a_cpu() -> Finding:
     """Take CPU1's interrupts away: nothing warns."""
-    s = booted(tiny_topology(vectors=4, queues=2), "<cpu-offline>")
+    s = booted(small_topology(vectors=4, queues=2), "<cpu-offline>")
     irq_migrate_all_off_this_cpu(s.k, 1)
     found = logged(s, "set affinity failed")
     if found:

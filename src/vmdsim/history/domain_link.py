@@ -21,6 +21,7 @@ Before the fix: ``vmd_enable_domain`` of v6.10, in today's terms.
 
 from __future__ import annotations
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.vmd.cfg import vmd_ops
 from vmdsim.drivers.vmd.dev import vmd_attach_resources, vmd_dev
 from vmdsim.drivers.vmd.features import (
@@ -52,7 +53,7 @@ from vmdsim.drivers.vmd.probe import (
     vmd_pm_enable_quirk,
 )
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, tiny_topology
+from vmdsim.history.probes import booted
 from vmdsim.kernel.base.core import KOBJ_BIND, dev_get_msi_domain, dev_set_msi_domain, device
 from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.errno import ENODEV
@@ -190,7 +191,7 @@ def _mdadm_incremental(k: Kernel, missing: list[str]) -> None:
 
 def _udev_follows_the_link() -> Finding:
     missing: list[str] = []
-    booted(tiny_topology(vectors=4), "<domain-link>",
+    booted(small_topology(vectors=4), "<domain-link>",
            configure=lambda k: _mdadm_incremental(k, missing))
     if missing:
         return Finding("no-domain-link", missing[0])

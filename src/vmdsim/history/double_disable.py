@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.nvme import nvme_core_of
 from vmdsim.drivers.vmd.dev import vmd_irq
 from vmdsim.errors import VmdsimError
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, failure, logged, tiny_topology
+from vmdsim.history.probes import booted, failure, logged
 from vmdsim.history.untracked_irq import INTERRUPTS
 from vmdsim.history.untracked_irq import vmd_msi_init as simple_irq_msi_init
 from vmdsim.kernel.irq.chip import irq_state_set_disabled, irq_state_set_masked, mask_irq
@@ -71,7 +72,7 @@ def irq_shutdown(desc: irq_desc) -> None:
 
 
 def _disable_then_free() -> Finding:
-    s = booted(tiny_topology(vectors=2), "<double-disable>")
+    s = booted(small_topology(vectors=2), "<double-disable>")
     run_load(s, Load(rate=2000.0, duration_ms=1e9, interrupts=INTERRUPTS))
     spurious = logged(s, "nobody cared")
     try:

@@ -15,10 +15,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.vmd.dev import vmd_dev, vmd_irq, vmd_irq_list
 from vmdsim.drivers.vmd.query import vmd_devices
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, tiny_topology
+from vmdsim.history.probes import booted
 from vmdsim.kernel.locking import raw_spin_lock_irqsave, raw_spin_unlock_irqrestore
 from vmdsim.kernel.shared import peek
 from vmdsim.variants import variant
@@ -42,7 +43,7 @@ def vmd_next_irq(vmd: vmd_dev, desc: Any, virq: int, vmdirq: vmd_irq) -> vmd_irq
 
 def _mixed_vectors() -> Finding:
     """Boot two drives behind a 4-vector VMD: no vector carries MSI and MSI-X children."""
-    s = booted(tiny_topology(vectors=4, drives=2), "<msi-sharing>")
+    s = booted(small_topology(vectors=4, drives=2), "<msi-sharing>")
     k = s.k
     mixed = []
     for vmd in vmd_devices(k):

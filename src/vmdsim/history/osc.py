@@ -18,9 +18,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.pcieport.bus import PCIE_PORT_SERVICE_AER, pcie_port_bus_of
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, tiny_topology
+from vmdsim.history.probes import booted
 from vmdsim.kernel.pci import pci_domain_nr, pci_name
 from vmdsim.variants import variant
 
@@ -32,7 +33,7 @@ def vmd_copy_host_bridge_flags(root_bridge: Any, vmd_bridge: Any) -> None:
 
 def _aer_withheld_by_osc() -> Finding:
     """Firmware's _OSC keeps AER: no port in the VMD domain gets the AER service."""
-    s = booted(tiny_topology(vectors=4, device=0x467F), "<osc>", native={"aer": False})
+    s = booted(small_topology(vectors=4, device=0x467F), "<osc>", native={"aer": False})
     ports = [pci_name(d.port) for d in pcie_port_bus_of(s.k).devices
              if d.service == PCIE_PORT_SERVICE_AER and pci_domain_nr(d.port.bus) != 0]
     if ports:

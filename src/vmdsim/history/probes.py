@@ -1,9 +1,10 @@
 """How corpus entries look for a bug: by exploring a scenario, or by running a machine.
 
 ``explored`` runs a named scenario under the default strategy (optimal DPOR:
-every schedule). The others boot a small machine (``tiny_topology``, or one
-named here) and look at what Linux would show: a kernel log line, an IRQ
-disabled, a device unbound, an error out of a driver's remove.
+every schedule). The others boot a small machine (the scenarios'
+``small_topology``, or one written out where it is used) and look at what Linux
+would show: a kernel log line, an IRQ disabled, a device unbound, an error out
+of a driver's remove.
 """
 
 from __future__ import annotations
@@ -31,16 +32,6 @@ def explored(scenario: str, *, max_steps: int | None = None, **options: str) -> 
 
 def _first_line(text: str) -> str:
     return text.strip().splitlines()[0] if text.strip() else ""
-
-
-def tiny_topology(*, vectors: int, drives: int = 1, queues: int = 1, cpus: int = 2,
-                  device: int = 0x201D, hotplug: bool = False) -> str:
-    """A VMD with ``vectors`` vectors and ``drives`` drives of ``queues`` I/O queues."""
-    hp = "true" if hotplug else "false"
-    ports = "".join(f"[[vmd.root_port]]\nslot = {i}\nhotplug = {hp}\n"
-                    f"nvme = {{ queues = {queues} }}\n\n" for i in range(drives))
-    return (f"[machine]\ncpus = {cpus}\n\n[[vmd]]\ndevice = {device:#06x}\n"
-            f"msix_vectors = {vectors}\n\n" + ports)
 
 
 def booted(text: str, name: str, **kwargs: object) -> System:

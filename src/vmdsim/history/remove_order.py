@@ -13,11 +13,12 @@ resources) to the fix, detach first, in today's terms.
 
 from __future__ import annotations
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.vmd.dev import vmd_detach_resources, vmd_release_instance
 from vmdsim.drivers.vmd.msi import vmd_remove_irq_domain
 from vmdsim.drivers.vmd.query import vmd_devices
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, tiny_topology
+from vmdsim.history.probes import booted
 from vmdsim.kernel.pci import (
     device_release_driver,
     pci_get_drvdata,
@@ -46,7 +47,7 @@ def vmd_remove(dev: pci_dev) -> None:
 def _unbind_with_a_drive() -> Finding:
     """Unbind vmd with an NVMe drive bound below: every region the drive requested is
     released from the resource tree."""
-    s = booted(tiny_topology(vectors=4), "<remove-order>")
+    s = booted(small_topology(vectors=4), "<remove-order>")
     try:
         device_release_driver(vmd_devices(s.k)[0].dev)
     except ResourceError as e:

@@ -7,11 +7,12 @@ from __future__ import annotations
 
 import math
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.vmd.dev import fast_vectors
 from vmdsim.drivers.vmd.query import vmd_devices, vmd_vector_loads
 from vmdsim.errors import VmdsimError
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, explored, failure, tiny_topology
+from vmdsim.history.probes import booted, explored, failure
 from vmdsim.kernel.pci import device_release_driver
 from vmdsim.sim.workload import Load, parse_hotplug, run_load
 
@@ -26,7 +27,7 @@ def seed_teardown(protocol: str, desc_free: str) -> Finding:
 
 def _unbind_vmd(handler: str, remove: str) -> Finding:
     """Unbind the vmd driver from an idle machine: no error, nothing of vmd's left."""
-    s = booted(tiny_topology(vectors=4), "<rfc-remove>",
+    s = booted(small_topology(vectors=4), "<rfc-remove>",
                vmd_options={"handler": handler, "remove": remove})
     try:
         device_release_driver(vmd_devices(s.k)[0].dev)

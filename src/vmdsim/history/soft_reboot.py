@@ -15,8 +15,9 @@ reset, what ``device_shutdown`` leaves in VMCONFIG is what the next OS finds.
 
 from __future__ import annotations
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, tiny_topology
+from vmdsim.history.probes import booted
 from vmdsim.hw.vmd import PCI_REG_VMCONFIG, VMCONFIG_MSI_REMAP
 from vmdsim.kernel.pci.driver import device_shutdown
 from vmdsim.kernel.pci.pci_h import pci_dev
@@ -30,7 +31,7 @@ def vmd_shutdown(dev: pci_dev) -> None:
 
 def _soft_reboot() -> Finding:
     """Reboot a bare-metal 28C0 that bypassed remapping: the next OS finds it on."""
-    s = booted(tiny_topology(vectors=4, device=0x28C0), "<soft-reboot>")
+    s = booted(small_topology(vectors=4, device=0x28C0), "<soft-reboot>")
     vmd_hw = s.machine.vmds[0]
     if vmd_hw.remapping_enabled:
         return Finding("setup", "the part did not bypass remapping; nothing to check")

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.vmd.dev import vmd_from_bus, vmd_irq
 from vmdsim.drivers.vmd.msi import _child_cpu, child_is_fast, vmd_next_irq
 from vmdsim.history.corpus import Finding, Regression, Side
-from vmdsim.history.probes import booted, logged, tiny_topology
+from vmdsim.history.probes import booted, logged
 from vmdsim.kernel.errno import ENOMEM
 from vmdsim.kernel.irq.flow import handle_simple_irq
 from vmdsim.kernel.irq.irqdomain import irq_domain_set_info
@@ -54,7 +55,7 @@ def vmd_msi_init(domain: Any, info: Any, virq: int, hwirq: int, arg: Any) -> int
 def _shared_vector_load() -> Finding:
     """A drive's admin queue and its I/O queue share the one fast vector of a 2-vector VMD;
     100,010 I/O completions: no child IRQ may be disabled as spurious."""
-    s = booted(tiny_topology(vectors=2), "<untracked-irq>")
+    s = booted(small_topology(vectors=2), "<untracked-irq>")
     run_load(s, Load(rate=2000.0, duration_ms=1e9, interrupts=INTERRUPTS))
     found = logged(s, "nobody cared", "Disabling IRQ")
     if found:

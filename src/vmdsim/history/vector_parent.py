@@ -18,10 +18,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.errors import VmdsimError
 from vmdsim.history.corpus import Finding, Regression, Side
 from vmdsim.history.cpu_offline import vmd_irq_set_affinity
-from vmdsim.history.probes import booted, failure, tiny_topology
+from vmdsim.history.probes import booted, failure
 from vmdsim.kernel.irq.cpuhotplug import irq_migrate_all_off_this_cpu
 from vmdsim.kernel.irq.irqdesc import irq_desc
 from vmdsim.kernel.irq.x86_vector import _free_moved_vector, apic_chip_data, apic_chip_data_of
@@ -49,7 +50,7 @@ def irq_force_complete_move(desc: irq_desc) -> None:
 
 
 def _offline_with_vmd_children() -> Finding:
-    s = booted(tiny_topology(vectors=4, queues=2), "<vector-parent>")
+    s = booted(small_topology(vectors=4, queues=2), "<vector-parent>")
     try:
         irq_migrate_all_off_this_cpu(s.k, 1)
     except VmdsimError as e:
