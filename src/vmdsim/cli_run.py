@@ -250,7 +250,7 @@ def register(main: click.Group) -> None:
         text = lspci(k, as_tree=as_tree, verbose_=verbose, numeric=numeric,
                      kernel=kernel_drivers, hexdump_=hexdump, slot=slot, ids=ids)
         if text:  # (a selection that matches nothing prints nothing, as lspci)
-            click.echo(text.rstrip("\n") + ("\n" if verbose or hexdump else ""))
+            click.echo(text + ("\n" if verbose or hexdump else ""))
 
     @main.command()
     @TOPOLOGY

@@ -95,16 +95,22 @@ def line(dev: Any, numeric: int = 0) -> str:
     return f"{pci_name(dev)} {name}{rev}"
 
 
+def _driver_lines(dev: Any) -> list[str]:
+    """The driver bound and the module that provides it (``-k``, and the end of ``-v``)."""
+    if dev.driver is None:
+        return []
+    out = [f"\tKernel driver in use: {dev.driver.name}"]
+    if dev.driver.name in MODULES:
+        out.append(f"\tKernel modules: {MODULES[dev.driver.name]}")
+    return out
+
+
 def kernel_lines(dev: Any) -> list[str]:
-    """``-k``: the driver bound and the module that provides it."""
+    """``-k``: the subsystem, the driver bound and the module that provides it."""
     out = []
     if dev.subsystem_vendor:
         out.append(f"\tSubsystem: {device_name(dev.subsystem_vendor, dev.subsystem_device)}")
-    if dev.driver is not None:
-        out.append(f"\tKernel driver in use: {dev.driver.name}")
-        if dev.driver.name in MODULES:
-            out.append(f"\tKernel modules: {MODULES[dev.driver.name]}")
-    return out
+    return out + _driver_lines(dev)
 
 
 def hexdump(dev: Any, nbytes: int) -> list[str]:
@@ -128,7 +134,7 @@ def _hex_field(text: str, what: str, limit: int, flag: str, spec: str) -> int | 
     return value
 
 
-def slot_filter(spec: str) -> tuple[int | None, int | None, int | None, int | None]:
+def slot_filter(spec: str) -> SlotFilter:
     """``-s [[[[<domain>]:]<bus>]:][<slot>][.[<func>]]``: (domain, bus, slot, func)."""
     head, dot, func = spec.partition(".")
     parts = head.split(":")
@@ -142,7 +148,7 @@ def slot_filter(spec: str) -> tuple[int | None, int | None, int | None, int | No
             _hex_field(func, "function number", 7, "-s", spec) if dot else None)
 
 
-def id_filter(spec: str) -> tuple[int | None, int | None, int | None]:
+def id_filter(spec: str) -> IdFilter:
     """``-d [<vendor>]:[<device>][:<class>]``: (vendor, device, class)."""
     parts = spec.split(":")
     if len(parts) < 2 or len(parts) > 3:
@@ -153,16 +159,21 @@ def id_filter(spec: str) -> tuple[int | None, int | None, int | None]:
             else None)
 
 
-def selected(dev: Any, slot: str | None, ids: str | None) -> bool:
-    if slot is not None:
-        dom, bus, sl, fn = slot_filter(slot)
+SlotFilter = tuple[int | None, int | None, int | None, int | None]
+IdFilter = tuple[int | None, int | None, int | None]
+
+
+def selected(dev: Any, where: SlotFilter | None, which: IdFilter | None) -> bool:
+    """``dev`` matches the parsed ``-s`` (``where``) and ``-d`` (``which``) selectors."""
+    if where is not None:
+        dom, bus, sl, fn = where
         if (dom is not None and dev.bus.domain_nr != dom
                 or bus is not None and dev.bus.number != bus
                 or sl is not None and dev.devfn >> 3 != sl
                 or fn is not None and dev.devfn & 7 != fn):
             return False
-    if ids is not None:
-        ven, did, cls = id_filter(ids)
+    if which is not None:
+        ven, did, cls = which
         if (ven is not None and dev.vendor != ven or did is not None and dev.device != did
                 or cls is not None and dev.class_ >> 8 != cls):
             return False
@@ -208,11 +219,7 @@ def verbose(dev: Any, numeric: int = 0) -> list[str]:
         where = "[virtual] " if r.flags & IORESOURCE_UNSET else ""
         out.append(f"\tMemory at {r.start:x} {where}({kind}) [size={_size(r.end - r.start + 1)}]")
     out.extend("\t" + c for c in _capabilities(dev))
-    if dev.driver is not None:
-        out.append(f"\tKernel driver in use: {dev.driver.name}")
-        if dev.driver.name in MODULES:
-            out.append(f"\tKernel modules: {MODULES[dev.driver.name]}")
-    return out
+    return out + _driver_lines(dev)
 
 
 def tree(k: Kernel, names: bool = False, numeric: int = 0) -> str:
@@ -275,8 +282,10 @@ def _bus_lines(bus: Any, names: bool = False, numeric: int = 0) -> list[str]:
 
 
 def check_flags(*, as_tree: bool = False, verbose_: int = 0, hexdump_: int = 0,
-                slot: str | None = None, ids: str | None = None) -> None:
-    """Refuse what lspci would, or what the model does not print, before anything runs."""
+                slot: str | None = None, ids: str | None = None
+                ) -> tuple[SlotFilter | None, IdFilter | None]:
+    """Refuse what lspci would, or what the model does not print, before anything runs;
+    the ``-s`` and ``-d`` selectors, parsed."""
     if verbose_ > 1:
         raise LspciError(f"-{'v' * verbose_}: the model prints -v's detail only; the "
                          "register decodes of -vv and -vvv are not modelled yet")
@@ -284,10 +293,8 @@ def check_flags(*, as_tree: bool = False, verbose_: int = 0, hexdump_: int = 0,
         raise LspciError(f"-{'x' * hexdump_}: lspci dumps at most 4096 bytes (-xxxx)")
     if as_tree and (slot is not None or ids is not None):
         raise LspciError("-t with -s or -d: the model prints whole trees only")
-    if slot is not None:
-        slot_filter(slot)
-    if ids is not None:
-        id_filter(ids)
+    return (slot_filter(slot) if slot is not None else None,
+            id_filter(ids) if ids is not None else None)
 
 
 def lspci(k: Kernel, *, as_tree: bool = False, verbose_: int = 0, numeric: int = 0,
@@ -295,8 +302,9 @@ def lspci(k: Kernel, *, as_tree: bool = False, verbose_: int = 0, numeric: int =
           ids: str | None = None) -> str:
     """What ``lspci`` prints with these flags (``verbose_``: the number of ``-v``,
     ``numeric``: of ``-n``, ``hexdump_``: of ``-x``; ``slot``/``ids``: ``-s``/``-d``)."""
-    check_flags(as_tree=as_tree, verbose_=verbose_, hexdump_=hexdump_, slot=slot, ids=ids)
-    devs = [d for d in all_devices(k) if selected(d, slot, ids)]
+    where, which = check_flags(as_tree=as_tree, verbose_=verbose_, hexdump_=hexdump_,
+                               slot=slot, ids=ids)
+    devs = [d for d in all_devices(k) if selected(d, where, which)]
     if as_tree:
         return tree(k, bool(verbose_), numeric)
     blocks = []
@@ -307,7 +315,5 @@ def lspci(k: Kernel, *, as_tree: bool = False, verbose_: int = 0, numeric: int =
         if hexdump_:
             lines += hexdump(d, HEXDUMP_BYTES[hexdump_])
         blocks.append(lines)
-    if verbose_ or hexdump_:
-        return "\n".join("\n".join(b) + "\n" for b in blocks).rstrip("\n") + "\n" \
-            if blocks else ""
-    return "\n".join("\n".join(b) for b in blocks)
+    # -v and -x end each device with a blank line (the caller ends the last one)
+    return ("\n\n" if verbose_ or hexdump_ else "\n").join("\n".join(b) for b in blocks)
