@@ -11,6 +11,7 @@ import json
 import re
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import click
 
@@ -18,7 +19,10 @@ from vmdsim.check.dpor import Stats
 from vmdsim.check.explore import STRATEGIES, Report, explore
 from vmdsim.check.program import Execution, Program, SetupError
 from vmdsim.check.scenario import ScenarioError, builtin, find
-from vmdsim.cli_history import ERA, KERNEL, VARIANT, announce_variants
+from vmdsim.cli_history import ERA, KERNEL, VARIANT, announce_variants, apply_token_settings
+
+if TYPE_CHECKING:
+    from vmdsim.history.eras import Era
 
 _TOKEN = re.compile(r"^(?P<name>[^\[:]+)(\[(?P<opts>[^\]]*)\])?:(?P<schedule>.+)$")
 
@@ -104,13 +108,12 @@ def _print_report(r: Report, name: str, options: dict[str, str], as_json: bool,
         click.echo(f"replay: vmdsim replay '{replay_token}'")
 
 
-def _era_scenario_options(name: str, era: object, given: dict[str, str]) -> dict[str, str]:
+def _era_scenario_options(name: str, era: Era, given: dict[str, str]) -> dict[str, str]:
     """The scenario's options as the --kernel release runs them. A release option the
     scenario has no option for is fine when the scenario's world runs it already (it runs
     today's); otherwise the scenario cannot say what that release does: an error."""
-    from vmdsim.history.eras import TODAY, Era, EraError, merge_options
+    from vmdsim.history.eras import TODAY, EraError, merge_options
 
-    assert isinstance(era, Era)
     options = find(name).options
     merged = merge_options(era, given)
     out = {}
@@ -212,16 +215,7 @@ def register(main: click.Group) -> None:
         from vmdsim.check.schedule import replay as run_schedule
 
         name, options, schedule = parse_token(replay_token)
-        if "kernel" in options:  # the release the schedule was found on
-            from vmdsim.cli_history import _apply_kernel
-
-            _apply_kernel(click.get_current_context(), None, options["kernel"])  # type: ignore[arg-type]
-        if "variant" in options:  # the code the schedule was found on
-            from vmdsim.history import resolve_variants
-            from vmdsim.variants import applied
-
-            click.get_current_context().with_resource(
-                applied(resolve_variants(options["variant"].split(";"))))
+        apply_token_settings(options)  # the release and variants it was found on
         try:
             ex = run_schedule(_program(name, options), schedule)
         except ScheduleError as e:

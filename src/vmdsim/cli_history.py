@@ -49,7 +49,8 @@ def announce_variants() -> None:
         click.echo(note, err=True)
 
 
-def _apply_kernel(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+def _apply_kernel(ctx: click.Context, param: click.Parameter | None,
+                  value: str | None) -> str | None:
     """Choose the era and keep its code before later fixes applied."""
     if value is None:
         return value
@@ -60,6 +61,19 @@ def _apply_kernel(ctx: click.Context, param: click.Parameter, value: str | None)
     ctx.meta[ERA] = era
     _keep_applied(ctx, era.variants(REGRESSIONS), f"--kernel {era.name}")
     return era.name
+
+
+def apply_token_settings(options: dict[str, str]) -> None:
+    """A replay token's ``kernel=`` and ``variant=``: the code its schedule was found on,
+    applied as --kernel and --variant are."""
+    ctx = click.get_current_context()
+    if "kernel" in options:
+        _apply_kernel(ctx, None, options["kernel"])
+    if "variant" in options:
+        from vmdsim.history import resolve_variants
+
+        _keep_applied(ctx, resolve_variants(options["variant"].split(";")),
+                      "the token's variant=")
 
 
 KERNEL = click.option(
