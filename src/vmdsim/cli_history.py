@@ -9,6 +9,7 @@ import sys
 import click
 
 ERA = "vmdsim.era"  # ctx.meta key: the Era --kernel chose
+SCHEME = "vmdsim.release-scheme"  # ctx.meta key: the interrupt-domain scheme in force, by whom
 TARGETS = "vmdsim.variant-targets"  # ctx.meta key: what is replaced already, by whom
 NOTES = "vmdsim.variant-notes"  # ctx.meta key: what --variant replaced, not said yet
 
@@ -34,12 +35,32 @@ def _apply_variants(ctx: click.Context, param: click.Parameter,
     """Load the variants named and keep them applied until the command returns."""
     if not value:
         return value
-    from vmdsim.history import resolve_variants
+    from vmdsim.history import resolve_variants, variant_releases
 
     variants = resolve_variants(value)
     _keep_applied(ctx, variants, "--variant")
     ctx.meta[NOTES] = [f"vmdsim: variant: {v.target} replaced by {v.where}" for v in variants]
+    for spec, scheme in variant_releases(value).items():
+        _keep_scheme(ctx, scheme, f"--variant {spec}")
     return value
+
+
+def _keep_scheme(ctx: click.Context, scheme: dict[str, str], by: str) -> None:
+    """Boot on ``scheme`` (``sim/release.py``) until the command returns: code of one release
+    runs only on its own interrupt-domain scheme, so two sources that disagree are refused."""
+    from vmdsim.errors import VmdsimError
+    from vmdsim.sim.release import release_settings
+
+    held = ctx.meta.get(SCHEME)
+    if held is not None:
+        if held[0] != scheme:
+            have = " ".join(f"{k}={v}" for k, v in held[0].items())
+            want = " ".join(f"{k}={v}" for k, v in scheme.items())
+            raise VmdsimError(f"{by} runs on the interrupt-domain scheme {want}, "
+                              f"{held[1]} on {have}; leave one of them out")
+        return
+    ctx.meta[SCHEME] = (scheme, by)
+    ctx.find_root().with_resource(release_settings(**scheme))
 
 
 def announce_variants() -> None:
@@ -56,10 +77,10 @@ def _apply_kernel(ctx: click.Context, param: click.Parameter | None,
         return value
     from vmdsim.history import REGRESSIONS
     from vmdsim.history.eras import find_era
-
     era = find_era(value)
     ctx.meta[ERA] = era
     _keep_applied(ctx, era.variants(REGRESSIONS), f"--kernel {era.name}")
+    _keep_scheme(ctx, era.release, f"--kernel {era.name}")
     return era.name
 
 
@@ -70,16 +91,18 @@ def apply_token_settings(options: dict[str, str]) -> None:
     if "kernel" in options:
         _apply_kernel(ctx, None, options["kernel"])
     if "variant" in options:
-        from vmdsim.history import resolve_variants
+        from vmdsim.history import resolve_variants, variant_releases
 
-        _keep_applied(ctx, resolve_variants(options["variant"].split(";")),
-                      "the token's variant=")
+        specs = options["variant"].split(";")
+        _keep_applied(ctx, resolve_variants(specs), "the token's variant=")
+        for spec, scheme in variant_releases(specs).items():
+            _keep_scheme(ctx, scheme, f"the token's variant={spec}")
 
 
 KERNEL = click.option(
     "--kernel", "kernel", metavar="VERSION", callback=_apply_kernel,
-    help="run the vmd driver and IRQ core of that release: rfc-v3, 4.5, 4.9 or 6.16 "
-         "(the default; see `vmdsim kernels`)")
+    help="run the vmd driver and IRQ core of that release: rfc-v3, 4.5, 4.9, 6.16, 6.17 "
+         "or 6.18 (the default; see `vmdsim kernels`)")
 
 
 def era_options(protocol: str | None, policy: str | None, desc_free: str | None,
@@ -93,6 +116,13 @@ def era_options(protocol: str | None, policy: str | None, desc_free: str | None,
     era = click.get_current_context().meta.get(ERA)
     if era is None:
         return protocol, policy, desc_free or "rcu", vmd_options
+    given_scheme = vmd_options.get("msi_domain")
+    if given_scheme is not None and given_scheme != era.release["msi_domain"]:
+        from vmdsim.history.eras import EraError
+
+        raise EraError(f"--vmd-param msi_domain={given_scheme} contradicts --kernel "
+                       f"{era.name}, whose vmd ran msi_domain={era.release['msi_domain']}; "
+                       "leave one of them out")
     merged = merge_options(era, {"protocol": protocol, "policy": policy,
                                  "desc_free": desc_free, **vmd_options})
     return (merged.get("protocol"), merged.get("policy"), merged.get("desc_free", "rcu"),
@@ -127,6 +157,8 @@ def register(main: click.Group) -> None:
             click.echo(f"{e.name}{' (default)' if e.name == DEFAULT_ERA else ''}: {e.summary}")
             opts = " ".join(f"{k}={v}" for k, v in e.options.items())
             click.echo(f"    options: {opts}")
+            scheme = " ".join(f"{k}={v}" for k, v in e.release.items())
+            click.echo(f"    interrupt domains: {scheme}")
             if e.before:
                 click.echo(f"    code before the fixes of: {', '.join(e.before)}")
             if e.device_ids is not None:

@@ -100,20 +100,28 @@ def test_run_shows_proc_interrupts_with_the_vmd_column_on_every_child(name):
                    re.fullmatch(r"vmd\d+", r.rest)]
     if not ex.remapping:
         return  # test_bypass_* below
-    # the VMDs' own vectors are PCI-MSI (MSI-X of 00:xx.0), each named after its VMD
+    # the VMDs' own vectors (v6.2+): each VMD's device domain, PCI-MSIX-<its address>, the
+    # vector's index as hwirq, named after its VMD
     assert {r.rest for r in vmd_vectors} == {f"vmd{i}" for i in range(ex.vmds)}
-    assert all(r.chip == "PCI-MSI" and r.hwirq.endswith("-edge") for r in vmd_vectors)
-    by_virq = {r.irq: r for r in vmd_vectors}
+    assert all(re.fullmatch(r"PCI-MSIX-0000:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]", r.chip)
+               and re.fullmatch(r"\d+-edge", r.hwirq) for r in vmd_vectors)
+    per_vmd = {v: sorted(r.irq for r in vmd_vectors if r.rest == v) for v in
+               {r.rest for r in vmd_vectors}}
+    for irqs_of in per_vmd.values():
+        chips = {irqs[i].chip for i in irqs_of}
+        assert len(chips) == 1  # one device domain per VMD
+        assert [irqs[i].hwirq for i in irqs_of] == [f"{n}-edge" for n in range(len(irqs_of))]
     for r in queues:
-        # a child: the VMD-MSI chip, the untracked flow (no per-CPU counts), its hwirq the
-        # Linux IRQ of the VMD vector it is multiplexed onto, and the column naming that vector
-        assert r.chip == "VMD-MSI" and sum(r.counts) == 0
+        # a child (v6.17+): its own device domain on the VMD's MSI parent,
+        # VMD-PCI-MSIX-<child>; the untracked flow (no per-CPU counts, no flow name); its
+        # hwirq the queue's vector index in the drive; the column naming the VMD vector
+        assert re.fullmatch(r"VMD-PCI-MSIX-[0-9a-f]{5}:[0-9a-f]{2}:00\.0", r.chip), r
+        assert sum(r.counts) == 0
+        assert r.hwirq == r.rest.split()[0].split("q")[-1]
         col = r.vmd_column
         assert col is not None, r
-        parent = by_virq[int(r.hwirq)]
         vmd, index = col.split(":")
-        assert parent.rest == vmd
-        assert sorted(v for v in by_virq if by_virq[v].rest == vmd)[int(index)] == parent.irq
+        assert int(index) < len(per_vmd[vmd])
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -379,13 +387,13 @@ def test_bypass_children_are_plain_pci_msi_and_remapping_is_off():
     irqs = proc_interrupts(sec["interrupts"], 4)
     text = "\n".join(sec["interrupts"])
     assert "VMD-MSI" not in text and "vmd0" not in text  # no VMD vectors, no VMD column
-    assert all(r.chip == "PCI-MSI" and r.vmd_column is None for r in irqs.values())
+    assert all(r.chip.startswith("PCI-MSI") and r.vmd_column is None for r in irqs.values())
     nvme = [r for r in irqs.values() if r.rest.startswith("nvme")]
     assert len(nvme) == 10
-    # ordinary MSI-X of the drive itself: hwirq = domain << 27 | bus:devfn << 11 | entry,
-    # the domain being the VMD's 10000; and the IRQ core counts them per CPU
+    # ordinary MSI-X of the drive itself (v6.2+: its own device domain on the vector domain,
+    # the entry as hwirq); and the IRQ core counts them per CPU
     q1 = next(r for r in nvme if r.rest == "nvme0q1")
-    assert q1.hwirq == f"{(0x10000 << 27) | (0x0100 << 11) | 1}-edge"
+    assert q1.chip == "PCI-MSIX-10000:01:00.0" and q1.hwirq == "1-edge"
     assert sum(r.counts[0] for r in nvme if r.rest in ("nvme0q1", "nvme1q1")) > 0
     assert all(sum(r.counts) == 0 or r.counts.count(0) == 3 for r in nvme)  # one CPU each
     assert table(sec["vectors"], VECTOR_HEADER) == []

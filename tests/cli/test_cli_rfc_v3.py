@@ -14,15 +14,27 @@ def invoke(*args: str):
 
 
 def test_irq_domains_shows_the_vmd_msi_domain_as_a_root_by_default():
+    # v6.17+: an MSI parent (flags HIERARCHY | MSI_PARENT) sized to the VMD's 5 vectors,
+    # each child's device domain stacked on it
     r = invoke("irq-domains", CROWDED)
     assert r.exit_code == 0, r.output
     block = r.output.split("==> /sys/kernel/debug/irq/domains/VMD-MSI-65536 <==\n")[1]
-    assert block.startswith("name:   VMD-MSI-65536\n size:   0\n mapped: 11\n")
+    block = block.split("==>")[0]
+    assert block.startswith("name:   VMD-MSI-65536\n size:   5\n mapped: 11\n flags:  0x00000101")
     assert "parent:" not in block and "model:" not in r.output
+    assert "==> /sys/kernel/debug/irq/domains/VMD-PCI-MSIX-10000:01:00.0 <==" in r.output
+    # v4.5-v6.16: the legacy PCI/MSI domain itself, no parent
+    r = invoke("irq-domains", CROWDED, "--vmd-param", "msi_domain=legacy")
+    block = r.output.split("==> /sys/kernel/debug/irq/domains/VMD-MSI-65536 <==\n")[1]
+    assert block.startswith("name:   VMD-MSI-65536\n size:   0\n mapped: 11\n")
+    assert "parent:" not in block.split("==>")[0]
 
 
 def test_irq_domains_with_the_rfc_parent_shows_it_never_limits_allocation():
     r = invoke("irq-domains", CROWDED, "--vmd-param", "parent=linear")
+    assert r.exit_code == 2 and "it needs msi_domain=legacy" in r.output  # a legacy part
+    r = invoke("irq-domains", CROWDED, "--vmd-param", "parent=linear", "--vmd-param",
+               "msi_domain=legacy")
     assert r.exit_code == 0, r.output
     assert " parent: unknown-3\n    name:   unknown-3\n     size:   5\n     mapped: 11\n" \
         in r.output
@@ -41,4 +53,4 @@ def test_bad_vmd_params_exit_2_naming_the_option():
     r = invoke("interrupts", "--vmd-param", "handler=chaind")
     assert r.exit_code == 2 and "valid handlers: request-irq, chained" in r.output
     r = invoke("run", "--vmd-param", "color=blue")
-    assert r.exit_code == 2 and "the options are handler, remove, parent" in r.output
+    assert r.exit_code == 2 and "the options are handler, remove, parent, msi_domain" in r.output

@@ -39,6 +39,8 @@ BEFORE = {
     "aspm-deadlock": "deadlock",
     "domain-link": "no-domain-link",
     "cpu-offline": "affinity-warning",
+    "vmd-msi-free": "null-pointer-dereference",
+    "vmd-irq-startup": "use-after-free",
 }
 SLOW = {"rfc-kfree", "untracked-irq", "lock-order", "list-loop", "double-disable"}
 

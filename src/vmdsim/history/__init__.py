@@ -42,6 +42,7 @@ from vmdsim.history import (
     domain_link,
     double_disable,
     list_loop,
+    msi_parent,
     msi_sharing,
     osc,
     rcu_sync,
@@ -61,6 +62,7 @@ from vmdsim.history.corpus import (
     run_regression,
     select,
 )
+from vmdsim.sim.release import settings_for
 from vmdsim.variants import Variant, VariantError, load_variant_file
 
 REGRESSIONS: list[Regression] = [*review.ENTRIES, *untracked_irq.ENTRIES, *msi_sharing.ENTRIES,
@@ -70,7 +72,8 @@ REGRESSIONS: list[Regression] = [*review.ENTRIES, *untracked_irq.ENTRIES, *msi_s
                                  *remove_order.ENTRIES,
                                  *bus_offsets.ENTRIES, *client_vector0.ENTRIES,
                                  *osc.ENTRIES, *soft_reboot.ENTRIES, *aspm_deadlock.ENTRIES,
-                                 *domain_link.ENTRIES, *cpu_offline.ENTRIES]
+                                 *domain_link.ENTRIES, *cpu_offline.ENTRIES,
+                                 *msi_parent.ENTRIES]
 
 UNMODELLED: list[Unmodelled] = [
     Unmodelled("2565e5b69c44", "PCI: vmd: Do not disable MSI-X remapping if interrupt "
@@ -85,13 +88,6 @@ UNMODELLED: list[Unmodelled] = [
                "the state a passed-through drive keeps across a guest reboot until a "
                "Secondary Bus Reset clears it (the model's SBR and pci_reset_bus exist; what "
                "failed to enumerate without them is not in the commit)"),
-    Unmodelled("e433110eb5bf", "PCI: vmd: Override irq_startup()/irq_shutdown() in "
-               "vmd_init_dev_msi_info()",
-               "the v6.17+ per-device MSI domains (msi_create_parent_irq_domain) and "
-               "54f45a30c0d0's irq_startup in the PCI/MSI templates"),
-    Unmodelled("d5c647b08ee0", "PCI: vmd: Fix wrong kfree() in vmd_msi_free()",
-               "the v6.17+ per-device MSI domains, where irq_get_chip_data(virq) is the "
-               "per-device level's chip data, not the VMD level's"),
 ]
 
 
@@ -117,5 +113,17 @@ def resolve_variants(specs: tuple[str, ...] | list[str]) -> list[Variant]:
     return out
 
 
+def variant_releases(specs: tuple[str, ...] | list[str]) -> dict[str, dict[str, str]]:
+    """The interrupt-domain scheme each ``before:NAME`` of ``specs`` belongs to (the release
+    its fix shipped in, ``sim/release.py``), by spec: that code runs on no other."""
+    out = {}
+    for spec in specs:
+        if spec.startswith("before:"):
+            entry = select(REGRESSIONS, (spec.removeprefix("before:"),))[0]
+            out[spec] = settings_for(entry.fixed_in)
+    return out
+
+
 __all__ = ["REGRESSIONS", "UNMODELLED", "Finding", "Regression", "RegressionError", "Result",
-           "Side", "Unmodelled", "resolve_variants", "run_regression", "select"]
+           "Side", "Unmodelled", "resolve_variants", "run_regression", "select",
+           "variant_releases"]

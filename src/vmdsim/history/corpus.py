@@ -5,9 +5,10 @@ An entry (:class:`Regression`) names the commit (or the review), its subject
 and the release the fix landed in, the property that catches the bug, and the
 two sides: the code before (variants of the functions the fix changed,
 ``vmdsim/variants.py``, and module or IRQ-core options) and after (today's
-code unless said otherwise). :func:`run_regression` runs the property's probe
-on each side and says whether the entry is reproduced: the probe fails before
-and holds after.
+code unless said otherwise). Both sides run the interrupt-domain scheme of the
+release the fix shipped in (the VMD's legacy MSI domain before v6.17).
+:func:`run_regression` runs the property's probe on each side and says whether the
+entry is reproduced: the probe fails before and holds after.
 
 A fix the model cannot reproduce honestly yet is listed as :class:`Unmodelled`
 with what it would take, rather than left out or faked.
@@ -19,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from vmdsim.errors import VmdsimError
+from vmdsim.sim.release import release_settings, settings_for
 from vmdsim.variants import Variant, applied
 
 HOLDS = ("safe", "clean")  # what a probe says when its property holds
@@ -97,7 +99,10 @@ class Result:
 
 
 def run_side(entry: Regression, side: Side) -> Finding:
-    with applied(list(side.variants)):
+    """The probe on one side, on the interrupt-domain scheme of the release the fix
+    shipped in (``sim/release.py``), so a fix to code a later release rewrote runs on
+    the code it fixed."""
+    with release_settings(**settings_for(entry.fixed_in)), applied(list(side.variants)):
         return entry.probe(**side.options)
 
 

@@ -43,6 +43,9 @@ from vmdsim.drivers.vmd.msi import (
     vmd_restore_msi_remapping,
     vmd_set_msi_remapping,
 )
+from vmdsim.drivers.vmd.msi_parent import (
+    vmd_create_irq_domain as vmd_create_msi_parent_domain,  # v6.17+
+)
 from vmdsim.drivers.vmd.probe import (
     _membar_resource,
     vmd_copy_host_bridge_flags,
@@ -119,7 +122,8 @@ def vmd_enable_domain(vmd: vmd_dev, features: int) -> int:
         if ret:
             return ret
         vmd_set_msi_remapping(vmd, True)
-        ret = vmd_create_irq_domain(vmd)
+        ret = (vmd_create_msi_parent_domain if vmd.module.msi_domain == "msi-parent"
+               else vmd_create_irq_domain)(vmd)
         if ret:
             vmd_restore_msi_remapping(vmd)
             return ret

@@ -8,9 +8,13 @@ variants. Each era also says which VMD device IDs its driver knew (a machine
 with another part is refused, as that kernel would leave it unbound) and, in
 ``differs``, what of the release the model does not reproduce.
 
+Each era also runs its release's interrupt-domain scheme (``sim/release.py``):
+x86's global PCI-MSI domain before v6.2, per-device MSI domains after; the
+VMD's legacy MSI domain before v6.17, the VMD as an MSI parent after.
+
 Only releases whose differences the corpus and the public history pin down
-are offered; a release the model cannot represent honestly (the per-device
-MSI parent domains of v6.17 and later) is refused with the reason.
+are offered; a release the model cannot represent honestly is refused with the
+reason.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 from vmdsim.errors import VmdsimError
 from vmdsim.history.corpus import Regression, select
+from vmdsim.sim.release import settings_for
 from vmdsim.variants import Variant
 
 SERVER_201D = 0x201D  # Sky Lake-SP: the only part v4.5 to v4.17 knew
@@ -37,6 +42,11 @@ class Era:
     before: tuple[str, ...] = ()  # corpus entries whose code before the fix this ran
     device_ids: tuple[int, ...] | None = None  # VMD IDs the driver matched; None: all
     differs: str = ""  # what of the release the model does not reproduce
+
+    @property
+    def release(self) -> dict[str, str]:
+        """The interrupt-domain scheme the release ran (``sim/release.py``)."""
+        return settings_for(self.name)
 
     def variants(self, corpus: list[Regression]) -> list[Variant]:
         out: list[Variant] = []
@@ -67,17 +77,27 @@ ERAS: list[Era] = [
         before=("detach-resources",), device_ids=(SERVER_201D,),
         differs="v4.8 kept MSI children apart by MSI vs MSI-X; the model's rule is today's "
                 "(NVMe by class to the fast vectors), which gives the same split here"),
-    Era("6.16", "the last release with the legacy VMD MSI domain (the model's default)",
+    Era("6.16", "the last release with the VMD's legacy MSI domain (one PCI/MSI domain "
+        "for every child; the VMD itself on a per-device domain, as since v6.2)",
+        {"protocol": "srcu", "desc_free": "rcu"}),
+    Era("6.17", "the VMD an MSI parent (d7d8ab87e3e7), each child on its own device "
+        "domain, VMD-PCI-MSIX-<child> in /proc/interrupts",
+        {"protocol": "srcu", "desc_free": "rcu"},
+        differs="the VMD's vmd_init_dev_msi_info also overrides irq_startup and "
+                "irq_shutdown (e433110eb5bf, v6.18): harmless here, the v6.17 templates "
+                "have neither"),
+    Era("6.18", "PCI/MSI templates with irq_startup/irq_shutdown (54f45a30c0d0) and the "
+        "VMD's own (e433110eb5bf); the model's default",
         {"protocol": "srcu", "desc_free": "rcu"}),
 ]
-DEFAULT_ERA = "6.16"
+DEFAULT_ERA = "6.18"
 # What the model runs where an option is not given (and what the scenarios' worlds run).
 TODAY = {"protocol": "srcu", "desc_free": "rcu", "policy": "least-loaded",
          "handler": "request-irq", "remove": "linux", "parent": "none"}
 UNMODELLED_ERAS = {
-    (6, 17): "v6.17 switched the VMD to per-device MSI parent domains "
-             "(msi_create_parent_irq_domain, d7d8ab87e3e7), which the model does not have "
-             "yet; the newest release it runs is 6.16",
+    (6, 19): "the newest release the model runs is 6.18; what later releases changed in "
+             "the VMD and PCI core (the emulated domain-number allocator, "
+             "pci_bus_find_emul_domain_nr, among others) is not modelled",
 }
 
 

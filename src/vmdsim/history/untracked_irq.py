@@ -19,7 +19,7 @@ from typing import Any
 
 from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.vmd.dev import vmd_from_bus, vmd_irq
-from vmdsim.drivers.vmd.msi import _child_cpu, child_is_fast, vmd_next_irq
+from vmdsim.drivers.vmd.msi import child_cpu, child_is_fast, vmd_next_irq
 from vmdsim.history.corpus import Finding, Regression, Side
 from vmdsim.history.probes import booted, logged
 from vmdsim.kernel.errno import ENOMEM
@@ -44,7 +44,7 @@ def vmd_msi_init(domain: Any, info: Any, virq: int, hwirq: int, arg: Any) -> int
         return -ENOMEM
     INIT_LIST_HEAD(vmdirq)
     vmdirq.fast = child_is_fast(desc)
-    vmdirq.cpu = _child_cpu(desc, hwirq)
+    vmdirq.cpu = child_cpu(desc, hwirq)
     vmdirq.irq = vmd_next_irq(vmd, desc, virq, vmdirq)
     vmdirq.virq = virq
     irq_domain_set_info(domain, virq, vmdirq.irq.virq, info.chip, vmdirq,

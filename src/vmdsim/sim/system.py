@@ -25,6 +25,7 @@ from vmdsim.kernel.core import Kernel
 from vmdsim.kernel.irq.irqdesc import DESC_FREE_MODES
 from vmdsim.kernel.lockdep import Lockdep
 from vmdsim.kernel.pci import pci_read_config_dword
+from vmdsim.sim import release
 from vmdsim.sim.bindings import Unbound, unbound_devices
 from vmdsim.topology import Topology
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
     from vmdsim.kernel.pci.pci_h import pci_dev
 
 BUILT_IN_DRIVERS = ("vmd", "nvme", "pcieport")
-VMD_OPTIONS = ("handler", "remove", "parent")  # vmd_init's keyword parameters
+VMD_OPTIONS = ("handler", "remove", "parent", "msi_domain")  # vmd_init's keyword parameters
 DriverInit = Callable[[Kernel], object]
 
 
@@ -50,7 +51,9 @@ def boot(topology: str | Path | Topology | None = None, *, protocol: str | None 
     ``protocol`` and ``policy`` are the vmd module's parameters, ``vmd_options`` its
     others (``handler``, ``remove``, ``parent``: the RFC v3's code in place of
     today's, ``drivers/vmd/rfc_v3.py``); ``desc_free`` is how the
-    IRQ core frees descriptors (``rcu`` as Linux, or ``immediate``). ``native`` is what
+    IRQ core frees descriptors (``rcu`` as Linux, or ``immediate``). The interrupt-domain
+    scheme is the release's in force (``release.py``: today's unless a caller switched
+    it). ``native`` is what
     firmware's _OSC grants the OS (e.g. ``{"pcie_hotplug": False}``; all by default).
     ``configure(k)`` runs on the new kernel before any driver registers (what a kernel
     command line sets: ``pcie_ports=native``, fault injection). ``lockdep`` turns the
@@ -66,8 +69,10 @@ def boot(topology: str | Path | Topology | None = None, *, protocol: str | None 
     if machine is None:
         machine = (Machine.build(topology) if isinstance(topology, Topology)
                    else Machine.load(topology))
+    settings = release.current()
     k = Kernel(machine.ncpus)
     k.irq.desc_free = desc_free
+    k.irq.pci_msi_domains = settings["pci_msi_domains"]
     if lockdep:  # CONFIG_PROVE_LOCKING: reports go to the kernel log
         k.sched.lockdep = Lockdep(k)
     if configure is not None:  # what the kernel command line would set, before initcalls
@@ -77,7 +82,8 @@ def boot(topology: str | Path | Topology | None = None, *, protocol: str | None 
     # while the buses are scanned (Linux: device_initcall).
     for init in inits:
         if init is vmd_init:
-            vmd = vmd_init(k, protocol, policy, **(vmd_options or {}))
+            vmd = vmd_init(k, protocol, policy,
+                           **{"msi_domain": settings["msi_domain"], **(vmd_options or {})})
         else:
             init(k)
     boot_kernel(k, machine, native=native)

@@ -85,7 +85,7 @@ CROWDED = "examples/topologies/modulo-crowding.toml"
 def test_the_rfc_parent_domain_maps_more_child_irqs_than_its_size_and_costs_an_irq_data_each():
     from vmdsim.views.irq_domains import irq_domains
 
-    s = vmdsim.boot(CROWDED, vmd_options={"parent": "linear"})
+    s = vmdsim.boot(CROWDED, vmd_options={"parent": "linear", "msi_domain": "legacy"})
     vmd = vmd_devices(s.k)[0]
     parent = vmd.parent_domain
     assert vmd.irq_domain.parent is parent and parent.revmap_size == vmd.msix_count
@@ -109,10 +109,11 @@ def test_without_the_parent_the_vmd_msi_domain_is_a_root():
 
 
 def test_today_s_remove_removes_the_parent_and_the_rfc_remove_leaks_it():
-    s = vmdsim.boot(CROWDED, vmd_options={"parent": "linear"})
+    s = vmdsim.boot(CROWDED, vmd_options={"parent": "linear", "msi_domain": "legacy"})
     device_release_driver(vmd_devices(s.k)[0].dev)
     assert not s.k.mem.leaks("vmd")
-    s = vmdsim.boot(CROWDED, vmd_options={"parent": "linear", "remove": "rfc-v3"})
+    s = vmdsim.boot(CROWDED, vmd_options={"parent": "linear", "remove": "rfc-v3",
+                                          "msi_domain": "legacy"})
     parent = vmd_devices(s.k)[0].parent_domain
     device_release_driver(vmd_devices(s.k)[0].dev)
     assert s.k.mem.leaks("vmd") == [parent]

@@ -20,6 +20,7 @@ from vmdsim.hw.fabric import RootComplex  # noqa: E402
 from vmdsim.hw.function import Bar, PciFunction  # noqa: E402
 from vmdsim.hw.msi import MsiCapability  # noqa: E402
 from vmdsim.hw.regs import PCI_EXP_TYPE_ENDPOINT  # noqa: E402
+from vmdsim.kernel.base.devres import devres_release_all  # noqa: E402
 from vmdsim.kernel.boot import boot  # noqa: E402
 from vmdsim.kernel.core import Kernel  # noqa: E402
 from vmdsim.kernel.irq.flags import IRQ_HANDLED  # noqa: E402
@@ -67,6 +68,13 @@ def msix_machine(ncpus: int = 4, endpoints: int = 1, *, msi: bool = False) -> Si
 
     k.run_on(0, enable)
     return SimpleNamespace(k=k, rc=rc, eps=eps, devs=devs, dev=devs[0], ep=eps[0])
+
+
+def release_devres(w: SimpleNamespace) -> None:
+    """What unbinding the devices' drivers releases: their devres, newest first (since
+    v6.2 the MSI data's, which removes the per-device MSI domain)."""
+    for dev in w.devs:
+        w.k.run_on(0, devres_release_all, dev.dev)
 
 
 class Recorder:

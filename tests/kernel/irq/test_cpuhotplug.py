@@ -24,9 +24,11 @@ def _active(k):
 def test_the_vmd_vectors_leave_the_cpu_and_its_children_stay_as_they_were():
     k = vmdsim.boot().k
     active = _active(k)
-    on_cpu1 = [irq for irq, d in active.items() if d.irq_data.chip.name == "PCI-MSI"
+    vmd_chip, child_chip = "PCI-MSIX-0000:00:0e.0", "VMD-PCI-MSIX-"  # v6.17+ names
+    on_cpu1 = [irq for irq, d in active.items() if d.irq_data.chip.name == vmd_chip
                and irq_data_get_effective_affinity_mask(d.irq_data) == {1}]
-    managed_children = [irq for irq, d in active.items() if d.irq_data.chip.name == "VMD-MSI"
+    managed_children = [irq for irq, d in active.items()
+                        if d.irq_data.chip.name.startswith(child_chip)
                         and irqd_affinity_is_managed(d.irq_data)
                         and d.irq_data.common.affinity == {1}]
     assert on_cpu1 and managed_children

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from irq_testbed import Recorder, msix_machine
+from irq_testbed import Recorder, msix_machine, release_devres
 
 from vmdsim.hw.regs import PCI_MSIX_FLAGS
 from vmdsim.kernel.core import Kernel
@@ -37,7 +37,11 @@ def walk(k: Kernel, run: Callable[[], None]) -> int:
     raise AssertionError(f"still failing allocations after {MAX_RUNS} runs")
 
 
-def clean(k: Kernel) -> None:
+def clean(w) -> None:
+    """Nothing left once the device's devres is released (what unbinding its driver
+    does; since v6.2 it removes the per-device MSI domain)."""
+    k = w.k
+    release_devres(w)
     assert k.mem.leaks("irq") == []
     assert len(k.mem.leaks("ioremap")) == 1  # boot's ECAM mapping
     assert k.irq.active_irqs() == [] and k.irq.vectors_in_use() == []
@@ -58,11 +62,12 @@ def test_every_failure_in_pci_alloc_irq_vectors_returns_an_error_and_leaks_nothi
             assert ctrl == 3  # table size 4, MSI-X disabled, Function Mask clear
         else:
             k.run_on(0, pci_free_irq_vectors, dev)
-        clean(k)
+        clean(w)
 
-    # one mapping, then per vector: the msi_desc, and descriptor (3), the vector
-    # level's irq_data and apic_chip_data
-    assert walk(k, run) == 1 + 4 + 4 * 5
+    # the device domain (v6.2+: msi_setup_device_data's devres, the template's copy, its
+    # fwnode, the irq_domain), one mapping, then per vector: the msi_desc, and
+    # descriptor (3), the vector level's irq_data and apic_chip_data
+    assert walk(k, run) == 4 + 1 + 4 + 4 * 5
     assert results[:-1] == [r for r in results[:-1] if r < 0] and results[-1] == 4
 
 
@@ -89,7 +94,7 @@ def test_with_a_range_a_late_failure_gives_fewer_vectors_not_an_error():
             for i in range(n):
                 k.run_on(0, k.irq.free_irq, _virq(dev, i), dev)
             k.run_on(0, pci_free_irq_vectors, dev)
-        clean(k)
+        clean(w)
 
     walk(k, run)
     assert set(counts) > {4} and any(0 < c < 4 for c in counts)
@@ -105,9 +110,10 @@ def test_every_failure_in_plain_msi_leaks_nothing():
             assert not dev.msi_enabled
         else:
             k.run_on(0, pci_free_irq_vectors, dev)
-        clean(k)
+        clean(w)
 
-    assert walk(k, run) == 1 + 5  # the msi_desc; desc (3), irq_data, apic_chip_data
+    # the device domain (4, as above); the msi_desc; desc (3), irq_data, apic_chip_data
+    assert walk(k, run) == 4 + 1 + 5
 
 
 def test_every_failure_in_irq_domain_alloc_irqs_leaks_nothing():
@@ -137,4 +143,4 @@ def test_a_failing_request_irq_leaves_the_irq_as_it_was():
 
     assert walk(k, run) == 1
     k.run_on(0, pci_free_irq_vectors, dev)
-    clean(k)
+    clean(w)

@@ -12,6 +12,7 @@ from irq_testbed import Recorder
 
 from vmdsim.check.program import shares_state
 from vmdsim.hw.regs import PCI_MSIX_ENTRY_SIZE
+from vmdsim.kernel.base.devres import devres_release_all
 from vmdsim.kernel.errno import ENOSPC
 from vmdsim.kernel.io import readl
 from vmdsim.kernel.irq.chip import irq_data_get_irq_chip_data
@@ -100,6 +101,8 @@ def test_teardown_removes_children_from_their_vector_then_frees_everything():
     for vec in w.dm.vectors:
         k.run_on(0, k.irq.free_irq, vec.virq, vec)
     k.run_on(0, pci_free_irq_vectors, w.parent)
+    # the parent's device domain (v6.2+) goes with its devres, as at unbind
+    k.run_on(0, devres_release_all, w.parent.dev)
     assert k.mem.leaks("irq") == [] and k.irq.active_irqs() == []
 
 

@@ -26,6 +26,13 @@ today's, for every VMD (``rfc_v3.py``):
              Linux does) or ``linear`` (the RFC's linear parent domain sized
              to the VMD's vector count).
 
+And one selects the driver's MSI domain scheme, by release (``msi_parent.py``):
+
+``msi_domain`` ``msi-parent`` (Linux since v6.17, d7d8ab87e3e7: the VMD's domain is
+             an MSI parent and each child gets a device domain on it) or
+             ``legacy`` (v4.5-v6.16: one PCI/MSI domain, ``pci_msi_create_irq_domain``,
+             for every child).
+
 An unknown name raises :class:`VmdParamError` listing the valid ones.
 """
 
@@ -53,6 +60,7 @@ Param = str | Sequence[str] | None
 HANDLERS = ("request-irq", "chained")
 REMOVES = ("linux", "rfc-v3")
 PARENTS = ("none", "linear")
+MSI_DOMAINS = ("msi-parent", "legacy")
 
 
 class VmdParamError(VmdsimError):
@@ -97,8 +105,12 @@ class vmd_module:
 
     def __init__(self, k: Kernel, protocol: Param = None, policy: Param = None, *,
                  handler: str = HANDLERS[0], remove: str = REMOVES[0],
-                 parent: str = PARENTS[0]) -> None:
+                 parent: str = PARENTS[0], msi_domain: str = MSI_DOMAINS[0]) -> None:
         self.k = k
+        self.msi_domain = _choice("msi_domain", msi_domain, MSI_DOMAINS)
+        if self.msi_domain == "msi-parent" and parent != PARENTS[0]:
+            raise VmdParamError("parent=linear is the RFC's domain under a legacy MSI domain; "
+                                "it needs msi_domain=legacy")
         self.handler = _choice("handler", handler, HANDLERS)
         self.remove = _choice("remove", remove, REMOVES)
         self.parent = _choice("parent", parent, PARENTS)
@@ -127,7 +139,8 @@ class vmd_module:
     def __repr__(self) -> str:
         rfc = "".join(f" {name}={value}" for name, value, today in (
             ("handler", self.handler, HANDLERS[0]), ("remove", self.remove, REMOVES[0]),
-            ("parent", self.parent, PARENTS[0])) if value != today)
+            ("parent", self.parent, PARENTS[0]),
+            ("msi_domain", self.msi_domain, MSI_DOMAINS[0])) if value != today)
         return (f"<vmd module protocol={','.join(self.protocols)} "
                 f"policy={','.join(self.policies)}{rfc}>")
 
@@ -142,15 +155,17 @@ def vmd_module_of(k: Kernel) -> vmd_module | None:
 
 def vmd_init(k: Kernel, protocol: Param = None, policy: Param = None, *,
              handler: str = HANDLERS[0], remove: str = REMOVES[0],
-             parent: str = PARENTS[0]) -> vmd_module:
+             parent: str = PARENTS[0], msi_domain: str = MSI_DOMAINS[0]) -> vmd_module:
     """Load the driver into kernel ``k`` (before or after boot) and bind every VMD.
 
     ``protocol``: ``srcu`` (default), ``rfc-v3``, ``kfree-rcu`` or ``spinlock``;
     ``policy``: ``least-loaded`` (default), ``modulo``, ``affinity`` or ``rebalance``;
-    ``handler``, ``remove``, ``parent``: today's code or the RFC v3's (above)."""
+    ``handler``, ``remove``, ``parent``: today's code or the RFC v3's; ``msi_domain``: the
+    MSI domain scheme of v6.17+ or of v4.5-v6.16 (above)."""
     if vmd_module_of(k) is not None:
         raise VmdParamError("vmd: module already loaded in this kernel (vmd_exit first)")
-    module = vmd_module(k, protocol, policy, handler=handler, remove=remove, parent=parent)
+    module = vmd_module(k, protocol, policy, handler=handler, remove=remove, parent=parent,
+                        msi_domain=msi_domain)
     err = pci_register_driver(k, module.driver)
     if err:
         raise VmdsimError(f"vmd: pci_register_driver failed ({err})")

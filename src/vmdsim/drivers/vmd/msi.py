@@ -125,29 +125,38 @@ def vmd_compose_msi_msg(data: Any, msg: Any) -> None:
     msg.data = 0
 
 
-def vmd_irq_enable(data: Any) -> None:
-    """Publish the child on its vector's list (tail, under the list lock), then unmask it."""
-    vmdirq: vmd_irq = data.chip_data
+def vmd_irq_list_add(vmdirq: vmd_irq, irq: int) -> None:
+    """Put a child on the tail of its vector's list under the list lock (the list half of
+    ``vmd_irq_enable``, which v6.17 made the VMD level's own op)."""
     lock = vmdirq.vmd.module.list_lock
     flags = raw_spin_lock_irqsave(lock)
     if vmdirq.enabled:
-        pci_warn(vmdirq.vmd.dev, f"WARN: vmd_irq_enable: IRQ {data.irq} already enabled")
+        pci_warn(vmdirq.vmd.dev, f"WARN: vmd_irq_enable: IRQ {irq} already enabled")
     list_add_tail_rcu(vmdirq, vmdirq.irq.irq_list)
     vmdirq.enabled = True
     raw_spin_unlock_irqrestore(lock, flags)
-    data.chip.irq_unmask(data)
 
 
-def vmd_irq_disable(data: Any) -> None:
-    """Mask the child at the device, then take it off its vector's list."""
-    vmdirq: vmd_irq = data.chip_data
-    data.chip.irq_mask(data)
+def vmd_irq_list_del(vmdirq: vmd_irq) -> None:
+    """Take a child off its vector's list under the list lock, if it is on it."""
     lock = vmdirq.vmd.module.list_lock
     flags = raw_spin_lock_irqsave(lock)
     if vmdirq.enabled:
         list_del_rcu(vmdirq)
         vmdirq.enabled = False
     raw_spin_unlock_irqrestore(lock, flags)
+
+
+def vmd_irq_enable(data: Any) -> None:
+    """Publish the child on its vector's list (tail, under the list lock), then unmask it."""
+    vmd_irq_list_add(data.chip_data, data.irq)
+    data.chip.irq_unmask(data)
+
+
+def vmd_irq_disable(data: Any) -> None:
+    """Mask the child at the device, then take it off its vector's list."""
+    data.chip.irq_mask(data)
+    vmd_irq_list_del(data.chip_data)
 
 
 # A static structure, as in Linux: shared by every VMD (and every kernel).
@@ -181,7 +190,7 @@ def vmd_msi_init(domain: Any, info: Any, virq: int, hwirq: int, arg: Any) -> int
         return -ENOMEM
     INIT_LIST_HEAD(vmdirq)
     vmdirq.fast = child_is_fast(desc)
-    vmdirq.cpu = _child_cpu(desc, hwirq)
+    vmdirq.cpu = child_cpu(desc, hwirq)
     vmdirq.irq = vmd_next_irq(vmd, desc, virq, vmdirq)
     vmdirq.virq = virq
     irq_domain_set_info(domain, virq, vmdirq.irq.virq, info.chip, vmdirq,
@@ -189,7 +198,7 @@ def vmd_msi_init(domain: Any, info: Any, virq: int, hwirq: int, arg: Any) -> int
     return 0
 
 
-def _child_cpu(desc: Any, hwirq: int) -> int:
+def child_cpu(desc: Any, hwirq: int) -> int:
     """The one CPU a managed (per-queue) child vector belongs to; -1 if it has none.
 
     ``hwirq`` is the vector's index inside its descriptor (``vmd_get_hwirq`` is 0)."""

@@ -115,6 +115,9 @@ class irq_domain(KObject):
         self.revmap: dict[int, irq_data] = {}
         self.hwirq_max = size or (1 << 32) - 1
         self.revmap_size = size  # Linux: the linear part of the reverse map (0: tree only)
+        self.msi_parent_ops: Any = None  # an MSI parent's (msi_parent.py)
+        self.dev: Any = None  # a device domain's device
+        self.template: Any = None  # a device domain's copy of its template
 
     def __repr__(self) -> str:
         return f"<irq_domain {self.name}>"

@@ -184,6 +184,7 @@ class msi_domain_info:
         self.handler_data = handler_data
         self.handler_name = handler_name
         self.data = data
+        self.hwsize = 0  # a device domain's: the device's vector table size
 
 
 # -- default ops ----------------------------------------------------------------------------
@@ -306,13 +307,14 @@ msi_irq_domain_ops = irq_domain_ops(alloc=msi_domain_alloc, free=msi_domain_free
 
 def msi_create_irq_domain(fwnode: fwnode_handle | None, info: msi_domain_info,
                           parent: irq_domain | None, *, k: Kernel | None = None,
-                          owner: str | None = "irq") -> irq_domain | None:
-    """An MSI domain for ``info`` under ``parent`` (None: no parent, as the VMD's)."""
+                          owner: str | None = "irq", extra_flags: int = 0) -> irq_domain | None:
+    """An MSI domain for ``info`` under ``parent`` (None: no parent, as the VMD's);
+    ``extra_flags`` are ``__msi_create_irq_domain``'s (a device domain's)."""
     if info.flags & MSI_FLAG_USE_DEF_DOM_OPS:
         msi_domain_update_dom_ops(info)
     if info.flags & MSI_FLAG_USE_DEF_CHIP_OPS:
         msi_domain_update_chip_ops(info)
-    domain = irq_domain_create_hierarchy(parent, IRQ_DOMAIN_FLAG_MSI, 0, fwnode,
+    domain = irq_domain_create_hierarchy(parent, IRQ_DOMAIN_FLAG_MSI | extra_flags, 0, fwnode,
                                          msi_irq_domain_ops, info, k=k, owner=owner)
     if domain is not None:
         irq_domain_update_bus_token(domain, info.bus_token)
@@ -326,6 +328,8 @@ class msi_device_data:
     def __init__(self, dev: Any) -> None:
         self.descs: dict[int, msi_desc] = {}
         self.domain: irq_domain | None = None
+        self.device_domains: dict[int, irq_domain] = {}  # msi_parent.py (v6.2+)
+        self.devres_added = False  # msi_device_data_release is registered on the device
         # msi_lock_descs()
         self.lock = mutex(f"{dev.init_name or 'device'}.msi.mutex", key="msi_device_data.mutex")
         # What Linux keeps in struct pci_dev, for a PCI device:
@@ -372,9 +376,14 @@ def msi_free_msi_descs(dev: Any) -> None:
         dev.k.mem.kfree(md.descs.pop(index))
 
 
-def msi_device_data_release(dev: Any) -> None:
+def msi_free_device_data_if_unused(dev: Any) -> None:
+    """Model: forget ``dev``'s MSI data once nothing holds it (no descriptor, no mapped
+    MSI-X table, no pcim release pending, no devres of its own). Linux frees it with the
+    device's devres (``msi_device_data_release``, msi_parent.py), which the model adds
+    only where a device domain can exist (v6.2+)."""
     md = msi_device_data_get(dev)
-    if md is not None and not md.descs and md.msix_base is None and not md.is_msi_managed:
+    if md is not None and not md.descs and md.msix_base is None and \
+            not md.is_msi_managed and not md.devres_added and not md.device_domains:
         del dev.k.irq.msi_dev_data[dev]
 
 

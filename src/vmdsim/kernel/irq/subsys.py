@@ -11,6 +11,12 @@ the log lines the IRQ code prints, and two model switches:
     how ``irq_free_descs`` frees a descriptor (see ``irqdesc``).
 ``hardirq_rcu_reader``: True (default, Linux since 4.20) or False
     whether the x86 interrupt entry counts as an RCU read-side section.
+``pci_msi_domains``: ``"per-device-startup"`` (default, Linux since v6.18),
+    ``"per-device"`` (v6.2-v6.17) or ``"global"`` (v4.x-v6.1): whether PCI
+    devices get device domains on the vector domain (an MSI parent) or share
+    x86's global PCI-MSI domain, and whether the PCI templates have
+    ``irq_startup`` (``kernel/pci/msi.py``). Set it before any device
+    allocates vectors.
 
 The methods, with Linux's names, come from one mixin per Linux file:
 ``irqdesc`` (``irq_to_desc``, ``irq_alloc_descs``, ``irq_free_descs``,
@@ -30,14 +36,16 @@ from vmdsim.kernel.irq.chip import ChipMixin
 from vmdsim.kernel.irq.irqdesc import sparse_irqs
 from vmdsim.kernel.irq.irqdomain import DomainMixin, irq_domain
 from vmdsim.kernel.irq.manage import ManageMixin
+from vmdsim.kernel.irq.msi_parent import IRQ_DOMAIN_FLAG_MSI_PARENT
 from vmdsim.kernel.irq.proc import ExtraColumn, show_interrupts
-from vmdsim.kernel.irq.x86_msi import x86_create_pci_msi_domain
+from vmdsim.kernel.irq.x86_msi import native_create_pci_msi_domain, x86_create_pci_msi_domain
 from vmdsim.kernel.irq.x86_vector import X86VectorMixin, x86_vector_domain_init
 from vmdsim.kernel.locking import mutex, raw_spinlock_t
 
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
 
+PCI_MSI_DOMAIN_MODES = ("per-device-startup", "per-device", "global")
 X86_DYNIRQ_BASE = 24  # the first IRQ above the IO-APIC's 24 GSIs (arch_dynirq_lower_bound)
 
 
@@ -58,8 +66,30 @@ class IrqSubsystem(ChipMixin, ManageMixin, DomainMixin, X86VectorMixin):
         self.spurious_vectors = [0] * k.ncpus
         self.msi_dev_data: dict[Any, Any] = {}
         self.x86_vector_domain = x86_vector_domain_init(k)
-        self.x86_pci_msi_default_domain: irq_domain = x86_create_pci_msi_domain(k)
+        self._pci_msi_domains = "per-device-startup"
+        self.x86_pci_msi_default_domain: irq_domain = native_create_pci_msi_domain(k)
         k.sched.handle_irq = self.common_interrupt
+
+    @property
+    def pci_msi_domains(self) -> str:
+        return self._pci_msi_domains
+
+    @pci_msi_domains.setter
+    def pci_msi_domains(self, mode: str) -> None:
+        if mode not in PCI_MSI_DOMAIN_MODES:
+            raise ValueError(f"pci_msi_domains {mode!r}: one of {', '.join(PCI_MSI_DOMAIN_MODES)}")
+        if (mode == "global") != (self._pci_msi_domains == "global"):
+            if self.msi_dev_data:
+                raise ValueError("pci_msi_domains: set before any device allocates vectors")
+            vector = self.x86_vector_domain
+            if mode == "global":  # x86_create_pci_msi_domain, as up to v6.1
+                vector.flags &= ~IRQ_DOMAIN_FLAG_MSI_PARENT
+                vector.msi_parent_ops = None
+                self.x86_pci_msi_default_domain = x86_create_pci_msi_domain(self.k)
+            else:
+                self.irq_domain_list.remove(self.x86_pci_msi_default_domain)
+                self.x86_pci_msi_default_domain = native_create_pci_msi_domain(self.k)
+        self._pci_msi_domains = mode
 
 
     def show_interrupts(self, extra: ExtraColumn | None = None) -> str:

@@ -29,9 +29,17 @@ allocated. A device enabled with ``pcim_enable_device`` gets its vectors
 freed automatically when its driver unbinds. ``pci_restore_state`` rewrites
 the enable bits, messages and masks (``k.pci.restore_msi_state``).
 
+Per-device MSI domains (v6.2+, ``kernel/irq/msi_parent.py``): when the device's
+domain is an MSI parent (the x86 vector domain since v6.2, a VMD since v6.17),
+enabling MSI or MSI-X first creates the device's own domain from
+``pci_msi_template`` or ``pci_msix_template``; its chip is
+``PCI-MSIX-<device>`` and its hwirq the vector's index. Which scheme runs is
+``k.irq.pci_msi_domains`` (``global``: the x86 PCI-MSI domain of v4.x-v6.1;
+``per-device``: v6.2-v6.17; ``per-device-startup``: v6.18's templates with
+``irq_startup``/``irq_shutdown``, 54f45a30c0d0, the default).
+
 Not modelled: INTx (``PCI_IRQ_INTX`` alone yields -ENOSPC), dynamic MSI-X
-allocation, per-device MSI domains (the 6.x ``msi_parent`` scheme: the model
-uses the global-domain scheme of 5.x), quirks.
+allocation, quirks.
 """
 
 from __future__ import annotations
@@ -74,9 +82,16 @@ from vmdsim.kernel.irq.affinity import (
     irq_calc_affinity_vectors,
     irq_create_affinity_masks,
 )
-from vmdsim.kernel.irq.chip import irq_chip, irq_data_get_msi_desc
+from vmdsim.kernel.irq.chip import (
+    irq_chip,
+    irq_chip_mask_parent,
+    irq_chip_unmask_parent,
+    irq_data_get_msi_desc,
+)
 from vmdsim.kernel.irq.flags import IRQCHIP_ONESHOT_SAFE, IRQF_ONESHOT, IRQF_SHARED, IrqError
 from vmdsim.kernel.irq.irqdomain import (
+    DOMAIN_BUS_PCI_DEVICE_MSI,
+    DOMAIN_BUS_PCI_DEVICE_MSIX,
     DOMAIN_BUS_PCI_MSI,
     fwnode_handle,
     irq_domain,
@@ -84,6 +99,7 @@ from vmdsim.kernel.irq.irqdomain import (
 )
 from vmdsim.kernel.irq.msi import (
     MSI_FLAG_ACTIVATE_EARLY,
+    MSI_FLAG_DEV_SYSFS,
     MSI_FLAG_FREE_MSI_DESCS,
     MSI_FLAG_LEVEL_CAPABLE,
     MSI_FLAG_MULTI_PCI_MSI,
@@ -95,18 +111,31 @@ from vmdsim.kernel.irq.msi import (
     msi_desc,
     msi_device_data,
     msi_device_data_get,
-    msi_device_data_release,
     msi_domain_alloc_irqs_all_locked,
     msi_domain_free_irqs_all_locked,
     msi_domain_info,
     msi_domain_ops,
     msi_first_desc,
     msi_for_each_desc,
+    msi_free_device_data_if_unused,
     msi_free_msi_descs,
     msi_get_virq,
     msi_insert_msi_desc,
     msi_msg,
     msi_setup_device_data,
+)
+from vmdsim.kernel.irq.msi_parent import (
+    MSI_DEFAULT_DOMAIN,
+    MSI_FLAG_PCI_MSI_MASK_PARENT,
+    MSI_FLAG_PCI_MSIX_ALLOC_DYN,
+    dev_get_msi_domain,
+    irq_domain_is_msi_parent,
+    msi_create_device_irq_domain,
+    msi_device_data_release,
+    msi_domain_template,
+    msi_get_device_domain,
+    msi_match_device_irq_domain,
+    msi_remove_device_irq_domain,
 )
 from vmdsim.kernel.locking import (
     mutex_lock,
@@ -170,18 +199,19 @@ def _msi_data(dev: pci_dev) -> msi_device_data:
 
 
 def pci_msi_get_device_domain(dev: pci_dev) -> irq_domain | None:
-    """The device's MSI domain: its own if the bus gave it one, else x86's default."""
-    domain: irq_domain | None = dev.dev.msi_domain
-    if domain is None:
-        # Linux creates it at boot (pci_arch_init: x86_create_pci_msi_domain); k.irq has it
-        # from the start.
-        domain = dev.k.irq.x86_pci_msi_default_domain
-    return domain
+    """The domain the device's vectors come from: its own device domain (v6.2+) if it
+    has one, else the domain the bus gave it, else x86's default (created at boot)."""
+    own = msi_get_device_domain(dev.dev, MSI_DEFAULT_DOMAIN)
+    return own if own is not None else dev_get_msi_domain(dev.dev)
 
 
 def _domain_supports(dev: pci_dev, flag: int) -> bool:
-    domain = pci_msi_get_device_domain(dev)
-    return domain is not None and bool(domain.host_data.flags & flag)
+    """``pci_msi_domain_supports``: a global domain's info flags say; an MSI parent's
+    ``supported_flags`` say before any device domain exists."""
+    domain = dev_get_msi_domain(dev.dev)
+    if irq_domain_is_msi_parent(domain):
+        return bool(domain.msi_parent_ops.supported_flags & flag)
+    return bool(domain.host_data.flags & flag)
 
 
 # -- config-space helpers -----------------------------------------------------------------------
@@ -488,6 +518,8 @@ def __pci_enable_msix_range(dev: pci_dev, minvec: int, maxvec: int,
     rc = pci_setup_msi_context(dev)
     if rc:
         return rc
+    if not pci_setup_msix_device_domain(dev, hwsize):
+        return -ENODEV
     return _enable_range(dev, minvec, nvec, affd, msix_capability_init)
 
 
@@ -614,7 +646,7 @@ def __pci_enable_msi_range(dev: pci_dev, minvec: int, maxvec: int,
     rc = pci_setup_msi_context(dev)
     if rc:
         return rc
-    if pci_msi_get_device_domain(dev) is None:
+    if not pci_setup_msi_device_domain(dev):
         return -ENODEV
     nvec = min(nvec, maxvec)
     return _enable_range(dev, minvec, nvec, affd, msi_capability_init)
@@ -651,13 +683,21 @@ def pcim_msi_release(dev: pci_dev) -> None:
         return
     pci_free_irq_vectors(dev)
     md.is_msi_managed = False
-    msi_device_data_release(dev.dev)
+    msi_free_device_data_if_unused(dev.dev)
 
 
 def pci_setup_msi_context(dev: pci_dev) -> int:
     """Per-device MSI data; for a pcim-managed device, free the vectors on unbind."""
     md = _msi_data(dev)
     dev.k.pci.restore_msi_state = pci_restore_msi_state
+    if not md.devres_added and irq_domain_is_msi_parent(dev_get_msi_domain(dev.dev)):
+        # msi_setup_device_data's devres (registered before pcim's, so released after
+        # it): it removes the device domain at unbind. The model adds it only where a
+        # device domain can exist.
+        if devm_add_action(dev.dev, msi_device_data_release, dev.dev,
+                           "msi_device_data_release"):
+            return -ENOMEM
+        md.devres_added = True
     if not dev.is_managed or md.is_msi_managed:
         return 0
     ret = devm_add_action(dev.dev, pcim_msi_release, dev, "pcim_msi_release")
@@ -703,7 +743,7 @@ def pci_free_irq_vectors(dev: pci_dev) -> None:
 def _release_if_unused(dev: pci_dev) -> None:
     md = msi_device_data_get(dev.dev)
     if md is not None and not md.is_msi_managed:
-        msi_device_data_release(dev.dev)
+        msi_free_device_data_if_unused(dev.dev)
 
 
 def pci_irq_vector(dev: pci_dev, nr: int) -> int:
@@ -765,3 +805,126 @@ def pci_restore_msi_state(dev: pci_dev) -> None:
             pci_msix_write_vector_ctrl(entry, entry.msix_ctrl)
         pci_msix_clear_and_set_ctrl(dev, PCI_MSIX_FLAGS_MASKALL, 0)
 
+
+
+# -- per-device MSI domains (drivers/pci/msi/irqdomain.c, v6.2+) ----------------------------
+def pci_device_domain_set_desc(arg: msi_alloc_info_t, desc: msi_desc) -> None:
+    """A device domain's hwirq is the vector's index in the device."""
+    arg.desc = desc
+    arg.hwirq = desc.msi_index
+
+
+def _cond_mask_parent(d: irq_data, mask: bool) -> None:
+    """``cond_mask_parent``/``cond_unmask_parent`` (MSI_FLAG_PCI_MSI_MASK_PARENT)."""
+    if d.domain is not None and d.domain.host_data.flags & MSI_FLAG_PCI_MSI_MASK_PARENT:
+        (irq_chip_mask_parent if mask else irq_chip_unmask_parent)(d)
+
+
+def pci_irq_mask_msi(d: irq_data) -> None:
+    desc = irq_data_get_msi_desc(d)
+    if desc.can_mask:
+        pci_msi_update_mask(desc, 0, 1 << (d.irq - desc.irq))
+    _cond_mask_parent(d, True)
+
+
+def pci_irq_unmask_msi(d: irq_data) -> None:
+    desc = irq_data_get_msi_desc(d)
+    _cond_mask_parent(d, False)
+    if desc.can_mask:
+        pci_msi_update_mask(desc, 1 << (d.irq - desc.irq), 0)
+
+
+def pci_irq_mask_msix(d: irq_data) -> None:
+    pci_msix_mask(irq_data_get_msi_desc(d))
+    _cond_mask_parent(d, True)
+
+
+def pci_irq_unmask_msix(d: irq_data) -> None:
+    _cond_mask_parent(d, False)
+    pci_msix_unmask(irq_data_get_msi_desc(d))
+
+
+# 54f45a30c0d0 (v6.18): startup and shutdown only unmask and mask (and start the parent
+# where MSI_FLAG_PCI_MSI_STARTUP_PARENT asks, which no modelled parent does): a parent's
+# irq_enable/irq_disable is no longer called at startup and shutdown.
+def pci_irq_startup_msi(d: irq_data) -> int:
+    pci_irq_unmask_msi(d)
+    return 0
+
+
+def pci_irq_shutdown_msi(d: irq_data) -> None:
+    pci_irq_mask_msi(d)
+
+
+def pci_irq_startup_msix(d: irq_data) -> int:
+    pci_irq_unmask_msix(d)
+    return 0
+
+
+def pci_irq_shutdown_msix(d: irq_data) -> None:
+    pci_irq_mask_msix(d)
+
+
+MSI_COMMON_FLAGS = MSI_FLAG_FREE_MSI_DESCS | MSI_FLAG_ACTIVATE_EARLY | MSI_FLAG_DEV_SYSFS
+
+
+def _template(name: str, mask: Any, unmask: Any, startup: Any, shutdown: Any, flags: int,
+              bus_token: int) -> msi_domain_template:
+    ops = {"irq_startup": startup, "irq_shutdown": shutdown} if startup is not None else {}
+    chip = irq_chip(name, irq_mask=mask, irq_unmask=unmask,
+                    irq_write_msi_msg=pci_msi_domain_write_msg, flags=IRQCHIP_ONESHOT_SAFE,
+                    **ops)
+    return msi_domain_template(chip, msi_domain_ops(set_desc=pci_device_domain_set_desc),
+                               msi_domain_info(flags=flags, bus_token=bus_token))
+
+
+_MSI_FLAGS = MSI_COMMON_FLAGS | MSI_FLAG_MULTI_PCI_MSI
+_MSIX_FLAGS = MSI_COMMON_FLAGS | MSI_FLAG_PCI_MSIX | MSI_FLAG_PCI_MSIX_ALLOC_DYN
+# Static, as in Linux; each device domain works on its own copy.
+pci_msi_template = _template("PCI-MSI", pci_irq_mask_msi, pci_irq_unmask_msi,
+                             pci_irq_startup_msi, pci_irq_shutdown_msi, _MSI_FLAGS,
+                             DOMAIN_BUS_PCI_DEVICE_MSI)
+pci_msix_template = _template("PCI-MSIX", pci_irq_mask_msix, pci_irq_unmask_msix,
+                              pci_irq_startup_msix, pci_irq_shutdown_msix, _MSIX_FLAGS,
+                              DOMAIN_BUS_PCI_DEVICE_MSIX)
+# The templates of v6.2-v6.17, before 54f45a30c0d0 gave them irq_startup/irq_shutdown.
+pci_msi_template_v6_2 = _template("PCI-MSI", pci_irq_mask_msi, pci_irq_unmask_msi, None,
+                                  None, _MSI_FLAGS, DOMAIN_BUS_PCI_DEVICE_MSI)
+pci_msix_template_v6_2 = _template("PCI-MSIX", pci_irq_mask_msix, pci_irq_unmask_msix, None,
+                                   None, _MSIX_FLAGS, DOMAIN_BUS_PCI_DEVICE_MSIX)
+
+
+def pci_create_device_domain(dev: pci_dev, tmpl: msi_domain_template, hwsize: int) -> bool:
+    """Create the device domain if the device's domain is an MSI parent; True if there is
+    nothing to create (a global domain) or it was created."""
+    if not irq_domain_is_msi_parent(dev_get_msi_domain(dev.dev)):
+        return True
+    return msi_create_device_irq_domain(dev.dev, MSI_DEFAULT_DOMAIN, tmpl, hwsize)
+
+
+def _templates(dev: pci_dev) -> tuple[msi_domain_template, msi_domain_template]:
+    if dev.k.irq.pci_msi_domains == "per-device":
+        return pci_msi_template_v6_2, pci_msix_template_v6_2
+    return pci_msi_template, pci_msix_template
+
+
+def pci_setup_msi_device_domain(dev: pci_dev) -> bool:
+    """The MSI device domain exists (or is not needed); a MSI-X one is removed first."""
+    if dev.msix_enabled:
+        return False
+    if msi_match_device_irq_domain(dev.dev, MSI_DEFAULT_DOMAIN, DOMAIN_BUS_PCI_DEVICE_MSI):
+        return True
+    if msi_match_device_irq_domain(dev.dev, MSI_DEFAULT_DOMAIN, DOMAIN_BUS_PCI_DEVICE_MSIX):
+        msi_remove_device_irq_domain(dev.dev, MSI_DEFAULT_DOMAIN)
+    return pci_create_device_domain(dev, _templates(dev)[0], 1)
+
+
+def pci_setup_msix_device_domain(dev: pci_dev, hwsize: int) -> bool:
+    """The MSI-X device domain exists (or is not needed); a MSI one is removed first."""
+    if dev.msi_enabled:
+        return False
+    if msi_match_device_irq_domain(dev.dev, MSI_DEFAULT_DOMAIN, DOMAIN_BUS_PCI_DEVICE_MSIX):
+        return True
+    if msi_match_device_irq_domain(dev.dev, MSI_DEFAULT_DOMAIN, DOMAIN_BUS_PCI_DEVICE_MSI):
+        msi_remove_device_irq_domain(dev.dev, MSI_DEFAULT_DOMAIN)
+    return pci_create_device_domain(dev, _templates(dev)[1], hwsize)
