@@ -46,7 +46,7 @@ def test_a_variant_replaces_the_function_where_other_modules_imported_it(tmp_pat
     [v] = load_variant_file(str(path))
     original = flow.handle_untracked_irq
     with applied([v]):
-        assert vmd_msi.handle_untracked_irq is v.func  # msi.py imported it by name
+        assert vmd_msi.handle_untracked_irq.__wrapped__ is v.func  # msi.py imported it by name
         s = vmdsim.boot()
         s.machine.nvmes[0].complete(1)
     assert vmd_msi.handle_untracked_irq is original and flow.handle_untracked_irq is original
@@ -62,7 +62,7 @@ def test_an_ops_table_entry_and_a_protocol_method_can_be_replaced():
 
     today = vmd_msi.vmd_msi_domain_ops.msi_free
     with applied([msi_free]):
-        assert vmd_msi.vmd_msi_domain_ops.msi_free is msi_free.func
+        assert vmd_msi.vmd_msi_domain_ops.msi_free.__wrapped__ is msi_free.func
     assert vmd_msi.vmd_msi_domain_ops.msi_free is today
 
     @variant("vmdsim.drivers.vmd.demux.SrcuTeardown.wait_for_readers")
@@ -71,7 +71,7 @@ def test_an_ops_table_entry_and_a_protocol_method_can_be_replaced():
 
     method = SrcuTeardown.wait_for_readers
     with applied([wait_for_readers]):
-        assert PROTOCOLS["srcu"].wait_for_readers.__func__ is wait_for_readers.func
+        assert PROTOCOLS["srcu"].wait_for_readers.__func__.__wrapped__ is wait_for_readers.func
     assert SrcuTeardown.wait_for_readers is method
 
 
@@ -192,7 +192,7 @@ def test_a_module_imported_while_a_variant_is_applied_gets_the_original_back(tmp
         import importlib
 
         late = importlib.import_module("vmdsim.check.scenarios.aspm_walk")
-        assert late.vmd_pm_enable_quirk is vmd_pm_enable_quirk.func  # imported it as it was
+        assert late.vmd_pm_enable_quirk.__wrapped__ is vmd_pm_enable_quirk.func  # as it was
     assert late.vmd_pm_enable_quirk is today
 
 
@@ -205,3 +205,40 @@ def test_a_command_refused_after_its_variants_were_loaded_leaves_none_applied():
     assert r.exit_code == 2
     assert vmd_msi.vmd_msi_init is today and flow.handle_untracked_irq.__name__ == (
         "handle_untracked_irq")
+
+
+NEVER_CALLED = """from vmdsim.variants import variant
+
+
+@variant("vmdsim.drivers.vmd.msi.vmd_msi_init")
+def vmd_msi_init(domain, info, virq, hwirq, arg):
+    return 0
+"""
+
+
+def test_a_variant_the_run_never_calls_is_reported(tmp_path: Path):
+    # v6.17+ allocates through vmd_msi_alloc: the legacy domain's msi_init is not reached
+    path = tmp_path / "legacy.py"
+    path.write_text(NEVER_CALLED)
+    r = invoke("run", "--variant", str(path), "--interrupts", "10")
+    assert r.exit_code == 0, r.output
+    assert "vmdsim: warning: variant vmdsim.drivers.vmd.msi.vmd_msi_init" in r.output
+    assert "was never called: this run does not reach the code it replaces" in r.output
+    r = invoke("run", "--variant", "before:untracked-irq", "--interrupts", "10")
+    assert "never called" not in r.output  # on its own release's scheme it is reached
+
+
+def test_a_variant_that_breaks_the_model_is_one_error_line(tmp_path: Path):
+    path = tmp_path / "legacy.py"
+    path.write_text(NEVER_CALLED)  # installs no vmd_irq: the legacy free then follows None
+    r = invoke("run", "--variant", str(path), "--kernel", "6.16", "--interrupts", "10")
+    assert r.exit_code == 2 and "Traceback" not in r.output
+    assert "with the functions of --variant replaced, the run failed: AttributeError" in \
+        r.output
+
+
+def test_a_kernel_bug_at_boot_is_a_finding_not_an_input_error():
+    r = invoke("run", "--variant", "before:vmd-irq-startup")
+    assert r.exit_code == 1, r.output
+    assert "the kernel failed while booting (use-after-free):" in r.output
+    assert "BUG: KASAN: use-after-free in vmd_irq" in r.output

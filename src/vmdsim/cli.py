@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import sys
+import traceback
+from pathlib import Path
 
 import click
 
 from vmdsim.cli_check import register as register_check_commands
+from vmdsim.cli_history import TARGETS
 from vmdsim.cli_history import register as register_history_commands
 from vmdsim.cli_run import register as register_run_commands
 from vmdsim.errors import VmdsimError
@@ -27,6 +30,18 @@ class _Group(click.Group):
             message = " ".join(e.format_message().split())
             click.echo(f"{where.command_path}: error: {message} "
                        f"(see '{where.command_path} --help')", err=True)
+            sys.exit(2)
+        except Exception as e:
+            taken = ctx.meta.get(TARGETS)
+            if not taken:
+                raise  # vmdsim's own bug: let it show
+            # With functions replaced (--variant, a --kernel's code before later fixes), the
+            # replaced code is the suspect.
+            tb = traceback.extract_tb(e.__traceback__)[-1]
+            by = ", ".join(sorted(set(taken.values())))
+            click.echo(f"vmdsim: error: with the functions of {by} replaced, the run failed: "
+                       f"{type(e).__name__}: {e} in {tb.name} "
+                       f"({Path(tb.filename).name}:{tb.lineno})", err=True)
             sys.exit(2)
 
 

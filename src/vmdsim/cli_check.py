@@ -19,7 +19,14 @@ from vmdsim.check.dpor import Stats
 from vmdsim.check.explore import STRATEGIES, Report, explore
 from vmdsim.check.program import Execution, Program, SetupError
 from vmdsim.check.scenario import ScenarioError, builtin, find
-from vmdsim.cli_history import ERA, KERNEL, VARIANT, announce_variants, apply_token_settings
+from vmdsim.cli_history import (
+    ERA,
+    KERNEL,
+    UNCOUNTED,
+    VARIANT,
+    announce_variants,
+    apply_token_settings,
+)
 
 if TYPE_CHECKING:
     from vmdsim.history.eras import Era
@@ -190,6 +197,8 @@ def register(main: click.Group) -> None:
             options["variant"] = _variant_setting(variants)
         program = _program(scenario, options)
         progress, done = _progress(as_json)
+        if jobs > 1:  # the executions run in forked processes: their calls are not counted
+            click.get_current_context().find_root().meta[UNCOUNTED] = True
         try:
             r = explore(program, strategy, bound=bound, runs=runs, depth=depth, seed=seed,
                         jobs=jobs, reduce=not no_reduce, progress=progress)

@@ -12,6 +12,8 @@ ERA = "vmdsim.era"  # ctx.meta key: the Era --kernel chose
 SCHEME = "vmdsim.release-scheme"  # ctx.meta key: the interrupt-domain scheme in force, by whom
 TARGETS = "vmdsim.variant-targets"  # ctx.meta key: what is replaced already, by whom
 NOTES = "vmdsim.variant-notes"  # ctx.meta key: what --variant replaced, not said yet
+ANNOUNCED = "vmdsim.variants-announced"  # ctx.meta key: the command got past its refusals
+UNCOUNTED = "vmdsim.variant-calls-elsewhere"  # ctx.meta key: calls ran in other processes
 
 
 def _keep_applied(ctx: click.Context, variants: list, by: str) -> None:
@@ -42,7 +44,23 @@ def _apply_variants(ctx: click.Context, param: click.Parameter,
     ctx.meta[NOTES] = [f"vmdsim: variant: {v.target} replaced by {v.where}" for v in variants]
     for spec, scheme in variant_releases(value).items():
         _keep_scheme(ctx, scheme, f"--variant {spec}")
+    ctx.find_root().call_on_close(lambda: _warn_unreached(variants))
     return value
+
+
+def _warn_unreached(variants: list) -> None:
+    """Say which --variant functions the command never called: its result says nothing
+    about them (the run took another path: another release's code, a device that is not
+    there). Only for a command that ran, in this process."""
+    from vmdsim.variants import calls
+
+    meta = click.get_current_context().find_root().meta
+    if not meta.get(ANNOUNCED) or meta.get(UNCOUNTED):
+        return
+    for v in variants:
+        if calls(v) == 0:
+            click.echo(f"vmdsim: warning: variant {v.target} ({v.where}) was never called: "
+                       "this run does not reach the code it replaces", err=True)
 
 
 def _keep_scheme(ctx: click.Context, scheme: dict[str, str], by: str) -> None:
@@ -66,7 +84,9 @@ def _keep_scheme(ctx: click.Context, scheme: dict[str, str], by: str) -> None:
 def announce_variants() -> None:
     """Say on stderr which functions --variant replaced, once, when the command has got
     past everything that could refuse it (a refusal is one error line and nothing else)."""
-    for note in click.get_current_context().meta.pop(NOTES, []):
+    ctx = click.get_current_context()
+    ctx.find_root().meta[ANNOUNCED] = True
+    for note in ctx.meta.pop(NOTES, []):
         click.echo(note, err=True)
 
 

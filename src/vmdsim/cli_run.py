@@ -35,8 +35,20 @@ def _system(topology: str | None, protocol: str | None = None, policy: str | Non
 
     protocol, policy, desc, vmd_options = era_options(protocol, policy, desc_free,
                                                       _vmd_options(vmd_params))
-    system = boot(topology, protocol=protocol, policy=policy, desc_free=desc,
-                  lockdep=lockdep, vmd_options=vmd_options)
+    try:
+        system = boot(topology, protocol=protocol, policy=policy, desc_free=desc,
+                      lockdep=lockdep, vmd_options=vmd_options)
+    except VmdsimError as e:
+        kind = getattr(e, "kind", None)
+        if kind is None:
+            raise  # the input: exit 2
+        # The kernel found a bug of its own while booting (a --variant's or a release's
+        # code): a finding about the machine, exit 1.
+        announce_variants()
+        click.echo(f"vmdsim: the kernel failed while booting ({kind}):", err=True)
+        for line in str(e).splitlines():
+            click.echo(f"  {line}", err=True)
+        sys.exit(1)
     check_era_devices(system.machine)
     if announce:
         announce_variants()

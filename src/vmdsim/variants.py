@@ -26,12 +26,17 @@ must take the same parameters, by name, as the function it replaces, and
 it cannot change a function's callers: a caller that was already running
 keeps the code it had.
 
+What is installed counts its calls (:func:`calls`), so a command can say when a
+variant was never called: the run never reached the code it replaces (another
+release's code path, say), and its verdict says nothing about the variant.
+
 Model-only: Linux has no such thing (livepatch is the nearest, and is not
 modelled).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import inspect
@@ -133,6 +138,24 @@ def _same_parameters(v: Variant, original: FunctionType) -> None:
 
 # -- applying -------------------------------------------------------------------------------
 Undo = list[tuple[Any, str, Any, bool]]  # (holder, key, old value, holder is a dict)
+_CALLS: dict[str, int] = {}  # target -> calls of its variant since it was applied
+
+
+def calls(v: Variant) -> int:
+    """How often the installed ``v`` ran since it was applied (in this process)."""
+    return _CALLS.get(v.target, 0)
+
+
+def _counting(v: Variant) -> Callable[..., Any]:
+    """``v``'s function, counting its calls (same name, same parameters)."""
+    func = v.func
+    target = v.target
+
+    @functools.wraps(func)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        _CALLS[target] = _CALLS.get(target, 0) + 1
+        return func(*args, **kwargs)
+    return counted
 
 
 def _swap(holder: Any, key: str, value: Any, undo: Undo, in_dict: bool = False) -> None:
@@ -197,14 +220,16 @@ def applied(variants: list[Variant]) -> Iterator[None]:
     try:
         for v in variants:
             holder, key, original = _resolve(v)
+            installed = _counting(v)
+            _CALLS[v.target] = 0
             if not isinstance(holder, ModuleType):
                 raw = inspect.getattr_static(holder, key)
-                new = staticmethod(v.func) if isinstance(raw, staticmethod) else v.func
+                new = staticmethod(installed) if isinstance(raw, staticmethod) else installed
                 _swap(holder, key, new, undo)
             if original is None:
                 continue  # an empty ops-table entry: nothing else refers to it
-            _rewire(original, v.func, undo)  # held elsewhere too (imports, ops tables)
-            done.append((original, v.func))
+            _rewire(original, installed, undo)  # held elsewhere too (imports, ops tables)
+            done.append((original, installed))
         yield
     finally:
         for holder, key, old, in_dict in reversed(undo):
