@@ -1,6 +1,7 @@
 """``/proc/interrupts`` (``kernel/irq/proc.c`` ``show_interrupts``, x86 ``arch_show_interrupts``).
 
-One row per IRQ that has an action or has ever been counted: the IRQ number,
+One row per IRQ that has an action or has ever been counted: the IRQ number
+(as wide as ``nr_irqs`` needs: 3 digits below 1000, as x86 sizes it),
 its count on every CPU, the chip's name, the hwirq in its domain, the flow
 handler's name (``-edge``), and the names of its actions. A caller may add
 one column of its own with ``extra(irq, desc) -> str | None`` (the VMD driver
@@ -35,12 +36,33 @@ def _actions(desc: Any) -> list[str]:
     return names
 
 
+IOAPIC_GSIS = 24  # gsi_top: the one IO-APIC's pins (the model's GSIs below IRQ 24)
+NR_IRQS_LEGACY = 16
+NR_VECTORS = 256
+
+
+def x86_nr_irqs(ncpus: int) -> int:
+    """``nr_irqs`` as x86's ``arch_probe_nr_irqs`` sizes it (one IO-APIC of 24 pins, PCI/MSI
+    configured): the legacy IRQs and GSIs, 8 per CPU, and 16 per GSI for MSI, capped at
+    one per vector of every CPU."""
+    nr = IOAPIC_GSIS + NR_IRQS_LEGACY + 8 * ncpus + IOAPIC_GSIS * 16
+    return min(nr, NR_VECTORS * ncpus)
+
+
+def _prec(nr_irqs: int) -> int:
+    """The width of the IRQ column: 3 digits, one more for each power of ten up to nr_irqs."""
+    prec, j = 3, 1000
+    while prec < 10 and j <= nr_irqs:
+        prec, j = prec + 1, j * 10
+    return prec
+
+
 def show_interrupts(k: Kernel, extra: ExtraColumn | None = None) -> str:
     """The table as text; no scheduling points (it reads a snapshot, as a report)."""
     kirq = k.irq
     slots = kirq.sparse_irqs.slots
     ncpus = k.ncpus
-    prec = max(3, len(str(max(slots, default=0))))
+    prec = _prec(x86_nr_irqs(ncpus))
     lines = [" " * (prec + 1) + "".join(f"{'CPU' + str(c):>11}" for c in range(ncpus))]
     for irq in sorted(slots):
         desc = slots[irq]
