@@ -6,7 +6,7 @@ never from hardware objects. Names come from a small built-in slice of the
 PCI ID database covering the devices the model builds; anything else prints
 as pciutils does for an unknown ID ("Device 1234").
 
-Formats (pciutils 3.x): ``lspci``; ``-n`` numeric IDs, ``-nn`` names and IDs;
+Formats (pciutils 3.10 and later, 2023-): ``lspci``; ``-n`` numeric IDs, ``-nn`` names and IDs;
 ``-v`` verbose (memory regions, bus numbers and windows of bridges,
 capabilities found, the driver in use); ``-k`` the driver in use and the
 kernel modules that could drive it; ``-x`` (``-xxx``, ``-xxxx``) a hex dump of
@@ -37,7 +37,8 @@ from vmdsim.kernel.pci.resource import IORESOURCE_MEM_64, IORESOURCE_PREFETCH, I
 if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
 
-VENDORS = {0x8086: "Intel Corporation"}
+VENDORS = {0x8086: "Intel Corporation", 0x1C5C: "SK hynix", 0x15B7: "Sandisk Corp",
+           0x144D: "Samsung Electronics Co Ltd"}
 DEVICES = {
     (0x8086, 0x2020): "Sky Lake-E DMI3 Registers",
     (0x8086, 0x201D): "Volume Management Device NVMe RAID Controller",
@@ -47,7 +48,14 @@ DEVICES = {
     (0x8086, 0xA77F): "Volume Management Device NVMe RAID Controller Intel Corporation",
     (0x8086, 0x9A0B): "Volume Management Device NVMe RAID Controller",
     (0x8086, 0x2030): "Sky Lake-E PCI Express Root Port A",
+    (0x8086, 0x2031): "Sky Lake-E PCI Express Root Port B",
+    (0x8086, 0x2032): "Sky Lake-E PCI Express Root Port C",
+    (0x8086, 0x2033): "Sky Lake-E PCI Express Root Port D",
+    (0x8086, 0x464D): "12th Gen Core Processor PCI Express x4 Controller #0",
     (0x8086, 0x0A54): "NVMe Datacenter SSD [3DNAND, Beta Rock Controller]",
+    # drives seen behind client VMDs (pci.ids names)
+    (0x1C5C, 0x1959): "Platinum P41/PC801 NVMe Solid State Drive",
+    (0x15B7, 0x5009): "WD Blue SN550 NVMe SSD",
 }
 CLASSES = {
     0x0104: "RAID bus controller",
@@ -67,9 +75,19 @@ class LspciError(VmdsimError):
     """A selector (``-s``, ``-d``) or flag lspci would refuse; the message names it."""
 
 
-def device_name(vendor: int, device: int) -> str:
-    v = VENDORS.get(vendor, f"Device {vendor:04x}")
-    return f"{v} {DEVICES.get((vendor, device), f'Device {device:04x}')}"
+def device_name(vendor: int, device: int, numeric: int = 0) -> str:
+    """pciutils' ``format_name_pair``: names, or for an unknown device ``Intel Corporation
+    Device 9a04`` (unknown vendor: ``Device 1c5c:1959``); ``numeric`` 1 the IDs only, 2
+    (``-nn``) names and IDs (``Device [1c5c:1959]`` when the vendor is unknown)."""
+    ids = f"{vendor:04x}:{device:04x}"
+    v = VENDORS.get(vendor)
+    d = DEVICES.get((vendor, device))
+    if numeric == 1:
+        return ids
+    if numeric:
+        return f"{v} {d} [{ids}]" if v and d else f"{v} Device [{ids}]" if v \
+            else f"Device [{ids}]"
+    return f"{v} {d}" if v and d else f"{v} Device {device:04x}" if v else f"Device {ids}"
 
 
 def class_name(class24: int) -> str:
@@ -90,8 +108,8 @@ def line(dev: Any, numeric: int = 0) -> str:
     ids = f"{dev.vendor:04x}:{dev.device:04x}"
     if numeric == 1:
         return f"{pci_name(dev)} {cls:04x}: {ids}{rev}"
-    kind, what = class_name(dev.class_), device_name(dev.vendor, dev.device)
-    name = f"{kind} [{cls:04x}]: {what} [{ids}]" if numeric >= 2 else f"{kind}: {what}"
+    kind, what = class_name(dev.class_), device_name(dev.vendor, dev.device, min(numeric, 2))
+    name = f"{kind} [{cls:04x}]: {what}" if numeric >= 2 else f"{kind}: {what}"
     return f"{pci_name(dev)} {name}{rev}"
 
 
@@ -223,20 +241,25 @@ def verbose(dev: Any, numeric: int = 0) -> list[str]:
 
 
 def tree(k: Kernel, names: bool = False, numeric: int = 0) -> str:
-    """``lspci -t``: one tree per domain (highest first, as lspci prints them); with
-    ``names`` (``-tv``) and/or ``numeric`` (``-tn``, ``-tnn``) each device is named."""
-    roots = sorted(k.pci.pci_root_buses, key=lambda b: (b.domain_nr, b.number), reverse=True)
+    """``lspci -t`` as pciutils 3.10+ (2023) prints it: one tree per PCI domain, in
+    ascending order (the VMD's 10000 after 0000); a domain with several root buses (one
+    per socket) lists them under one root. With ``names`` (``-tv``) and/or ``numeric``
+    (``-tn``, ``-tnn``) each device that is not a bridge is named."""
+    domains: dict[int, list[Any]] = {}
+    for bus in sorted(k.pci.pci_root_buses, key=lambda b: (b.domain_nr, b.number)):
+        domains.setdefault(bus.domain_nr, []).append(bus)
     out: list[str] = []
-    for n, bus in enumerate(roots):
-        label = f"[{bus.domain_nr:04x}:{bus.number:02x}]-"
-        if len(roots) == 1:
-            lead, cont = "-", " "
-        else:
-            lead = "-+-" if n == 0 else (" \\-" if n == len(roots) - 1 else " +-")
-            cont = "   " if n == len(roots) - 1 else " | "
-        body = _bus_lines(bus, names, numeric)
-        out.append(lead + label + body[0])
-        out.extend(cont + " " * (len(label) + len(lead) - len(cont)) + b for b in body[1:])
+    for roots in domains.values():
+        for n, bus in enumerate(roots):
+            label = f"[{bus.domain_nr:04x}:{bus.number:02x}]-"
+            if len(roots) == 1:
+                lead, cont = "-", " "
+            else:
+                lead = "-+-" if n == 0 else (" \\-" if n == len(roots) - 1 else " +-")
+                cont = "   " if n == len(roots) - 1 else " | "
+            body = _bus_lines(bus, names, numeric)
+            out.append(lead + label + body[0])
+            out.extend(cont + " " * (len(label) + len(lead) - len(cont)) + b for b in body[1:])
     return "\n".join(out)
 
 
@@ -245,11 +268,7 @@ def _tree_name(dev: Any, names: bool, numeric: int) -> str:
     its name, its IDs (``-tvn``), or both (``-tvnn``); nothing without ``-v``."""
     if not names:
         return ""
-    ids = f"{dev.vendor:04x}:{dev.device:04x}"
-    if numeric == 1:
-        return f"  {ids}"
-    name = device_name(dev.vendor, dev.device)
-    return f"  {name} [{ids}]" if numeric else f"  {name}"
+    return f"  {device_name(dev.vendor, dev.device, min(numeric, 2))}"
 
 
 def _bus_lines(bus: Any, names: bool = False, numeric: int = 0) -> list[str]:
