@@ -97,3 +97,24 @@ def test_proc_interrupts_of_v6_18_names_each_childs_device_domain_as_the_6_18_ke
     assert len(real) == 19 + 1 + 21 and real == ours
     assert ours["PCIe PME"] == ("VMD-PCI-MSI-10000:e0:06.0", "0")
     assert ours["nvme0q20"] == ("VMD-PCI-MSIX-10000:e1:00.0", "20")
+
+
+def test_dmesg_says_what_the_6_17_kernel_said_of_the_vmd_domain():
+    real = _sample("samples/10_adl-dell-xps9320_dmesg_6.17.txt")
+    ours = _run("dmesg", TOPOLOGY)
+    # lines whose text does not depend on firmware's bus and window programming, the
+    # IOMMU, INTx routing or addresses (the model's MEMBARs sit below 4 GiB)
+    same = ["vmd 0000:00:0e.0: PCI host bridge to bus 10000:e0",
+            "pci_bus 10000:e0: root bus resource [bus e0-ff]",
+            "pci 10000:e0:06.0: [8086:464d] type 01 class 0x060400 PCIe Root Port",
+            "pci 10000:e1:00.0: [1c5c:1959] type 00 class 0x010802 PCIe Endpoint",
+            "nvme nvme0: pci function 10000:e1:00.0",
+            "nvme nvme0: 20/0/0 default/read/poll queues",
+            "vmd 0000:00:0e.0: Bound to PCI domain 10000"]
+    for line in same:
+        assert line in [s.strip() for s in real], line
+        assert line in ours, line
+    pme = next(s for s in ours if s.startswith("pcieport 10000:e0:06.0: PME: "))
+    assert re.fullmatch(r"pcieport 10000:e0:06\.0: PME: Signaling with IRQ \d+", pme)
+    assert any(re.fullmatch(r"pcieport 10000:e0:06\.0: PME: Signaling with IRQ \d+", s.strip())
+               for s in real)

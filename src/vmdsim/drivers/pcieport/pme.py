@@ -211,7 +211,7 @@ def pcie_pme_probe(srv: pcie_device) -> int:
     if ret:
         k.mem.kfree(data)
         return ret
-    pci_info(port, f"PME: Signaling PME with IRQ {srv.irq}")
+    pci_info(port, f"PME: Signaling with IRQ {srv.irq}")
     pcie_pme_interrupt_enable(port, True)
     return 0
 
