@@ -56,7 +56,7 @@ def test_validate_bad_input_exits_2_with_file_line_and_field(tmp_path):
     assert r.exit_code == 2
     assert r.stdout == ""
     assert r.stderr == (f"vmdsim: error: {p}:6: vmd[0].root_port[0].queues: unknown field "
-                        "(valid: device, hotplug, irq, name, nvme, slot, slot_number)\n")
+                        "(valid: device, hotplug, irq, name, nvme, revision, slot, slot_number)\n")
 
 
 def test_unknown_vmd_device_lists_the_valid_ones(tmp_path):

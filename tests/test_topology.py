@@ -121,7 +121,7 @@ BAD = [
     (RP + "irq = \"intx\"\n", 5, "vmd[0].root_port[0].irq", "'intx' is not one of 'msi', 'msix'"),
     (RP + "slot_number = 9000\n", 5, "vmd[0].root_port[0].slot_number", "outside 0..8191"),
     (RP + "nvme = { queues = 8, colour = 1 }\n", 5, "vmd[0].root_port[0].nvme.colour",
-     "unknown field (valid: device, ltr_max_snoop, msix_vectors, name, queues, vendor)"),
+     "unknown field (valid: device, ltr_max_snoop, msix_vectors, name, queues, revision, vendor)"),
     (RP + "nvme = { queues = 0 }\n", 5, "vmd[0].root_port[0].nvme.queues", "0 is outside 1..128"),
     (RP + "nvme = { ltr_max_snoop = 0x2000 }\n", 5, "vmd[0].root_port[0].nvme.ltr_max_snoop",
      "0x2000 is outside 0x0..0x1fff"),

@@ -23,6 +23,7 @@ The format, every key optional unless marked::
     hotplug = true            # hot-plug capable slot
     irq = "msi"               # the port's own interrupts: "msi" (1 message) or "msix" (2)
     device = 0x2030           # PCI device ID of the port
+    revision = 0              # its Revision ID (lspci prints a nonzero one: "(rev 02)")
     nvme = { queues = 8 }     # the drive in the slot; leave it out for an empty slot
 
     [[root_port]]             # root ports in the primary domain (no VMD in the way)
@@ -32,7 +33,7 @@ The format, every key optional unless marked::
 
 An ``nvme`` table takes ``name``, ``queues`` (I/O queues, 1..128; the admin
 queue comes on top), ``msix_vectors`` (default queues + 1: queue q uses
-vector q), ``vendor``, ``device`` and ``ltr_max_snoop`` (the LTR Max Snoop
+vector q), ``vendor``, ``device``, ``revision`` and ``ltr_max_snoop`` (the LTR Max Snoop
 Latency firmware left in the drive; 0 = never programmed).
 
 Names default to ``vmd0``, ``vmd0.rp0``, ``vmd0.rp0.nvme`` and ``rp0`` for
@@ -65,6 +66,7 @@ class NvmeSpec:
     vendor: int = 0x8086
     device: int = 0x0A54
     ltr_max_snoop: int = 0
+    revision: int = 0
 
 
 @dataclass
@@ -75,6 +77,7 @@ class RootPortSpec:
     hotplug: bool = True
     irq: str = "msi"
     device: int = 0x2030
+    revision: int = 0
     nvme: NvmeSpec | None = None
 
 
@@ -216,7 +219,8 @@ def _vmd(ctx: _Ctx, v: dict, path: tuple, i: int) -> VmdSpec:
 
 
 def _root_port(ctx: _Ctx, r: dict, path: tuple, name: str, *, primary: bool) -> RootPortSpec:
-    ctx.keys(r, path, {"name", "slot", "slot_number", "hotplug", "irq", "device", "nvme"})
+    ctx.keys(r, path, {"name", "slot", "slot_number", "hotplug", "irq", "device", "revision",
+                       "nvme"})
     name = ctx.name(r, path + ("name",), name)
     if primary:
         slot = ctx.devfn(r, path + ("slot",), None)
@@ -227,10 +231,12 @@ def _root_port(ctx: _Ctx, r: dict, path: tuple, name: str, *, primary: bool) -> 
     spec.hotplug = ctx.boolean(r, path + ("hotplug",), True)
     spec.irq = ctx.choice(r, path + ("irq",), "msi", ("msi", "msix"))
     spec.device = ctx.integer(r, path + ("device",), 0x2030, 0, 0xFFFF)
+    spec.revision = ctx.integer(r, path + ("revision",), 0, 0, 0xFF)
     if "nvme" in r:
         n = ctx.table(r, path + ("nvme",))
         np = path + ("nvme",)
-        ctx.keys(n, np, {"name", "queues", "msix_vectors", "vendor", "device", "ltr_max_snoop"})
+        ctx.keys(n, np, {"name", "queues", "msix_vectors", "vendor", "device", "ltr_max_snoop",
+                         "revision"})
         nv = NvmeSpec(name=ctx.name(n, np + ("name",), f"{name}.nvme"))
         nv.queues = ctx.integer(n, np + ("queues",), 8, 1, 128)
         if "msix_vectors" in n:
@@ -239,6 +245,7 @@ def _root_port(ctx: _Ctx, r: dict, path: tuple, name: str, *, primary: bool) -> 
         nv.device = ctx.integer(n, np + ("device",), 0x0A54, 0, 0xFFFF)
         # LTR Max Snoop Latency: value 9:0, scale 12:10; 15:13 reserved
         nv.ltr_max_snoop = ctx.integer(n, np + ("ltr_max_snoop",), 0, 0, 0x1FFF, hex_=True)
+        nv.revision = ctx.integer(n, np + ("revision",), 0, 0, 0xFF)
         spec.nvme = nv
     return spec
 

@@ -118,3 +118,12 @@ def test_dmesg_says_what_the_6_17_kernel_said_of_the_vmd_domain():
     assert re.fullmatch(r"pcieport 10000:e0:06\.0: PME: Signaling with IRQ \d+", pme)
     assert any(re.fullmatch(r"pcieport 10000:e0:06\.0: PME: Signaling with IRQ \d+", s.strip())
                for s in real)
+
+
+def test_lspci_nn_names_the_vmd_side_as_the_laptop_did():
+    # the first line of each device in lspci -vnn is lspci -nn's line, with the
+    # programming interface added after -v
+    real = [s.split(" (prog-if")[0] for s in _sample("samples/07_adl-dell-xps9320_lspci-vnn.txt")
+            if s.startswith(("0000:00:0e.0", "10000:"))]
+    ours = [s for s in _run("lspci", "-nn", TOPOLOGY) if s.startswith(("0000:00:0e.0", "10000:"))]
+    assert len(real) == 3 and ours == real

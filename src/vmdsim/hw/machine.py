@@ -106,7 +106,7 @@ class Machine:
     def _root_port(self, r: RootPortSpec, where: tuple) -> RootPort:
         rp = self._make(where, "device", lambda: RootPort(
             r.name, aborts=self.rc.aborts, device_id=r.device, slot_number=r.slot_number,
-            hotplug=r.hotplug, irq=r.irq))
+            hotplug=r.hotplug, irq=r.irq, revision=r.revision))
         self.root_ports.append(rp)
         if r.nvme is not None:
             rp.populate(self._nvme(r.nvme, where + ("nvme",)), at_power_on=True)
@@ -115,7 +115,7 @@ class Machine:
     def _nvme(self, n: NvmeSpec, where: tuple) -> NvmeController:
         nvme = self._make(where, None, lambda: NvmeController(
             n.name, nr_io_queues=n.queues, msix_vectors=n.msix_vectors, vendor=n.vendor,
-            device_id=n.device, ltr_max_snoop=n.ltr_max_snoop))
+            device_id=n.device, ltr_max_snoop=n.ltr_max_snoop, revision=n.revision))
         self.nvmes.append(nvme)
         return nvme
 

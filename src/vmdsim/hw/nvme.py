@@ -146,6 +146,7 @@ class NvmeController(PciFunction):
         device_id: int = PCI_DEVICE_ID_INTEL_NVME_P4500,
         ltr_max_snoop: int | None = 0,
         queue_depth: int = 1024,
+        revision: int = 0,
     ) -> None:
         nq = nr_io_queues + 1
         if not 1 <= nr_io_queues < NVME_MAX_QUEUES:
@@ -163,7 +164,8 @@ class NvmeController(PciFunction):
         pba = NVME_MSIX_TABLE + ((nvec * PCI_MSIX_ENTRY_SIZE + 0xFFF) & ~0xFFF)
         bar0 = max(NVME_BAR0_MIN, 1 << (pba + (nvec + 63) // 64 * 8 - 1).bit_length())
         super().__init__(name, vendor, device_id, PCI_CLASS_STORAGE_EXPRESS,
-                         bars=(Bar(0, bar0),), subsystem=(vendor, device_id), interrupt_pin=1)
+                         bars=(Bar(0, bar0),), subsystem=(vendor, device_id), interrupt_pin=1,
+                         revision=revision)
         self.nr_io_queues = nr_io_queues
         self.nr_queues = nq
         self.queue_depth = queue_depth

@@ -147,6 +147,7 @@ class RootPort(PciBridge):
         hotplug: bool = True,
         irq: str = "msi",
         msix_vectors: int = 2,
+        revision: int = 0,
     ) -> None:
         if irq not in ("msi", "msix"):
             raise ValueError(f"{name}: irq must be 'msi' or 'msix', not {irq!r}")
@@ -157,7 +158,7 @@ class RootPort(PciBridge):
             raise ValueError(f"{name}: {msix_vectors} MSI-X vectors outside "
                              f"1..{ROOT_PORT_MAX_MSIX} (Interrupt Message Numbers are 5 bits)")
         bars = (Bar(0, ROOT_PORT_MSIX_BAR_SIZE),) if irq == "msix" else ()
-        super().__init__(name, vendor, device_id, aborts=aborts, bars=bars)
+        super().__init__(name, vendor, device_id, aborts=aborts, bars=bars, revision=revision)
         self.hotplug = hotplug
         self.hp_vector = 0  # PCIe capability Interrupt Message Number: hot-plug and PME
         self.aer_vector = 1 if irq == "msix" and msix_vectors >= 2 else 0
