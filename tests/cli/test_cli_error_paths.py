@@ -76,7 +76,8 @@ BAD = {
                     "possible"),
     "unknown-key": ("[[vmd]]\ndevice = 0x467F\n\n[[vmd.root_port]]\nslot = 6\nqueues = 4\n",
                     6, "vmd[0].root_port[0].queues",
-                    "unknown field (valid: device, hotplug, irq, name, nvme, revision, slot, slot_number)"),
+                    "unknown field (valid: device, hotplug, irq, name, nvme, revision, slot, "
+                    "slot_number)"),
     "unknown-device": ("[[vmd]]\ndevice = 0x1234\n", 2, "vmd[0].device",
                        "unknown VMD device ID 0x1234 (known: 0x201d, 0x28c0, 0x467f, 0x4c3d, "
                        "0x7d0b, 0x9a0b, 0xa77f, 0xad0b, 0xb06f, 0xb07f, 0xb60b)"),
