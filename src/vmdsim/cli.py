@@ -84,6 +84,41 @@ def validate(file: str) -> None:
                    f"{vmd.msix.nvec} MSI-X vectors, {len(ports)} root port(s)")
 
 
+@topology.command(name="import")
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("--cpus", type=click.IntRange(1, 64), default=None,
+              help="the machine's CPU count (lspci does not say; 4 otherwise)")
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None,
+              help="write the TOML there (default: standard output)")
+def import_(files: tuple[str, ...], cpus: int | None, output: str | None) -> None:
+    """A topology of the VMD side of a real machine, from its `lspci -nn` text (or -vnn,
+    -nnk, -nnvvv; several FILES are one machine). A comment block at the top lists what
+    was guessed and what the model does not build; the result is booted once and every
+    device that would not bind is named on stderr."""
+    from vmdsim.errors import TopologyError
+    from vmdsim.sim.system import boot
+    from vmdsim.topology import parse
+    from vmdsim.topology_import import import_topology
+
+    sources = []
+    for f in files:
+        try:
+            sources.append((f, Path(f).read_text()))
+        except (OSError, ValueError) as e:  # ValueError: a NUL in the name, not UTF-8
+            raise TopologyError(f, None, "file", f"cannot read it: {e}") from None
+    text = import_topology(sources, cpus)
+    trial = boot(parse(text, output or "<imported>"))
+    for u in trial.unbound:
+        click.echo(f"vmdsim: warning: {u}", err=True)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        Path(output).write_text(text)
+    except (OSError, ValueError) as e:
+        raise TopologyError(output, None, "--output", f"cannot write it: {e}") from None
+
+
 @topology.command()
 @click.argument("file", required=False, type=click.Path(dir_okay=False))
 def show(file: str | None) -> None:

@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from vmdsim.kernel.core import Kernel
 
 VENDORS = {0x8086: "Intel Corporation", 0x1C5C: "SK hynix", 0x15B7: "Sandisk Corp",
-           0x144D: "Samsung Electronics Co Ltd"}
+           0x144D: "Samsung Electronics Co Ltd", 0x2646: "Kingston Technology Company, Inc."}
 DEVICES = {
     (0x8086, 0x2020): "Sky Lake-E DMI3 Registers",
     (0x8086, 0x201D): "Volume Management Device NVMe RAID Controller",
@@ -52,10 +52,13 @@ DEVICES = {
     (0x8086, 0x2032): "Sky Lake-E PCI Express Root Port C",
     (0x8086, 0x2033): "Sky Lake-E PCI Express Root Port D",
     (0x8086, 0x464D): "12th Gen Core Processor PCI Express x4 Controller #0",
+    (0x8086, 0xA0B0): "Tiger Lake-LP PCI Express Root Port #9",
     (0x8086, 0x0A54): "NVMe Datacenter SSD [3DNAND, Beta Rock Controller]",
     # drives seen behind client VMDs (pci.ids names)
     (0x1C5C, 0x1959): "Platinum P41/PC801 NVMe Solid State Drive",
     (0x15B7, 0x5009): "WD Blue SN550 NVMe SSD",
+    (0x15B7, 0x5006): "WD Black SN750 / PC SN730 / Red SN700 NVMe SSD",
+    (0x2646, 0x5013): "KC3000/Renegade NVMe SSD",
 }
 CLASSES = {
     0x0104: "RAID bus controller",
