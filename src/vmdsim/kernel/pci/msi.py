@@ -289,21 +289,32 @@ def msi_multi_mask(desc: msi_desc) -> int:
     return (1 << (1 << desc.multi_cap)) - 1
 
 
+def pci_msi_mask(desc: msi_desc, mask: int) -> None:
+    """Set ``mask``'s bits in the MSI Mask Bits register, if the function has one."""
+    if desc.can_mask:
+        pci_msi_update_mask(desc, 0, mask)
+
+
+def pci_msi_unmask(desc: msi_desc, mask: int) -> None:
+    if desc.can_mask:
+        pci_msi_update_mask(desc, mask, 0)
+
+
 def pci_msi_mask_irq(d: irq_data) -> None:
     """The ``irq_mask`` of every PCI/MSI chip (MSI_FLAG_USE_DEF_CHIP_OPS)."""
     desc = irq_data_get_msi_desc(d)
     if desc.is_msix:
         pci_msix_mask(desc)
-    elif desc.can_mask:
-        pci_msi_update_mask(desc, 0, 1 << (d.irq - desc.irq))
+    else:
+        pci_msi_mask(desc, 1 << (d.irq - desc.irq))
 
 
 def pci_msi_unmask_irq(d: irq_data) -> None:
     desc = irq_data_get_msi_desc(d)
     if desc.is_msix:
         pci_msix_unmask(desc)
-    elif desc.can_mask:
-        pci_msi_update_mask(desc, 1 << (d.irq - desc.irq), 0)
+    else:
+        pci_msi_unmask(desc, 1 << (d.irq - desc.irq))
 
 
 def __pci_write_msi_msg(entry: msi_desc, msg: msi_msg) -> None:
@@ -822,16 +833,14 @@ def _cond_mask_parent(d: irq_data, mask: bool) -> None:
 
 def pci_irq_mask_msi(d: irq_data) -> None:
     desc = irq_data_get_msi_desc(d)
-    if desc.can_mask:
-        pci_msi_update_mask(desc, 0, 1 << (d.irq - desc.irq))
+    pci_msi_mask(desc, 1 << (d.irq - desc.irq))
     _cond_mask_parent(d, True)
 
 
 def pci_irq_unmask_msi(d: irq_data) -> None:
     desc = irq_data_get_msi_desc(d)
     _cond_mask_parent(d, False)
-    if desc.can_mask:
-        pci_msi_update_mask(desc, 1 << (d.irq - desc.irq), 0)
+    pci_msi_unmask(desc, 1 << (d.irq - desc.irq))
 
 
 def pci_irq_mask_msix(d: irq_data) -> None:
