@@ -37,15 +37,24 @@ def _apply_variants(ctx: click.Context, param: click.Parameter,
     """Load the variants named and keep them applied until the command returns."""
     if not value:
         return value
-    from vmdsim.history import resolve_variants, variant_releases
-
-    variants = resolve_variants(value)
-    _keep_applied(ctx, variants, "--variant")
+    variants = _keep_variant_specs(ctx, value, "--variant")
     ctx.meta[NOTES] = [f"vmdsim: variant: {v.target} replaced by {v.where}" for v in variants]
-    for spec, scheme in variant_releases(value).items():
-        _keep_scheme(ctx, scheme, f"--variant {spec}")
     ctx.find_root().call_on_close(lambda: _warn_unreached(variants))
     return value
+
+
+def _keep_variant_specs(ctx: click.Context, specs: tuple[str, ...] | list[str],
+                        by: str, sep: str = " ") -> list:
+    """Apply the variants ``specs`` name (files, ``before:NAME``) until the command returns,
+    each ``before:`` on the interrupt-domain scheme of its fix's release (named to the
+    user as ``by``, ``sep`` and the spec)."""
+    from vmdsim.history import resolve_variants, variant_releases
+
+    variants = resolve_variants(specs)
+    _keep_applied(ctx, variants, by)
+    for spec, scheme in variant_releases(specs).items():
+        _keep_scheme(ctx, scheme, f"{by}{sep}{spec}")
+    return variants
 
 
 def _warn_unreached(variants: list) -> None:
@@ -97,6 +106,7 @@ def _apply_kernel(ctx: click.Context, param: click.Parameter | None,
         return value
     from vmdsim.history import REGRESSIONS
     from vmdsim.history.eras import find_era
+
     era = find_era(value)
     ctx.meta[ERA] = era
     _keep_applied(ctx, era.variants(REGRESSIONS), f"--kernel {era.name}")
@@ -111,12 +121,7 @@ def apply_token_settings(options: dict[str, str]) -> None:
     if "kernel" in options:
         _apply_kernel(ctx, None, options["kernel"])
     if "variant" in options:
-        from vmdsim.history import resolve_variants, variant_releases
-
-        specs = options["variant"].split(";")
-        _keep_applied(ctx, resolve_variants(specs), "the token's variant=")
-        for spec, scheme in variant_releases(specs).items():
-            _keep_scheme(ctx, scheme, f"the token's variant={spec}")
+        _keep_variant_specs(ctx, options["variant"].split(";"), "the token's variant=", "")
 
 
 KERNEL = click.option(
