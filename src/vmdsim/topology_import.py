@@ -53,7 +53,6 @@ class _Dev:
     vendor: int
     device: int
     revision: int
-    text: str
     msix: int | None = None
     regions: list[int] = field(default_factory=list)
     secondary: int | None = None
@@ -85,8 +84,7 @@ def parse_lspci(text: str, file: str) -> list[_Dev]:
         if m:
             devs.append(_Dev(file, n, int(m["dom"] or "0", 16), int(m["bus"], 16),
                              int(m["dev"], 16), int(m["fn"]), int(m["cls"], 16),
-                             int(m["ven"], 16), int(m["did"], 16), int(m["rev"] or "0", 16),
-                             line))
+                             int(m["ven"], 16), int(m["did"], 16), int(m["rev"] or "0", 16)))
             continue
         if _PLAIN.match(line):
             plain = plain or n
@@ -140,69 +138,7 @@ def import_topology(sources: list[tuple[str, str]], cpus: int | None = None) -> 
         cpus = 4
     out.append(f"cpus = {cpus}")
     for dom, v in by_domain.items():
-        mine = [d for d in devs if d.domain == dom]
-        if not mine:
-            raise TopologyError(v.file, v.line, "vmd", f"the VMD at {v.where} would own "
-                                f"domain {dom:04x}, of which the text shows no device")
-        first = min(d.bus for d in mine)
-        out += ["", "[[vmd]]", f"device = {v.device:#06X}".replace("0X", "0x"),
-                f'slot = "{v.dev:02x}.{v.fn}"']
-        if v.msix is not None:
-            out.append(f"msix_vectors = {v.msix}")
-        else:
-            guessed.append(f"vmd at {v.where}: msix_vectors = 32 (its MSI-X Count is in "
-                           "`lspci -v`)")
-        for key, size in zip(("cfgbar", "membar1", "membar2"), v.regions, strict=False):
-            out.append(f"{key} = {_mib(size)}")
-        if len(v.regions) < 3:
-            guessed.append(f"vmd at {v.where}: the model's default sizes for the regions "
-                           "`lspci -v` would show")
-        if first not in RESTRICTION_OF_FIRST_BUS:
-            raise TopologyError(v.file, mine[0].line, "vmd", f"domain {dom:04x} starts at "
-                                f"bus {first:02x}: a VMD's bus restriction starts it at 00, "
-                                "80 or e0")
-        if RESTRICTION_OF_FIRST_BUS[first]:
-            out.append(f"bus_restriction = {RESTRICTION_OF_FIRST_BUS[first]}")
-        ports = sorted((d for d in mine if d.bus == first and d.cls == CLASS_BRIDGE),
-                       key=lambda d: (d.dev, d.fn))
-        next_bus = first + 1
-        port_buses: set[int] = set()
-        for d in mine:
-            if d.bus == first and d.cls != CLASS_BRIDGE:
-                dropped.append(f"{d.where} {_what(d)}: the model builds only root ports on "
-                               "a VMD's first bus")
-        for p in ports:
-            if p.fn != 0:
-                raise TopologyError(p.file, p.line, "root_port", f"{p.where} is function "
-                                    f"{p.fn}: the model's VMD root ports are function 0")
-            bus = p.secondary
-            if bus is None:
-                bus = next_bus
-                guessed.append(f"root port {p.where}: leads to bus {bus:02x} (the next one, "
-                               "as Linux numbers them; `lspci -v` says)")
-            next_bus = bus + 1
-            port_buses.add(bus)
-            out += ["", "[[vmd.root_port]]", f"slot = {p.dev}",
-                    f"device = {p.device:#06X}".replace("0X", "0x")]
-            if p.revision:
-                out.append(f"revision = {p.revision:#04x}")
-            if p.hotplug is None:
-                guessed.append(f"root port {p.where}: hotplug = false (SltCap is in "
-                               "`lspci -vv`)")
-            out.append(f"hotplug = {'true' if p.hotplug else 'false'}")
-            behind = [d for d in mine if d.bus == bus]
-            for d in behind:
-                if d.cls != CLASS_NVME or d.dev or d.fn:
-                    dropped.append(f"{d.where} {_what(d)}: the model builds only an NVMe "
-                                   "drive at 00.0 behind a root port")
-            drive = next((d for d in behind if d.cls == CLASS_NVME and not d.dev and
-                          not d.fn), None)
-            if drive is not None:
-                out.append(_nvme_line(drive, guessed))
-        for d in mine:
-            if d.bus != first and d.bus not in port_buses:
-                dropped.append(f"{d.where} {_what(d)}: behind a bridge the model does not "
-                               "build (a switch, or a port the text does not show)")
+        out += _vmd_block(dom, v, [d for d in devs if d.domain == dom], guessed, dropped)
     primary = sum(1 for d in devs if d.domain == 0 and d not in vmds)
     if primary:
         dropped.append(f"{primary} device(s) of domain 0000 besides the VMD(s): the model "
@@ -216,13 +152,86 @@ def import_topology(sources: list[tuple[str, str]], cpus: int | None = None) -> 
     return "\n".join(head + ["", *out]) + "\n"
 
 
+def _vmd_block(dom: int, v: _Dev, mine: list[_Dev], guessed: list[str],
+               dropped: list[str]) -> list[str]:
+    """The ``[[vmd]]`` table of VMD ``v`` and its root ports, from the devices of its
+    domain ``dom`` (``mine``); what is guessed or dropped is added to those lists."""
+    if not mine:
+        raise TopologyError(v.file, v.line, "vmd", f"the VMD at {v.where} would own "
+                            f"domain {dom:04x}, of which the text shows no device")
+    first = min(d.bus for d in mine)
+    out = ["", "[[vmd]]", f"device = {_hex16(v.device)}",
+            f'slot = "{v.dev:02x}.{v.fn}"']
+    if v.msix is not None:
+        out.append(f"msix_vectors = {v.msix}")
+    else:
+        guessed.append(f"vmd at {v.where}: msix_vectors = 32 (its MSI-X Count is in "
+                       "`lspci -v`)")
+    for key, size in zip(("cfgbar", "membar1", "membar2"), v.regions, strict=False):
+        out.append(f"{key} = {_mib(size)}")
+    if len(v.regions) < 3:
+        guessed.append(f"vmd at {v.where}: the model's default sizes for the regions "
+                       "`lspci -v` would show")
+    if first not in RESTRICTION_OF_FIRST_BUS:
+        raise TopologyError(v.file, mine[0].line, "vmd", f"domain {dom:04x} starts at "
+                            f"bus {first:02x}: a VMD's bus restriction starts it at 00, "
+                            "80 or e0")
+    if RESTRICTION_OF_FIRST_BUS[first]:
+        out.append(f"bus_restriction = {RESTRICTION_OF_FIRST_BUS[first]}")
+    ports = sorted((d for d in mine if d.bus == first and d.cls == CLASS_BRIDGE),
+                   key=lambda d: (d.dev, d.fn))
+    next_bus = first + 1
+    port_buses: set[int] = set()
+    for d in mine:
+        if d.bus == first and d.cls != CLASS_BRIDGE:
+            dropped.append(f"{d.where} {_what(d)}: the model builds only root ports on "
+                           "a VMD's first bus")
+    for p in ports:
+        if p.fn != 0:
+            raise TopologyError(p.file, p.line, "root_port", f"{p.where} is function "
+                                f"{p.fn}: the model's VMD root ports are function 0")
+        bus = p.secondary
+        if bus is None:
+            bus = next_bus
+            guessed.append(f"root port {p.where}: leads to bus {bus:02x} (the next one, "
+                           "as Linux numbers them; `lspci -v` says)")
+        next_bus = bus + 1
+        port_buses.add(bus)
+        out += ["", "[[vmd.root_port]]", f"slot = {p.dev}",
+                f"device = {_hex16(p.device)}"]
+        if p.revision:
+            out.append(f"revision = {p.revision:#04x}")
+        if p.hotplug is None:
+            guessed.append(f"root port {p.where}: hotplug = false (SltCap is in "
+                           "`lspci -vv`)")
+        out.append(f"hotplug = {'true' if p.hotplug else 'false'}")
+        behind = [d for d in mine if d.bus == bus]
+        for d in behind:
+            if d.cls != CLASS_NVME or d.dev or d.fn:
+                dropped.append(f"{d.where} {_what(d)}: the model builds only an NVMe "
+                               "drive at 00.0 behind a root port")
+        drive = next((d for d in behind if d.cls == CLASS_NVME and not d.dev and
+                      not d.fn), None)
+        if drive is not None:
+            out.append(_nvme_line(drive, guessed))
+    for d in mine:
+        if d.bus != first and d.bus not in port_buses:
+            dropped.append(f"{d.where} {_what(d)}: behind a bridge the model does not "
+                           "build (a switch, or a port the text does not show)")
+    return out
+
+
+def _hex16(n: int) -> str:
+    """A 16-bit ID as the topology writes it: ``0x467F``."""
+    return f"0x{n:04X}"
+
+
 def _what(d: _Dev) -> str:
     return f"[{d.vendor:04x}:{d.device:04x}] class {d.cls:04x}"
 
 
 def _nvme_line(d: _Dev, guessed: list[str]) -> str:
-    fields = [f"vendor = {d.vendor:#06X}".replace("0X", "0x"),
-              f"device = {d.device:#06X}".replace("0X", "0x")]
+    fields = [f"vendor = {_hex16(d.vendor)}", f"device = {_hex16(d.device)}"]
     if d.revision:
         fields.append(f"revision = {d.revision:#04x}")
     if d.msix is not None:
