@@ -93,6 +93,7 @@ from vmdsim.drivers.nvme_admin import (
     NVMEQ_ENABLED,
     NVMEQ_POLLED,
     SQE_SIZE,
+    ctrl_log,
     nvme_admin_create_cq,
     nvme_admin_create_sq,
     nvme_admin_delete_cq,
@@ -145,7 +146,7 @@ from vmdsim.kernel.pci.msi import (
 )
 from vmdsim.kernel.pci.pci_h import pci_channel_io_normal, pci_dev_is_disconnected
 from vmdsim.kernel.pci.probe import pci_bus_read_dev_vendor_id
-from vmdsim.kernel.printk import KERN_ERR, KERN_INFO, printk
+from vmdsim.kernel.printk import KERN_ERR, KERN_INFO
 from vmdsim.kernel.sched import current
 from vmdsim.kernel.shared import KObject, init_private, shared
 
@@ -237,12 +238,6 @@ class nvme_queue(KObject):
 
     def __repr__(self) -> str:
         return f"<nvme_queue {self.name}>"
-
-
-def ctrl_log(dev: Any, level: int, msg: str) -> None:
-    """``dev_info``/``dev_warn``/``dev_err`` on ``dev->ctrl.device``: the controller's class
-    device, so the line reads ``nvme nvme0: msg``."""
-    printk(dev.pdev.k, level, f"nvme {dev.name}: {msg}")
 
 
 class nvme_dev(KObject):

@@ -38,6 +38,13 @@ from vmdsim.kernel.io import readl, writel
 from vmdsim.kernel.pci.msi import pci_irq_vector
 from vmdsim.kernel.printk import KERN_WARNING, printk
 
+
+def ctrl_log(dev: Any, level: int, msg: str) -> None:
+    """``dev_info``/``dev_warn``/``dev_err`` on ``dev->ctrl.device``: the controller's class
+    device, so the line reads ``nvme nvme0: msg``."""
+    printk(dev.pdev.k, level, f"nvme {dev.name}: {msg}")
+
+
 # include/linux/nvme.h
 nvme_admin_delete_sq = 0x00
 nvme_admin_create_sq = 0x01
@@ -125,13 +132,12 @@ def nvme_timeout(dev: Any, req: nvme_request) -> None:
     """The admin timeout passed: poll for a missed completion, else cancel the command."""
     nvmeq = dev.queues[0]
     nvme_poll_irqdisable(nvmeq)
-    where = (f"nvme {dev.name}: I/O tag {req.tag} ({req.tag:04x}) opcode {req.opcode:#x} "
+    where = (f"I/O tag {req.tag} ({req.tag:04x}) opcode {req.opcode:#x} "
              f"({ADMIN_OPCODE_NAMES.get(req.opcode, 'Admin Cmd')}) QID 0 timeout")
-    k = dev.pdev.k
     if try_wait_for_completion(req.done):
-        printk(k, KERN_WARNING, f"{where}, completion polled")  # dev_warn(ctrl->device)
+        ctrl_log(dev, KERN_WARNING, f"{where}, completion polled")
         return
-    printk(k, KERN_WARNING, f"{where}, disable controller")
+    ctrl_log(dev, KERN_WARNING, f"{where}, disable controller")
     req.status = -EINTR
 
 
@@ -193,8 +199,7 @@ def nvme_handle_cqe(nvmeq: Any, cid: int, status: int, result: int) -> None:
         return
     req = dev.admin_tags.get(cid)
     if req is None or req.status != -1:
-        printk(dev.pdev.k, KERN_WARNING,
-               f"nvme {dev.name}: invalid id {cid} completed on queue {nvmeq.qid}")
+        ctrl_log(dev, KERN_WARNING, f"invalid id {cid} completed on queue {nvmeq.qid}")
         return
     req.status, req.result = status, result
     complete(req.done)
