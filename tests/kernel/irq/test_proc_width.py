@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from vmdsim.kernel.core import Kernel
-from vmdsim.kernel.irq.proc import _prec, x86_nr_irqs
+from vmdsim.kernel.irq.proc import _prec
+from vmdsim.kernel.irq.subsys import arch_probe_nr_irqs as x86_nr_irqs
 
 
 def test_nr_irqs_is_sized_as_arch_probe_nr_irqs_sizes_it():

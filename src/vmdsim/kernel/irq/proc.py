@@ -36,19 +36,6 @@ def _actions(desc: Any) -> list[str]:
     return names
 
 
-IOAPIC_GSIS = 24  # gsi_top: the one IO-APIC's pins (the model's GSIs below IRQ 24)
-NR_IRQS_LEGACY = 16
-NR_VECTORS = 256
-
-
-def x86_nr_irqs(ncpus: int) -> int:
-    """``nr_irqs`` as x86's ``arch_probe_nr_irqs`` sizes it (one IO-APIC of 24 pins, PCI/MSI
-    configured): the legacy IRQs and GSIs, 8 per CPU, and 16 per GSI for MSI, capped at
-    one per vector of every CPU."""
-    nr = IOAPIC_GSIS + NR_IRQS_LEGACY + 8 * ncpus + IOAPIC_GSIS * 16
-    return min(nr, NR_VECTORS * ncpus)
-
-
 def _prec(nr_irqs: int) -> int:
     """The width of the IRQ column: 3 digits, one more for each power of ten up to nr_irqs."""
     prec, j = 3, 1000
@@ -62,7 +49,7 @@ def show_interrupts(k: Kernel, extra: ExtraColumn | None = None) -> str:
     kirq = k.irq
     slots = kirq.sparse_irqs.slots
     ncpus = k.ncpus
-    prec = _prec(x86_nr_irqs(ncpus))
+    prec = _prec(kirq.nr_irqs)
     lines = [" " * (prec + 1) + "".join(f"{'CPU' + str(c):>11}" for c in range(ncpus))]
     for irq in sorted(slots):
         desc = slots[irq]

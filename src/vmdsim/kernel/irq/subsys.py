@@ -47,6 +47,16 @@ if TYPE_CHECKING:
 
 PCI_MSI_DOMAIN_MODES = ("per-device-startup", "per-device", "global")
 X86_DYNIRQ_BASE = 24  # the first IRQ above the IO-APIC's 24 GSIs (arch_dynirq_lower_bound)
+NR_IRQS_LEGACY = 16
+NR_VECTORS = 256
+
+
+def arch_probe_nr_irqs(ncpus: int, gsi_top: int = X86_DYNIRQ_BASE) -> int:
+    """``nr_irqs`` as x86 sizes it at boot (PCI/MSI configured): the GSIs and legacy IRQs,
+    8 per CPU, and 16 per GSI for MSI, capped at one per vector of every CPU. The model's
+    one IO-APIC has 24 pins (``gsi_top``)."""
+    nr = gsi_top + NR_IRQS_LEGACY + 8 * ncpus + gsi_top * 16
+    return min(nr, NR_VECTORS * ncpus)
 
 
 class IrqSubsystem(ChipMixin, ManageMixin, DomainMixin, X86VectorMixin):
@@ -60,13 +70,14 @@ class IrqSubsystem(ChipMixin, ManageMixin, DomainMixin, X86VectorMixin):
         self.sparse_irqs = sparse_irqs()
         self.sparse_irq_lock = mutex("sparse_irq_lock")
         self.dynirq_base = X86_DYNIRQ_BASE
+        self.nr_irqs = arch_probe_nr_irqs(k.ncpus)  # what sizes /proc/interrupts' IRQ column
         self.irq_domain_list: list[irq_domain] = []
         self.irq_domain_mutex = mutex("irq_domain_mutex")
         self.vector_lock = raw_spinlock_t("vector_lock")
         self.spurious_vectors = [0] * k.ncpus
         self.msi_dev_data: dict[Any, Any] = {}
         self.x86_vector_domain = x86_vector_domain_init(k)
-        self._pci_msi_domains = "per-device-startup"
+        self._pci_msi_domains = PCI_MSI_DOMAIN_MODES[0]  # the newest
         self.x86_pci_msi_default_domain: irq_domain = native_create_pci_msi_domain(k)
         k.sched.handle_irq = self.common_interrupt
 
