@@ -24,10 +24,12 @@ import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from vmdsim.drivers.vmd.module import MSI_DOMAINS
 from vmdsim.errors import VmdsimError
+from vmdsim.kernel.irq.subsys import PCI_MSI_DOMAIN_MODES
 
-CHOICES = {"pci_msi_domains": ("per-device-startup", "per-device", "global"),
-           "msi_domain": ("msi-parent", "legacy")}
+# Each list is its owner's, newest first.
+CHOICES = {"pci_msi_domains": PCI_MSI_DOMAIN_MODES, "msi_domain": MSI_DOMAINS}
 TODAY = {key: values[0] for key, values in CHOICES.items()}
 _current: dict[str, str] = dict(TODAY)
 

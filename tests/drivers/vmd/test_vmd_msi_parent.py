@@ -4,6 +4,7 @@ domain of its own over the VMD's domain, against the legacy domain of v4.5-v6.16
 from __future__ import annotations
 
 import vmdsim
+from vmdsim.check.scenarios.worlds import small_topology
 from vmdsim.drivers.nvme import nvme_core_of
 from vmdsim.drivers.vmd import vmd_devices
 from vmdsim.drivers.vmd.msi_parent import vmd_msi_controller
@@ -14,17 +15,7 @@ from vmdsim.kernel.rculist import list_entries
 from vmdsim.sim.release import release_settings
 from vmdsim.sim.workload import Load, run_load
 
-ONE_VECTOR = """[machine]
-cpus = 2
-
-[[vmd]]
-device = 0x201D
-msix_vectors = 1
-
-[[vmd.root_port]]
-slot = 0
-nvme = { queues = 2 }
-"""
+ONE_VECTOR = small_topology(vectors=1, queues=2)  # a 201D with one vector, 2 CPUs
 
 
 def test_a_child_irq_has_its_device_level_over_the_vmd_level():
